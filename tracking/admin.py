@@ -1,0 +1,28 @@
+from django.contrib import admin
+from rest_framework_api_key.admin import APIKeyModelAdmin
+
+from tracking.models import Assignment, Event, ServiceAPIKey
+
+
+@admin.register(ServiceAPIKey)
+class ServiceAPIKeyAdmin(APIKeyModelAdmin):
+    pass
+
+
+@admin.register(Assignment)
+class AssignmentAdmin(admin.ModelAdmin):
+    list_display = ("experiment", "user_key", "variant", "source", "assigned_at")
+    list_filter = ("source",)
+    search_fields = ("user_key", "experiment__slug")
+    list_select_related = ("experiment", "variant")
+    raw_id_fields = ("experiment", "variant")
+
+
+@admin.register(Event)
+class EventAdmin(admin.ModelAdmin):
+    list_display = ("experiment", "event_type", "metric", "user_key", "variant", "occurred_at", "received_at")
+    list_filter = ("event_type",)
+    search_fields = ("user_key", "experiment__slug")
+    list_select_related = ("experiment", "variant")
+    raw_id_fields = ("experiment", "variant")
+    show_full_result_count = False

@@ -1,0 +1,83 @@
+"""Assignments and events. Dedup and one-variant-per-user are database constraints."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Length
+from rest_framework_api_key.models import AbstractAPIKey
+
+models.CharField.register_lookup(Length)
+
+
+class Assignment(models.Model):
+    class Source(models.TextChoices):
+        HASH = "hash", "Hash (POST /api/assign)"
+        UPSTREAM = "upstream", "Upstream (first exposure)"
+
+    experiment = models.ForeignKey("experiments.Experiment", on_delete=models.CASCADE, related_name="assignments")
+    user_key = models.CharField(max_length=255)
+    variant = models.ForeignKey("experiments.Variant", on_delete=models.CASCADE, related_name="assignments")
+    assigned_at = models.DateTimeField(auto_now_add=True)
+    source = models.CharField(max_length=16, choices=Source.choices)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "user_key"], name="assignment_one_variant_per_user"),
+            models.CheckConstraint(condition=Q(source__in=["hash", "upstream"]), name="assignment_source_valid"),
+            models.CheckConstraint(
+                condition=Q(user_key__length__gt=0, user_key__length__lte=255),
+                name="assignment_user_key_length",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_key} → {self.variant}"
+
+
+class Event(models.Model):
+    class EventType(models.TextChoices):
+        EXPOSURE = "exposure", "Exposure"
+        CONVERSION = "conversion", "Conversion"
+
+    experiment = models.ForeignKey("experiments.Experiment", on_delete=models.CASCADE, related_name="events")
+    variant = models.ForeignKey("experiments.Variant", on_delete=models.CASCADE, related_name="events")
+    user_key = models.CharField(max_length=255)
+    event_type = models.CharField(max_length=16, choices=EventType.choices)
+    metric = models.CharField(max_length=100, blank=True, default="")
+    value = models.FloatField(null=True, blank=True)
+    occurred_at = models.DateTimeField()
+    received_at = models.DateTimeField(auto_now_add=True)
+    props = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "user_key", "event_type", "metric"], name="event_dedup"),
+            models.CheckConstraint(condition=Q(event_type__in=["exposure", "conversion"]), name="event_type_valid"),
+            models.CheckConstraint(
+                condition=Q(user_key__length__gt=0, user_key__length__lte=255), name="event_user_key_length"
+            ),
+            models.CheckConstraint(
+                condition=(Q(event_type="exposure", metric="") | Q(event_type="conversion") & ~Q(metric="")),
+                name="event_metric_matches_type",
+            ),
+        ]
+        indexes = [
+            # The readout aggregate scans one experiment's events by type, then joins per user.
+            models.Index(
+                fields=["experiment", "event_type", "metric", "user_key", "occurred_at"],
+                name="event_readout_idx",
+            ),
+            models.Index(fields=["experiment", "occurred_at"], name="event_experiment_time_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type}:{self.metric or '-'} {self.user_key}"
+
+
+class ServiceAPIKey(AbstractAPIKey):
+    """A per-service API key, stored hashed (djangorestframework-api-key). Revocable in the admin."""
+
+    class Meta(AbstractAPIKey.Meta):
+        verbose_name = "service API key"
+        verbose_name_plural = "service API keys"
