@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from signaldash import views
 
@@ -10,4 +10,8 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
+    # Each app owns its full paths (see the app's urls.py).
+    path("", include("experiments.urls")),
+    path("", include("tracking.urls")),
+    path("", include("readouts.urls")),
 ]

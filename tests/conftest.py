@@ -66,3 +66,57 @@ def make_user(django_user_model):
         return user
 
     return _make
+
+
+# --- Real headless browser (Debian's chromium driven by Playwright) ----------------------------
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+def _chromium_path() -> str | None:
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """A Playwright Chromium browser. Skips loudly without chromium unless REQUIRE_BROWSER=1."""
+    import os
+
+    path = _chromium_path()
+    if path is None:
+        if os.environ.get("REQUIRE_BROWSER") == "1":
+            pytest.fail("REQUIRE_BROWSER=1 but Debian's chromium is not installed (apt-get install chromium)")
+        pytest.skip("!!! chromium not installed: end-to-end browser tests SKIPPED (apt-get install chromium)")
+    # Playwright's sync API runs an event loop in this thread; the ORM calls made by tests are still sync.
+    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context()
+    pg = context.new_page()
+    pg.set_default_timeout(15_000)
+    yield pg
+    context.close()
+
+
+@pytest.fixture
+def login(page, live_server):
+    """Log a user in through the real login form: login(username, password)."""
+
+    def _login(username: str, password: str = "pw-for-tests-1"):
+        page.goto(f"{live_server.url}/accounts/login/")
+        page.fill("#id_username", username)
+        page.fill("#id_password", password)
+        page.click("button[type=submit]")
+        page.wait_for_load_state()
+        return page
+
+    return _login
