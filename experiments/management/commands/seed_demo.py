@@ -1,0 +1,29 @@
+from django.core.management.base import BaseCommand
+
+from experiments.demo_data import SCENARIOS_PATH, demo_seed
+
+
+class Command(BaseCommand):
+    help = "Load the demo scenarios (fixtures/demo_scenarios.json) and demo users. Idempotent."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--reset-passwords", action="store_true", help="Give the demo users new passwords.")
+
+    def handle(self, *args, **options):
+        result = demo_seed(path=SCENARIOS_PATH, reset_passwords=options["reset_passwords"])
+        if result.created_experiments:
+            self.stdout.write(
+                f"Created {len(result.created_experiments)} demo experiments "
+                f"({', '.join(result.created_experiments)}) with {result.events_inserted} events."
+            )
+        else:
+            self.stdout.write("Demo experiments already present: nothing changed.")
+        if result.created_users:
+            self.stdout.write(self.style.SUCCESS("Demo logins (shown once; save them now):"))
+            for username, password in result.created_users.items():
+                self.stdout.write(f"  {username:<9} {password}")
+        else:
+            self.stdout.write(
+                "Demo users ops / reviewer / admin already exist (their passwords were shown when created; "
+                "run `python manage.py seed_demo --reset-passwords` for new ones)."
+            )
