@@ -80,29 +80,61 @@ def _event_rows(experiment: Experiment, spec: dict, variants: dict[str, Variant]
         exposed = [f"{experiment.slug}-{variant.key}-u{i:05d}" for i in range(vspec.get("users", 0))]
         exposed_at = {u: start + timedelta(seconds=rng.randrange(span)) for u in exposed}
         rows += [
-            Event(experiment=experiment, variant=variant, user_key=u, event_type="exposure", metric="",
-                  occurred_at=t, props={"platform": rng.choice(["web", "ios", "android"])})
+            Event(
+                experiment=experiment,
+                variant=variant,
+                user_key=u,
+                event_type="exposure",
+                metric="",
+                occurred_at=t,
+                props={"platform": rng.choice(["web", "ios", "android"])},
+            )
             for u, t in exposed_at.items()
         ]
         for metric, count in vspec.get("conversions", {}).items():
             for u in rng.sample(exposed, count):
                 after = min(span, int((now - exposed_at[u]).total_seconds()) - 60)
                 t = exposed_at[u] + timedelta(seconds=rng.randrange(60, max(61, after)))
-                rows.append(Event(experiment=experiment, variant=variant, user_key=u, event_type="conversion",
-                                  metric=metric, occurred_at=min(t, now - timedelta(seconds=30)),
-                                  value=round(rng.uniform(10, 120), 2), props={}))
+                rows.append(
+                    Event(
+                        experiment=experiment,
+                        variant=variant,
+                        user_key=u,
+                        event_type="conversion",
+                        metric=metric,
+                        occurred_at=min(t, now - timedelta(seconds=30)),
+                        value=round(rng.uniform(10, 120), 2),
+                        props={},
+                    )
+                )
         # Conversions recorded *before* the user's exposure: stored, but not counted by the readout.
         for metric, count in spec.get("late_conversions", {}).items():
             converted = {e.user_key for e in rows if e.event_type == "conversion" and e.metric == metric}
             candidates = [u for u in exposed if u not in converted][:count]
             for u in candidates:
-                rows.append(Event(experiment=experiment, variant=variant, user_key=u, event_type="conversion",
-                                  metric=metric, occurred_at=exposed_at[u] - timedelta(minutes=5), props={}))
+                rows.append(
+                    Event(
+                        experiment=experiment,
+                        variant=variant,
+                        user_key=u,
+                        event_type="conversion",
+                        metric=metric,
+                        occurred_at=exposed_at[u] - timedelta(minutes=5),
+                        props={},
+                    )
+                )
     control = next(v for v in variants.values() if v.is_control)
     for metric, count in spec.get("unexposed_conversions", {}).items():
         rows += [
-            Event(experiment=experiment, variant=control, user_key=f"{experiment.slug}-orphan-{i:04d}",
-                  event_type="conversion", metric=metric, occurred_at=now - timedelta(hours=i + 1), props={})
+            Event(
+                experiment=experiment,
+                variant=control,
+                user_key=f"{experiment.slug}-orphan-{i:04d}",
+                event_type="conversion",
+                metric=metric,
+                occurred_at=now - timedelta(hours=i + 1),
+                props={},
+            )
             for i in range(count)
         ]
     return rows
@@ -114,7 +146,8 @@ def _insert_events(experiment: Experiment, spec: dict, variants: dict[str, Varia
     Event.objects.bulk_create(rows, batch_size=2000, ignore_conflicts=True)
     assignments = [
         Assignment(experiment=experiment, user_key=e.user_key, variant=e.variant, source="upstream")
-        for e in rows if e.event_type == "exposure"
+        for e in rows
+        if e.event_type == "exposure"
     ]
     Assignment.objects.bulk_create(assignments, batch_size=2000, ignore_conflicts=True)
     return Event.objects.filter(experiment=experiment).count() - before
@@ -159,12 +192,16 @@ def demo_seed(*, path: Path = SCENARIOS_PATH, reset_passwords: bool = False) -> 
             continue
         with transaction.atomic():
             experiment = Experiment.objects.create(
-                name=spec["name"], slug=spec["slug"], hypothesis=spec["hypothesis"],
-                primary_metric=spec["primary_metric"], owner=users["ops"],
+                name=spec["name"],
+                slug=spec["slug"],
+                hypothesis=spec["hypothesis"],
+                primary_metric=spec["primary_metric"],
+                owner=users["ops"],
             )
             variants = {
-                v["key"]: Variant.objects.create(experiment=experiment, key=v["key"], name=v["name"],
-                                                 is_control=v["is_control"], weight=v["weight"])
+                v["key"]: Variant.objects.create(
+                    experiment=experiment, key=v["key"], name=v["name"], is_control=v["is_control"], weight=v["weight"]
+                )
                 for v in spec["variants"]
             }
             result.events_inserted += _walk(experiment, spec, users, variants)

@@ -1,0 +1,95 @@
+"""`manage.py seed_demo` loads every scenario through the real workflow and is idempotent."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+
+from experiments.demo_data import SCENARIOS_PATH
+from experiments.models import AuditLog, Decision, Experiment, Variant
+from tracking.models import Assignment, Event
+
+pytestmark = pytest.mark.django_db
+
+SCENARIOS = {s["slug"]: s for s in json.loads(SCENARIOS_PATH.read_text())["experiments"]}
+
+
+def _seed() -> str:
+    out = io.StringIO()
+    call_command("seed_demo", stdout=out)
+    return out.getvalue()
+
+
+def _counts() -> dict[str, int]:
+    return {
+        "experiments": Experiment.objects.count(),
+        "variants": Variant.objects.count(),
+        "events": Event.objects.count(),
+        "assignments": Assignment.objects.count(),
+        "audit": AuditLog.objects.count(),
+        "decisions": Decision.objects.count(),
+        "users": get_user_model().objects.count(),
+    }
+
+
+def test_seed_demo__first_run__creates_users_and_prints_passwords_once():
+    # When the demo is seeded on an empty database
+    output = _seed()
+    # Then the three demo users exist with their roles, and their passwords are printed
+    users = {u.username: u for u in get_user_model().objects.all()}
+    assert set(users) == {"ops", "reviewer", "admin"}
+    assert users["ops"].is_staff and users["ops"].groups.filter(name="ops").exists()
+    assert users["reviewer"].groups.filter(name="reviewer").exists()
+    assert users["admin"].is_superuser
+    for name in ("ops", "reviewer", "admin"):
+        line = next(line for line in output.splitlines() if line.strip().startswith(name + " "))
+        assert users[name].check_password(line.split()[-1])
+
+
+def test_seed_demo__second_run__changes_nothing():
+    # Given a seeded database
+    _seed()
+    before = _counts()
+    # When seeding again
+    output = _seed()
+    # Then nothing changed and no password is printed again
+    assert _counts() == before
+    assert "nothing changed" in output
+    assert "Demo logins" not in output
+
+
+def test_seed_demo__scenarios__reach_their_status_through_the_workflow():
+    _seed()
+    statuses = dict(Experiment.objects.values_list("slug", "status"))
+    assert statuses == {slug: s["status"] for slug, s in SCENARIOS.items()}
+    assert set(statuses.values()) == {"draft", "review", "running", "readout", "shipped", "killed"}
+    # every non-draft experiment has an audit trail starting with its submission
+    for slug, status in statuses.items():
+        transitions = list(
+            AuditLog.objects.filter(experiment__slug=slug).order_by("at", "id").values_list("transition", flat=True)
+        )
+        if status != "draft":
+            assert transitions and transitions[0] == "submit_for_review"
+    # decided experiments carry a decision with the rationale and a readout snapshot
+    for decision in Decision.objects.select_related("experiment"):
+        assert decision.outcome == decision.experiment.status
+        assert decision.rationale == SCENARIOS[decision.experiment.slug]["decision"]
+        assert decision.readout_snapshot.get("variants")
+
+
+def test_seed_demo__event_counts__match_the_scenario_file():
+    _seed()
+    for slug, spec in SCENARIOS.items():
+        for v in spec["variants"]:
+            exposures = Event.objects.filter(experiment__slug=slug, variant__key=v["key"], event_type="exposure")
+            assert exposures.count() == v.get("users", 0), (slug, v["key"])
+            for metric, n in v.get("conversions", {}).items():
+                conversions = Event.objects.filter(
+                    experiment__slug=slug, variant__key=v["key"], event_type="conversion", metric=metric
+                ).exclude(user_key__contains="-orphan-")
+                late = spec.get("late_conversions", {}).get(metric, 0)
+                assert conversions.count() == n + late, (slug, v["key"], metric)
