@@ -1,0 +1,172 @@
+"""Every SQL query of the readouts, as named constants with %(name)s parameters.
+
+Table names come from ``Model._meta.db_table`` (quoted by the connection), values only ever travel
+as parameters. The SQL is portable between SQLite and PostgreSQL except the day bucket, which has
+one expression per vendor.
+
+Distinct users: the ``event_dedup`` constraint on ``tracking.Event`` (experiment, user_key,
+event_type, metric) guarantees at most one exposure row per user and at most one conversion row
+per user and metric, so after the per-user join every row *is* one distinct user and ``COUNT(*)``
+counts users, not events — without the cost of ``COUNT(DISTINCT ...)`` on ten million rows.
+A conversion counts only when the same user's exposure happened at or before it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from django.db import connection
+
+from tracking.models import Event
+
+# One pass over the experiment's events: per variant the exposed users (kind='exposure'), and per
+# variant and metric the converted users; conversions with no exposure come back with a NULL
+# variant (``unexposed``) and conversions that precede the user's exposure as ``late``.
+READOUT_AGGREGATE_SQL = """
+WITH exposure AS (
+    SELECT user_key, variant_id, occurred_at
+    FROM {event}
+    WHERE experiment_id = %(experiment_id)s AND event_type = %(exposure)s AND metric = ''
+),
+conversion AS (
+    SELECT user_key, metric, occurred_at
+    FROM {event}
+    WHERE experiment_id = %(experiment_id)s AND event_type = %(conversion)s
+)
+SELECT 'exposure' AS kind, variant_id, '' AS metric, COUNT(*) AS users, 0 AS late, 0 AS unexposed
+FROM exposure
+GROUP BY variant_id
+UNION ALL
+SELECT 'conversion' AS kind, x.variant_id, c.metric,
+       SUM(CASE WHEN x.occurred_at <= c.occurred_at THEN 1 ELSE 0 END) AS users,
+       SUM(CASE WHEN x.occurred_at > c.occurred_at THEN 1 ELSE 0 END) AS late,
+       SUM(CASE WHEN x.user_key IS NULL THEN 1 ELSE 0 END) AS unexposed
+FROM conversion c
+LEFT JOIN exposure x ON x.user_key = c.user_key
+GROUP BY x.variant_id, c.metric
+"""
+
+# Users exposed per variant and day, and users converting (on the chosen metric, after their
+# exposure) per variant and day of the conversion. Feeds the cumulative chart.
+READOUT_DAILY_SQL = """
+WITH exposure AS (
+    SELECT user_key, variant_id, occurred_at
+    FROM {event}
+    WHERE experiment_id = %(experiment_id)s AND event_type = %(exposure)s AND metric = ''
+)
+SELECT 'exposure' AS kind, x.variant_id, {day_x} AS day, COUNT(*) AS users
+FROM exposure x
+GROUP BY x.variant_id, {day_x}
+UNION ALL
+SELECT 'conversion' AS kind, x.variant_id, {day_c} AS day, COUNT(*) AS users
+FROM {event} c
+JOIN exposure x ON x.user_key = c.user_key AND x.occurred_at <= c.occurred_at
+WHERE c.experiment_id = %(experiment_id)s AND c.event_type = %(conversion)s AND c.metric = %(metric)s
+GROUP BY x.variant_id, {day_c}
+ORDER BY day
+"""
+
+# Variant conflicts rejected at ingest for this experiment (tracking's conflict table, if present).
+READOUT_VARIANT_CONFLICT_SQL = """
+SELECT COUNT(*) AS n FROM {conflict} WHERE {experiment_column} = %(experiment_id)s
+"""
+
+# The UTC calendar day of an event, per vendor (SQLite stores UTC text; PostgreSQL timestamptz).
+DAY_EXPRESSION = {
+    "sqlite": "date({col})",
+    "postgresql": "CAST(({col} AT TIME ZONE 'UTC') AS date)",
+}
+
+
+@dataclass(frozen=True)
+class AggregateRow:
+    kind: str  # 'exposure' | 'conversion'
+    variant_id: int | None
+    metric: str
+    users: int
+    late: int
+    unexposed: int
+
+
+@dataclass(frozen=True)
+class DailyRow:
+    kind: str
+    variant_id: int
+    day: date
+    users: int
+
+
+@dataclass(frozen=True)
+class BoundQuery:
+    """The exact SQL text and parameters that were run (kept for the readout bundle)."""
+
+    sql: str
+    params: dict
+
+
+def _tables() -> dict[str, str]:
+    return {"event": connection.ops.quote_name(Event._meta.db_table)}
+
+
+def readout_aggregate_query(*, experiment_id: int) -> BoundQuery:
+    return BoundQuery(
+        sql=READOUT_AGGREGATE_SQL.format(**_tables()).strip(),
+        params={"experiment_id": experiment_id, "exposure": "exposure", "conversion": "conversion"},
+    )
+
+
+def readout_daily_query(*, experiment_id: int, metric: str) -> BoundQuery:
+    day = DAY_EXPRESSION[connection.vendor]
+    sql = READOUT_DAILY_SQL.format(
+        day_x=day.format(col="x.occurred_at"), day_c=day.format(col="c.occurred_at"), **_tables()
+    )
+    return BoundQuery(
+        sql=sql.strip(),
+        params={"experiment_id": experiment_id, "exposure": "exposure", "conversion": "conversion", "metric": metric},
+    )
+
+
+def readout_variant_conflict_query(*, model, experiment_id: int) -> BoundQuery:
+    qn = connection.ops.quote_name
+    column = model._meta.get_field("experiment").column
+    sql = READOUT_VARIANT_CONFLICT_SQL.format(conflict=qn(model._meta.db_table), experiment_column=qn(column))
+    return BoundQuery(sql=sql.strip(), params={"experiment_id": experiment_id})
+
+
+def readout_count(query: BoundQuery) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(query.sql, query.params)
+        return int(cursor.fetchone()[0])
+
+
+def _fetch(query: BoundQuery) -> list[dict]:
+    with connection.cursor() as cursor:
+        cursor.execute(query.sql, query.params)
+        columns = [c[0] for c in cursor.description]
+        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+
+def readout_aggregate(query: BoundQuery) -> list[AggregateRow]:
+    """Run the aggregate (one query, whatever the number of variants and metrics)."""
+    return [
+        AggregateRow(
+            kind=r["kind"],
+            variant_id=r["variant_id"],
+            metric=r["metric"],
+            users=int(r["users"] or 0),
+            late=int(r["late"] or 0),
+            unexposed=int(r["unexposed"] or 0),
+        )
+        for r in _fetch(query)
+    ]
+
+
+def readout_daily(query: BoundQuery) -> list[DailyRow]:
+    rows = []
+    for r in _fetch(query):
+        day = r["day"]
+        if isinstance(day, str):  # SQLite returns 'YYYY-MM-DD'
+            day = date.fromisoformat(day)
+        rows.append(DailyRow(kind=r["kind"], variant_id=r["variant_id"], day=day, users=int(r["users"])))
+    return rows
