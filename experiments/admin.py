@@ -1,29 +1,204 @@
-from django.contrib import admin
+"""Ops staff's home. Every write goes through experiments/services.py.
 
+- Transitions are django-fsm-2's admin buttons (only those the user may run from the current state);
+  request-changes / ship / kill open a form (`comment` / `rationale`) first.
+- The plan (name, slug, owner, hypothesis, metric, variants) is editable only while in draft;
+  afterwards the page is read-only apart from the workflow buttons.
+- The audit history and the decision are shown read-only on the experiment page.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.forms.models import BaseInlineFormSet
+from django.http import Http404
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django_fsm.admin import FSMAdminMixin
+
+from experiments import services
+from experiments.forms import DecisionForm, RequestChangesForm
 from experiments.models import AuditLog, Decision, Experiment, Variant
+from experiments.templatetags.workflow import pretty_json, transition_label
+
+PLAN_FIELDS = ("name", "slug", "owner", "hypothesis", "primary_metric")
+
+
+def _badge(status: str, label: str) -> str:
+    return format_html('<span class="sd-badge sd-status-{}">{}</span>', status, label)
+
+
+class VariantInlineFormSet(BaseInlineFormSet):
+    def clean(self):
+        super().clean()
+        kept = [f for f in self.forms if f.cleaned_data and not f.cleaned_data.get("DELETE")]
+        if sum(1 for f in kept if f.cleaned_data.get("is_control")) > 1:
+            raise forms.ValidationError("Only one variant can be the control.")
 
 
 class VariantInline(admin.TabularInline):
     model = Variant
-    extra = 0
-    min_num = 2
+    formset = VariantInlineFormSet
     fields = ("key", "name", "is_control", "weight")
+
+    def get_extra(self, request, obj=None, **kwargs):
+        return 2 if obj is None else 0
+
+    def _plan_locked(self, obj) -> bool:
+        return obj is not None and not obj.is_plan_editable
+
+    def has_add_permission(self, request, obj=None):
+        return not self._plan_locked(obj) and super().has_add_permission(request, obj)
+
+    def has_change_permission(self, request, obj=None):
+        return not self._plan_locked(obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return not self._plan_locked(obj) and super().has_delete_permission(request, obj)
 
 
 @admin.register(Experiment)
-class ExperimentAdmin(admin.ModelAdmin):
-    list_display = ("name", "slug", "status", "owner", "primary_metric", "updated_at")
+class ExperimentAdmin(FSMAdminMixin, admin.ModelAdmin):
+    fsm_fields = ["status"]
+    fsm_forms = {"request_changes": RequestChangesForm, "ship": DecisionForm, "kill": DecisionForm}
+    list_display = ("name", "slug", "status_badge", "owner", "primary_metric", "updated_at")
     list_filter = ("status", "owner")
-    search_fields = ("name", "slug", "hypothesis")
-    prepopulated_fields = {"slug": ("name",)}
-    readonly_fields = ("status", "created_at", "updated_at", "started_at", "ended_at")
+    list_select_related = ("owner",)
+    search_fields = ("name", "slug", "hypothesis", "owner__username")
     inlines = [VariantInline]
+    readonly_fields = ("status_badge", "created_at", "updated_at", "started_at", "ended_at", "decision_summary")
+
+    class Media:
+        css = {"all": ("experiments/admin.css",)}
+
+    # --- display ------------------------------------------------------------------------------
+    @admin.display(description="Status", ordering="status")
+    def status_badge(self, obj: Experiment) -> str:
+        return _badge(obj.status, obj.get_status_display())
+
+    @admin.display(description="Audit history (newest first)")
+    def audit_history(self, obj: Experiment) -> str:
+        entries = AuditLog.objects.filter(experiment=obj).select_related("actor").order_by("-at", "-id")
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{} → {}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    e.at.strftime("%Y-%m-%d %H:%M"),
+                    transition_label(e.transition),
+                    e.from_state or "—",
+                    e.to_state or "—",
+                    e.actor.get_username() if e.actor else "system",
+                    e.comment,
+                )
+                for e in entries
+            ),
+        )
+        history_url = reverse("experiments:experiment_history", args=[obj.slug])
+        return format_html(
+            '<table class="sd-audit"><thead><tr><th>When (UTC)</th><th>Step</th><th>From → to</th><th>By</th>'
+            '<th>Comment</th></tr></thead><tbody>{}</tbody></table><p><a href="{}">Timeline page</a></p>',
+            rows,
+            history_url,
+        )
+
+    @admin.display(description="Decision")
+    def decision_summary(self, obj: Experiment) -> str:
+        decision = Decision.objects.filter(experiment=obj).select_related("decided_by").first()
+        if decision is None:
+            return "—"
+        return format_html(
+            "{} by {} on {}<br>{}<details><summary>Readout at decision time</summary><pre>{}</pre></details>",
+            _badge(decision.outcome, decision.get_outcome_display()),
+            decision.decided_by.get_username(),
+            decision.decided_at.strftime("%Y-%m-%d %H:%M"),
+            decision.rationale,
+            pretty_json(decision.readout_snapshot),
+        )
+
+    # --- form layout ----------------------------------------------------------------------------
+    def get_fieldsets(self, request, obj=None):
+        plan = (None, {"fields": PLAN_FIELDS})
+        if obj is None:
+            return [plan]
+        return [
+            plan,
+            ("Workflow", {"fields": ("status_badge", "started_at", "ended_at", "created_at", "updated_at")}),
+            ("Decision and audit history", {"fields": ("decision_summary", "audit_history")}),
+        ]
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = [*super().get_readonly_fields(request, obj), "audit_history"]
+        if obj is not None and not obj.is_plan_editable:
+            fields += PLAN_FIELDS
+        return tuple(fields)
+
+    def get_prepopulated_fields(self, request, obj=None):
+        return {"slug": ("name",)} if obj is None or obj.is_plan_editable else {}
+
+    def get_changeform_initial_data(self, request):
+        return {"owner": request.user.pk, **super().get_changeform_initial_data(request)}
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # experiments are part of the record; kill them instead
+
+    # --- writes go through services -----------------------------------------------------------
+    def save_model(self, request, obj, form, change):
+        if obj.pk is None or obj.is_plan_editable:
+            services.experiment_save_plan(experiment=obj, actor=request.user)
+
+    def save_formset(self, request, form, formset, change):
+        if formset.model is not Variant:
+            return super().save_formset(request, form, formset, change)
+        instances = formset.save(commit=False)
+        for variant in formset.deleted_objects:
+            services.variant_delete(variant=variant, actor=request.user)
+        # Un-set a control before setting the new one (one control per experiment, in the DB).
+        for variant in sorted(instances, key=lambda v: v.is_control):
+            services.variant_save(variant=variant, actor=request.user)
+        formset.save_m2m()
+
+    # --- transitions: django-fsm-2's admin buttons and forms, executed by our services -----------
+    def response_change(self, request, obj):
+        name = request.POST.get(self.fsm_post_param)
+        if name and name not in services.TRANSITION_SERVICES:
+            raise Http404("Unknown transition")
+        return super().response_change(request, obj)
+
+    def fsm_transition_view(self, request, object_id, transition_name, **kwargs):
+        if transition_name not in services.TRANSITION_SERVICES:
+            raise Http404("Unknown transition")
+        obj = self.get_object(request, object_id)
+        if obj is not None:
+            transition = self._get_fsm_transition_by_name(obj=obj, transition_name=transition_name)
+            if not transition.has_perm(obj, user=request.user):
+                raise PermissionDenied(f"You may not {transition_name.replace('_', ' ')} this experiment.")
+        return super().fsm_transition_view(request, object_id, transition_name, **kwargs)
+
+    def _apply_fsm_transition(self, *, obj, transition_name, request, kwargs=None) -> bool:
+        """Replaces django-fsm-2's call-the-method-and-save with our service (audit + decision)."""
+        service = services.TRANSITION_SERVICES[transition_name]
+        try:
+            service(experiment=obj, actor=request.user, **(kwargs or {}))
+        except services.WorkflowError as exc:
+            self.message_user(request, str(exc), level=messages.ERROR)
+            return False
+        self.message_user(
+            request, f"{transition_label(transition_name)}: “{obj}” is now {obj.get_status_display().lower()}."
+        )
+        return True
 
 
 @admin.register(AuditLog)
 class AuditLogAdmin(admin.ModelAdmin):
-    list_display = ("at", "experiment", "transition", "from_state", "to_state", "actor")
+    list_display = ("at", "experiment", "transition", "from_state", "to_state", "actor", "comment")
     list_filter = ("transition",)
+    list_select_related = ("experiment", "actor")
+    search_fields = ("experiment__slug", "experiment__name", "actor__username", "comment")
+    date_hierarchy = "at"
+    ordering = ("-at", "-id")
 
     def has_add_permission(self, request):
         return False
@@ -38,6 +213,15 @@ class AuditLogAdmin(admin.ModelAdmin):
 @admin.register(Decision)
 class DecisionAdmin(admin.ModelAdmin):
     list_display = ("experiment", "outcome", "decided_by", "decided_at")
+    list_filter = ("outcome",)
+    list_select_related = ("experiment", "decided_by")
+    search_fields = ("experiment__slug", "experiment__name", "rationale")
+    readonly_fields = ("snapshot",)
+    exclude = ("readout_snapshot",)
+
+    @admin.display(description="Readout snapshot")
+    def snapshot(self, obj: Decision) -> str:
+        return format_html("<pre>{}</pre>", pretty_json(obj.readout_snapshot))
 
     def has_add_permission(self, request):
         return False

@@ -11,11 +11,37 @@ import secrets
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
-from django_fsm import ConcurrentTransitionMixin, FSMField
+from django.utils import timezone
+from django_fsm import ConcurrentTransitionMixin, FSMField, transition
+
+# Custom permissions, one per workflow step (granted to groups by migration 0003).
+PERM_SUBMIT = "experiments.submit_experiment"
+PERM_REQUEST_CHANGES = "experiments.request_changes_experiment"
+PERM_APPROVE = "experiments.approve_experiment"
+PERM_END = "experiments.end_experiment"
+PERM_SHIP = "experiments.ship_experiment"
+PERM_KILL = "experiments.kill_experiment"
 
 
 def generate_salt() -> str:
     return secrets.token_hex(16)
+
+
+def plan_is_complete(experiment: Experiment) -> bool:
+    """Transition condition for `submit_for_review` (the service reports *what* is missing)."""
+    return not experiment.plan_problems()
+
+
+def can_approve(experiment: Experiment, user) -> bool:
+    """Transition permission for `approve_and_start`: the permission, and never one's own experiment."""
+    return bool(user.has_perm(PERM_APPROVE)) and experiment.owner_id != user.pk
+
+
+class ExperimentQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        if "status" in kwargs:
+            raise PermissionError("Experiment.status changes only through its workflow transitions.")
+        return super().update(**kwargs)
 
 
 class Experiment(ConcurrentTransitionMixin, models.Model):
@@ -39,8 +65,18 @@ class Experiment(ConcurrentTransitionMixin, models.Model):
     ended_at = models.DateTimeField(null=True, blank=True)
     salt = models.CharField(max_length=64, default=generate_salt, editable=False)
 
+    objects = ExperimentQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at"]
+        permissions = [
+            ("submit_experiment", "Can submit an experiment for review"),
+            ("request_changes_experiment", "Can send an experiment in review back to draft"),
+            ("approve_experiment", "Can approve and start an experiment (never their own)"),
+            ("end_experiment", "Can end a running experiment for readout"),
+            ("ship_experiment", "Can ship an experiment after readout"),
+            ("kill_experiment", "Can kill a running or read-out experiment"),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=Q(status__in=["draft", "review", "running", "readout", "shipped", "killed"]),
@@ -48,10 +84,107 @@ class Experiment(ConcurrentTransitionMixin, models.Model):
             ),
             models.CheckConstraint(condition=~Q(slug=""), name="experiment_slug_not_empty"),
             models.CheckConstraint(condition=~Q(primary_metric=""), name="experiment_primary_metric_not_empty"),
+            models.CheckConstraint(
+                condition=Q(status__in=["draft", "review"]) | Q(started_at__isnull=False),
+                name="experiment_started_at_once_running",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["draft", "review", "running"]) | Q(ended_at__isnull=False),
+                name="experiment_ended_at_once_over",
+            ),
         ]
 
     def __str__(self) -> str:
         return self.name
+
+    def get_absolute_url(self) -> str:
+        return f"/experiments/{self.slug}/history"
+
+    # --- plan ---------------------------------------------------------------------------------
+    @property
+    def is_plan_editable(self) -> bool:
+        """The plan (hypothesis, metric, variants) may only change while in draft."""
+        return self.status == self.Status.DRAFT
+
+    def plan_problems(self) -> list[str]:
+        """What stops this experiment from being submitted for review (empty when complete)."""
+        problems = []
+        if not (self.hypothesis or "").strip():
+            problems.append("a hypothesis")
+        if not (self.primary_metric or "").strip():
+            problems.append("a primary metric")
+        if self.pk is None:
+            return [*problems, "at least 2 variants", "exactly one control variant"]
+        variants = list(self.variants.all())
+        if len(variants) < 2:
+            problems.append(f"at least 2 variants (has {len(variants)})")
+        controls = sum(1 for v in variants if v.is_control)
+        if controls != 1:
+            problems.append(f"exactly one control variant (has {controls})")
+        return problems
+
+    # --- workflow (the only way `status` changes; called from experiments/services.py) ----------
+    @transition(
+        field=status,
+        source=Status.DRAFT,
+        target=Status.REVIEW,
+        permission=PERM_SUBMIT,
+        conditions=[plan_is_complete],
+        custom={"label": "Submit for review"},
+    )
+    def submit_for_review(self) -> None:
+        pass
+
+    @transition(
+        field=status,
+        source=Status.REVIEW,
+        target=Status.DRAFT,
+        permission=PERM_REQUEST_CHANGES,
+        custom={"label": "Request changes"},
+    )
+    def request_changes(self, comment: str) -> None:
+        pass
+
+    @transition(
+        field=status,
+        source=Status.REVIEW,
+        target=Status.RUNNING,
+        permission=can_approve,
+        custom={"label": "Approve and start"},
+    )
+    def approve_and_start(self) -> None:
+        self.started_at = timezone.now()
+
+    @transition(
+        field=status,
+        source=Status.RUNNING,
+        target=Status.READOUT,
+        permission=PERM_END,
+        custom={"label": "End for readout"},
+    )
+    def end_for_readout(self) -> None:
+        self.ended_at = timezone.now()
+
+    @transition(
+        field=status,
+        source=Status.READOUT,
+        target=Status.SHIPPED,
+        permission=PERM_SHIP,
+        custom={"label": "Ship"},
+    )
+    def ship(self, rationale: str) -> None:
+        pass
+
+    @transition(
+        field=status,
+        source=[Status.RUNNING, Status.READOUT],
+        target=Status.KILLED,
+        permission=PERM_KILL,
+        custom={"label": "Kill"},
+    )
+    def kill(self, rationale: str) -> None:
+        if self.ended_at is None:  # emergency stop while running
+            self.ended_at = timezone.now()
 
 
 class Variant(models.Model):

@@ -1,4 +1,12 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from experiments import views
 
 app_name = "experiments"
-urlpatterns: list = []
+urlpatterns = [
+    path("review/", views.review_queue, name="review_queue"),
+    path("review/<slug:slug>/", views.review_detail, name="review_detail"),
+    path("review/<slug:slug>/approve", views.review_approve, name="review_approve"),
+    path("review/<slug:slug>/request-changes", views.review_request_changes, name="review_request_changes"),
+    path("experiments/<slug:slug>/history", views.experiment_history, name="experiment_history"),
+]

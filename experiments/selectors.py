@@ -1,0 +1,76 @@
+"""Reads that are more than a one-line queryset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+
+from experiments.models import AuditLog, Decision, Experiment
+from experiments.worktime import working_days_between
+
+REVIEW_SLA_WORKING_DAYS = 2
+
+
+@dataclass(frozen=True)
+class ReviewQueueRow:
+    experiment: Experiment
+    submitted_at: datetime
+    age: timedelta
+    working_days: float
+
+    @property
+    def overdue(self) -> bool:
+        return self.working_days > REVIEW_SLA_WORKING_DAYS
+
+
+def review_queue(*, now: datetime | None = None) -> list[ReviewQueueRow]:
+    """Experiments in review, oldest submission first, with their age in the queue (one query)."""
+    now = now or timezone.now()
+    last_submit = (
+        AuditLog.objects.filter(experiment=OuterRef("pk"), transition="submit_for_review")
+        .order_by("-at", "-id")
+        .values("at")[:1]
+    )
+    experiments = (
+        Experiment.objects.filter(status=Experiment.Status.REVIEW)
+        .select_related("owner")
+        .annotate(submitted_at=Subquery(last_submit), variant_count=Count("variants"))
+        .order_by("submitted_at", "pk")
+    )
+    rows = []
+    for e in experiments:
+        submitted_at = e.submitted_at or e.updated_at
+        rows.append(
+            ReviewQueueRow(
+                experiment=e,
+                submitted_at=submitted_at,
+                age=max(now - submitted_at, timedelta(0)),
+                working_days=working_days_between(timezone.localtime(submitted_at), now),
+            )
+        )
+    return rows
+
+
+def experiment_get_by_slug(*, slug: str) -> Experiment:
+    """The experiment with its owner and variants (404 if unknown)."""
+    return get_object_or_404(Experiment.objects.select_related("owner").prefetch_related("variants"), slug=slug)
+
+
+def experiment_audit_entries(*, experiment: Experiment, newest_first: bool = False) -> QuerySet[AuditLog]:
+    order = ["-at", "-id"] if newest_first else ["at", "id"]
+    return AuditLog.objects.filter(experiment=experiment).select_related("actor").order_by(*order)
+
+
+def experiment_decision(*, experiment: Experiment) -> Decision | None:
+    return Decision.objects.filter(experiment=experiment).select_related("decided_by").first()
+
+
+def variant_shares(*, experiment: Experiment) -> list[tuple]:
+    """(variant, traffic share in percent) for each variant, from the prefetched variants."""
+    variants = list(experiment.variants.all())
+    total = sum(v.weight for v in variants) or 1
+    return [(v, 100.0 * v.weight / total) for v in variants]

@@ -1,0 +1,263 @@
+"""Every write to experiments goes through here.
+
+Workflow services lock the experiment row, run the django-fsm transition (which checks the state,
+the conditions and — checked here first, so the caller gets a 403 — the permission), save, and
+write the audit entry in the same transaction. Two people acting at once: the second one waits
+for the row lock, then finds the experiment already moved and gets a `WorkflowError`
+(`ConcurrentTransitionMixin` is a second line of defence for callers that skip the lock).
+
+The plan (hypothesis, primary metric, variants) can only change while the experiment is a draft:
+edits after it left draft are refused (`WorkflowError`), so there is nothing to audit. The plan as
+submitted and as approved is kept in the `extra` of those audit rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django_fsm import ConcurrentTransition, TransitionNotAllowed
+
+from experiments.models import PERM_APPROVE, AuditLog, Decision, Experiment, Variant
+
+
+class WorkflowError(Exception):
+    """A workflow step was refused for a reason other than permissions.
+
+    `code` is one of: "invalid_state" (wrong status, or someone else moved it first),
+    "incomplete_plan", "missing_comment", "missing_rationale", "plan_locked".
+    `problems` lists what is missing or wrong, for display.
+    """
+
+    def __init__(self, message: str, *, code: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.problems = problems or []
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# --- audit --------------------------------------------------------------------------------------
+def audit_log_record(
+    *,
+    experiment: Experiment,
+    actor: AbstractBaseUser | None,
+    transition: str,
+    from_state: str = "",
+    to_state: str = "",
+    comment: str = "",
+    extra: dict[str, Any] | None = None,
+) -> AuditLog:
+    """The one function that writes to the append-only audit log."""
+    return AuditLog.objects.create(
+        experiment=experiment,
+        actor=actor,
+        transition=transition,
+        from_state=from_state,
+        to_state=to_state,
+        comment=comment,
+        extra=extra or {},
+    )
+
+
+def _plan_snapshot(experiment: Experiment) -> dict[str, Any]:
+    return {
+        "hypothesis": experiment.hypothesis,
+        "primary_metric": experiment.primary_metric,
+        "variants": [
+            {"key": v.key, "name": v.name, "is_control": v.is_control, "weight": v.weight}
+            for v in experiment.variants.all()
+        ],
+    }
+
+
+# --- plan edits (draft only) ----------------------------------------------------------------------
+def _lock_draft(experiment: Experiment) -> None:
+    current = Experiment.objects.select_for_update().filter(pk=experiment.pk).values_list("status", flat=True).first()
+    if current is not None and current != Experiment.Status.DRAFT:
+        raise WorkflowError(
+            f"The plan of '{experiment.slug}' is locked: it left draft (status: {current}).",
+            code="plan_locked",
+        )
+
+
+@transaction.atomic
+def experiment_save_plan(*, experiment: Experiment, actor: AbstractBaseUser) -> Experiment:
+    """Create an experiment (as a draft) or save changes to its plan while it is a draft."""
+    creating = experiment.pk is None
+    if not creating:
+        _lock_draft(experiment)
+    experiment.full_clean(exclude=["status"])  # protected FSM field: set only by transitions
+    experiment.save()
+    if creating:
+        audit_log_record(experiment=experiment, actor=actor, transition="create", to_state=experiment.status)
+    return experiment
+
+
+@transaction.atomic
+def variant_save(*, variant: Variant, actor: AbstractBaseUser) -> Variant:  # noqa: ARG001
+    """Add or change a variant of a draft experiment."""
+    _lock_draft(variant.experiment)
+    variant.full_clean()
+    variant.save()
+    return variant
+
+
+@transaction.atomic
+def variant_delete(*, variant: Variant, actor: AbstractBaseUser) -> None:  # noqa: ARG001
+    """Remove a variant from a draft experiment."""
+    _lock_draft(variant.experiment)
+    variant.delete()
+
+
+# --- workflow -------------------------------------------------------------------------------------
+def _check_transition(*, experiment: Experiment, actor: AbstractBaseUser, name: str) -> str:
+    """Lock the row, re-read it, and check permission, then state, then the plan; returns the state."""
+    experiment.refresh_from_db(from_queryset=Experiment.objects.select_for_update())
+    meta = getattr(experiment, name)._django_fsm
+    any_transition = next(iter(meta.transitions.values()))  # one permission per transition method
+    if not any_transition.has_perm(experiment, actor):
+        if name == "approve_and_start" and actor.has_perm(PERM_APPROVE):
+            raise PermissionDenied("You cannot approve an experiment you own (separation of duties).")
+        raise PermissionDenied(f"You do not have permission to {_human(name)} experiments.")
+    if meta.get_transition(experiment.status) is None:
+        raise WorkflowError(
+            f"Cannot {_human(name)} '{experiment.slug}': it is {experiment.get_status_display().lower()}.",
+            code="invalid_state",
+        )
+    if name == "submit_for_review" and (problems := experiment.plan_problems()):
+        raise WorkflowError(
+            f"'{experiment.slug}' cannot be submitted yet; it needs {', '.join(problems)}.",
+            code="incomplete_plan",
+            problems=problems,
+        )
+    return experiment.status
+
+
+def _human(name: str) -> str:
+    return name.replace("_", " ")
+
+
+def _transition(
+    *,
+    experiment: Experiment,
+    actor: AbstractBaseUser,
+    name: str,
+    comment: str = "",
+    extra: Callable[[Experiment], dict[str, Any]] | None = None,
+    kwargs: dict[str, Any] | None = None,
+    before: Callable[[Experiment], None] | None = None,
+) -> AuditLog:
+    """Lock, check, transition, save and audit. Must run inside a transaction.
+
+    Checks run in this order: permission (PermissionDenied), state, plan, then required text
+    (`comment`/`rationale` in kwargs must be non-blank), so nobody learns more than they may.
+    """
+    from_state = _check_transition(experiment=experiment, actor=actor, name=name)
+    for field in ("comment", "rationale"):
+        if kwargs is not None and field in kwargs and not kwargs[field]:
+            raise WorkflowError(f"A {field} is required.", code=f"missing_{field}", problems=[f"a {field}"])
+    if before is not None:
+        before(experiment)
+    try:
+        getattr(experiment, name)(**(kwargs or {}))
+        experiment.save()
+    except (TransitionNotAllowed, ConcurrentTransition) as exc:
+        raise WorkflowError(f"Cannot {_human(name)} '{experiment.slug}': {exc}", code="invalid_state") from exc
+    return audit_log_record(
+        experiment=experiment,
+        actor=actor,
+        transition=name,
+        from_state=from_state,
+        to_state=experiment.status,
+        comment=comment,
+        extra=extra(experiment) if extra else None,
+    )
+
+
+@transaction.atomic
+def experiment_submit_for_review(*, experiment: Experiment, actor: AbstractBaseUser) -> AuditLog:
+    """draft → review. Needs >= 2 variants, exactly one control, a hypothesis and a primary metric."""
+    return _transition(experiment=experiment, actor=actor, name="submit_for_review", extra=_plan_snapshot)
+
+
+@transaction.atomic
+def experiment_request_changes(*, experiment: Experiment, actor: AbstractBaseUser, comment: str) -> AuditLog:
+    """review → draft, with the reviewer's (required) comment."""
+    comment = (comment or "").strip()
+    return _transition(
+        experiment=experiment, actor=actor, name="request_changes", comment=comment, kwargs={"comment": comment}
+    )
+
+
+@transaction.atomic
+def experiment_approve_and_start(*, experiment: Experiment, actor: AbstractBaseUser) -> AuditLog:
+    """review → running (sets started_at). A reviewer can never approve an experiment they own."""
+    return _transition(experiment=experiment, actor=actor, name="approve_and_start", extra=_plan_snapshot)
+
+
+@transaction.atomic
+def experiment_end_for_readout(*, experiment: Experiment, actor: AbstractBaseUser) -> AuditLog:
+    """running → readout (sets ended_at)."""
+    return _transition(experiment=experiment, actor=actor, name="end_for_readout")
+
+
+def _decide(*, experiment: Experiment, actor: AbstractBaseUser, rationale: str, name: str) -> AuditLog:
+    rationale = (rationale or "").strip()
+    outcome = Decision.Outcome.SHIPPED if name == "ship" else Decision.Outcome.KILLED
+    evidence: dict[str, Any] = {}
+
+    def take_readout(exp: Experiment) -> None:
+        # Under the row lock, before the status changes: the numbers the decision is based on.
+        # Imported here: readouts depends on experiments, not the other way round.
+        from readouts.selectors import readout_decision_record
+
+        evidence["snapshot"], evidence["bundle"] = readout_decision_record(experiment=exp)
+
+    entry = _transition(
+        experiment=experiment,
+        actor=actor,
+        name=name,
+        comment=rationale,
+        kwargs={"rationale": rationale},
+        before=take_readout,
+    )
+    decision = Decision(
+        experiment=experiment,
+        outcome=outcome,
+        rationale=rationale,
+        decided_by=actor,
+        readout_snapshot=evidence["snapshot"],
+        readout_bundle=evidence["bundle"],
+    )
+    decision.full_clean(exclude=["readout_bundle"])
+    decision.save()
+    return entry
+
+
+@transaction.atomic
+def experiment_ship(*, experiment: Experiment, actor: AbstractBaseUser, rationale: str) -> AuditLog:
+    """readout → shipped; records the Decision with the readout snapshot and bundle."""
+    return _decide(experiment=experiment, actor=actor, rationale=rationale, name="ship")
+
+
+@transaction.atomic
+def experiment_kill(*, experiment: Experiment, actor: AbstractBaseUser, rationale: str) -> AuditLog:
+    """running/readout → killed (emergency stop allowed while running); records the Decision."""
+    return _decide(experiment=experiment, actor=actor, rationale=rationale, name="kill")
+
+
+# Transition method name → service, for callers that dispatch by name (the admin).
+TRANSITION_SERVICES: dict[str, Callable[..., AuditLog]] = {
+    "submit_for_review": experiment_submit_for_review,
+    "request_changes": experiment_request_changes,
+    "approve_and_start": experiment_approve_and_start,
+    "end_for_readout": experiment_end_for_readout,
+    "ship": experiment_ship,
+    "kill": experiment_kill,
+}
