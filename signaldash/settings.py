@@ -116,6 +116,8 @@ STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
 # --- REST framework -------------------------------------------------------------------------
+# Requests per API key (a batch counts once), DRF rate syntax: N/s, N/min, N/hour, N/day. Default 6000/min
+# (100 requests/s per service). Counted in CACHES (above), so app servers sharing REDIS_URL share it.
 SIGNALDASH_THROTTLE_RATE = env_str("SIGNALDASH_THROTTLE_RATE", "6000/min")
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -130,7 +132,11 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Signal Dash API",
-    "DESCRIPTION": "Tracking, assignment and readout API of Signal Dash.",
+    "DESCRIPTION": (
+        "Tracking, assignment and readout API of Signal Dash. Service endpoints take "
+        "`Authorization: Bearer <key>` (keys from `manage.py create_api_key NAME`) and are throttled per key "
+        f"at {SIGNALDASH_THROTTLE_RATE} (env `SIGNALDASH_THROTTLE_RATE`, default 6000/min; 429 with Retry-After)."
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
 }

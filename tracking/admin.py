@@ -1,7 +1,7 @@
 from django.contrib import admin
 from rest_framework_api_key.admin import APIKeyModelAdmin
 
-from tracking.models import Assignment, Event, ServiceAPIKey
+from tracking.models import Assignment, Event, ServiceAPIKey, VariantConflict
 
 
 @admin.register(ServiceAPIKey)
@@ -26,3 +26,28 @@ class EventAdmin(admin.ModelAdmin):
     list_select_related = ("experiment", "variant")
     raw_id_fields = ("experiment", "variant")
     show_full_result_count = False
+
+
+@admin.register(VariantConflict)
+class VariantConflictAdmin(admin.ModelAdmin):
+    """Read-only: rejected events whose variant differed from the user's assignment (data quality)."""
+
+    list_display = (
+        "experiment",
+        "user_key",
+        "event_type",
+        "metric",
+        "assigned_variant",
+        "reported_variant",
+        "received_at",
+    )
+    list_filter = ("event_type",)
+    search_fields = ("user_key", "experiment__slug")
+    list_select_related = ("experiment", "assigned_variant", "reported_variant")
+    show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

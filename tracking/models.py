@@ -75,6 +75,40 @@ class Event(models.Model):
         return f"{self.event_type}:{self.metric or '-'} {self.user_key}"
 
 
+class VariantConflict(models.Model):
+    """An event rejected because its user is already assigned to another variant (409 variant_conflict).
+
+    Kept for the readout's data-quality report. Deduplicated like events (a retried rejection is not a
+    new conflict): one row per experiment, user, event type, metric and reported variant.
+    """
+
+    experiment = models.ForeignKey("experiments.Experiment", on_delete=models.CASCADE, related_name="variant_conflicts")
+    user_key = models.CharField(max_length=255)
+    event_type = models.CharField(max_length=16, choices=Event.EventType.choices)
+    metric = models.CharField(max_length=100, blank=True, default="")
+    assigned_variant = models.ForeignKey("experiments.Variant", on_delete=models.CASCADE, related_name="+")
+    reported_variant = models.ForeignKey("experiments.Variant", on_delete=models.CASCADE, related_name="+")
+    occurred_at = models.DateTimeField()
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["experiment", "user_key", "event_type", "metric", "reported_variant"],
+                name="variantconflict_dedup",
+            ),
+            models.CheckConstraint(
+                condition=~Q(assigned_variant=models.F("reported_variant")), name="variantconflict_variants_differ"
+            ),
+            models.CheckConstraint(
+                condition=Q(event_type__in=["exposure", "conversion"]), name="variantconflict_event_type_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_key}: {self.reported_variant_id} ≠ {self.assigned_variant_id}"
+
+
 class ServiceAPIKey(AbstractAPIKey):
     """A per-service API key, stored hashed (djangorestframework-api-key). Revocable in the admin."""
 

@@ -1,4 +1,19 @@
-from django.urls import path  # noqa: F401
+"""Tracking, assignment and API documentation URLs (full paths; included at the root).
+
+API views answer 401 JSON themselves, so they opt out of LoginRequiredMiddleware's login redirect.
+"""
+
+from django.contrib.auth.decorators import login_not_required
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from tracking import api
 
 app_name = "tracking"
-urlpatterns: list = []
+urlpatterns = [
+    path("api/track", login_not_required(api.TrackApi.as_view()), name="track"),
+    path("api/track/batch", login_not_required(api.TrackBatchApi.as_view()), name="track-batch"),
+    path("api/assign", login_not_required(api.AssignApi.as_view()), name="assign"),
+    path("api/schema/", login_not_required(SpectacularAPIView.as_view()), name="schema"),
+    path("api/docs/", login_not_required(SpectacularSwaggerView.as_view(url_name="tracking:schema")), name="docs"),
+]

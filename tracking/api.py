@@ -1,0 +1,396 @@
+"""The tracking and assignment HTTP API: validate, call one service, serialize.
+
+Contract (clients depend on it): `POST /api/track`, `POST /api/track/batch`, `POST /api/assign`, all
+authenticated with `Authorization: Bearer <key>` and throttled per key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from django.core.validators import validate_slug
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, extend_schema_serializer
+from rest_framework import exceptions, serializers, status
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.views import APIView
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from tracking.auth import APIKeyAuthentication
+from tracking.fields import PropsField, StrictCharField, StrictChoiceField, StrictDateTimeField, StrictNumberField
+from tracking.models import Event
+from tracking.parsers import LimitedJSONParser
+from tracking.services import (
+    EventIn,
+    EventResult,
+    ExperimentHasNoVariants,
+    ExperimentNotFound,
+    ExperimentNotRunning,
+    Outcome,
+    assignment_get_or_create,
+    event_ingest,
+    events_ingest,
+)
+from tracking.throttling import APIKeyRateThrottle
+
+request_logger = logging.getLogger("signaldash.api")
+
+TRACK_MAX_BODY_BYTES = 64 * 1024  # one event: 8 KB of props plus the fields, with room to spare
+BATCH_MAX_EVENTS = 1000
+FUTURE_TOLERANCE_S = 5 * 60
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+# --- Errors and the request log -------------------------------------------------------------------
+def api_exception_handler(exc: Exception, context: dict) -> Response | None:
+    """400s as `{"errors": {field: [messages]}}`; every other error as `{"error": code, "detail": text}`."""
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        detail = exc.detail if isinstance(exc.detail, dict) else {api_settings.NON_FIELD_ERRORS_KEY: exc.detail}
+        response.data = {"errors": detail}
+    elif isinstance(exc, exceptions.ParseError):
+        response.data = {"errors": {api_settings.NON_FIELD_ERRORS_KEY: [str(exc.detail)]}}
+    elif isinstance(exc, exceptions.APIException):
+        response.data = {"error": exc.get_codes() if isinstance(exc.get_codes(), str) else exc.default_code}
+        response.data["detail"] = str(exc.detail)
+    return response
+
+
+def _request_id(request) -> str:
+    incoming = request.META.get("HTTP_X_REQUEST_ID", "")
+    return incoming if _REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
+
+
+def _outcome(response: Response, view_outcome: str | None) -> str:
+    if view_outcome:
+        return view_outcome
+    data = getattr(response, "data", None)
+    if isinstance(data, Mapping):
+        if "error" in data:
+            return str(data["error"])
+        if "errors" in data:
+            return "invalid"
+    return f"http_{response.status_code}"
+
+
+class ServiceAPIView(APIView):
+    """Base of the service-to-service endpoints: API key auth, per-key throttle, strict JSON, one log line."""
+
+    authentication_classes = [APIKeyAuthentication]
+    permission_classes = [IsAuthenticated]
+    throttle_classes = [APIKeyRateThrottle]
+    parser_classes = [LimitedJSONParser]
+    renderer_classes = [JSONRenderer]
+    max_body_bytes: int | None = None  # None: DATA_UPLOAD_MAX_MEMORY_SIZE
+    log_outcome: str | None = None
+    log_extra: dict[str, Any] | None = None
+
+    def get_exception_handler(self):
+        return api_exception_handler
+
+    def dispatch(self, request, *args, **kwargs):
+        started = time.perf_counter()
+        request_id = _request_id(request)
+        response = super().dispatch(request, *args, **kwargs)
+        response["X-Request-ID"] = request_id
+        fields = {
+            "event": "api_request",
+            "request_id": request_id,
+            "method": request.method,
+            "path": request.path,
+            "key": getattr(request, "api_key_name", None),
+            "status": response.status_code,
+            "outcome": _outcome(response, self.log_outcome),
+            "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+            **(self.log_extra or {}),
+        }
+        request_logger.info(json.dumps(fields, ensure_ascii=False), extra={"api": fields})
+        return response
+
+
+# --- Shared serializers ---------------------------------------------------------------------------
+class RejectUnknownFieldsMixin:
+    """Unknown keys are a 400 (a typo must not be silently dropped)."""
+
+    def to_internal_value(self, data):
+        unknown = sorted(set(data) - set(self.fields)) if isinstance(data, Mapping) else []
+        errors: dict[str, Any] = {name: ["Unknown field."] for name in unknown}
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            if not errors:
+                raise
+            errors.update(exc.detail)
+        if errors:
+            raise serializers.ValidationError(errors)
+        return value
+
+
+class EventInputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    experiment = StrictCharField(max_length=100, help_text="Experiment slug.")
+    variant = StrictCharField(max_length=64, help_text="Variant key of that experiment.")
+    user_key = StrictCharField(min_length=1, max_length=255, help_text="Your stable id of the user (1–255 chars).")
+    event_type = StrictChoiceField(choices=Event.EventType.choices)
+    metric = StrictCharField(
+        max_length=100,
+        required=False,
+        allow_null=True,
+        validators=[validate_slug],
+        help_text="Conversions only; default: the experiment's primary metric.",
+    )
+    value = StrictNumberField(required=False, allow_null=True, help_text="Optional numeric value.")
+    occurred_at = StrictDateTimeField(
+        required=False, allow_null=True, help_text="ISO 8601; default now; at most 5 minutes in the future."
+    )
+    props = PropsField(required=False, allow_null=True, help_text="JSON object, at most 8 KB.")
+
+    def validate_occurred_at(self, value):
+        if value is not None and (value - timezone.now()).total_seconds() > FUTURE_TOLERANCE_S:
+            raise serializers.ValidationError("Must not be more than 5 minutes in the future.")
+        return value
+
+    def validate(self, attrs):
+        if attrs["event_type"] == Event.EventType.EXPOSURE and attrs.get("metric") is not None:
+            raise serializers.ValidationError({"metric": ["Only conversions have a metric."]})
+        return attrs
+
+    @staticmethod
+    def to_event(data: dict[str, Any]) -> EventIn:
+        return EventIn(
+            experiment=data["experiment"],
+            variant=data["variant"],
+            user_key=data["user_key"],
+            event_type=data["event_type"],
+            metric=data.get("metric"),
+            value=data.get("value"),
+            occurred_at=data.get("occurred_at") or timezone.now(),
+            props=data.get("props") or {},
+        )
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = serializers.CharField()
+    detail = serializers.CharField(required=False)
+
+
+class ValidationErrorSerializer(serializers.Serializer):
+    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
+
+
+def _error_responses(*codes: int) -> dict[int, OpenApiResponse]:
+    described = {
+        400: OpenApiResponse(ValidationErrorSerializer, description="Invalid input: `{errors: {field: [messages]}}`."),
+        401: OpenApiResponse(ErrorSerializer, description="Missing, invalid or revoked API key."),
+        404: OpenApiResponse(ErrorSerializer, description="Unknown experiment (`experiment_not_found`)."),
+        413: OpenApiResponse(ErrorSerializer, description="Request body too large."),
+        429: OpenApiResponse(ErrorSerializer, description="Throttled; see the `Retry-After` header."),
+    }
+    return {code: described[code] for code in codes}
+
+
+EVENT_EXAMPLE = {
+    "experiment": "checkout-button",
+    "variant": "treatment",
+    "user_key": "user-42",
+    "event_type": "conversion",
+    "metric": "purchase",
+    "value": 19.99,
+    "occurred_at": "2026-01-01T12:00:00Z",
+    "props": {"plan": "pro"},
+}
+
+_ERROR_FIELD = {
+    Outcome.EXPERIMENT_NOT_FOUND: "experiment",
+    Outcome.EXPERIMENT_NOT_RUNNING: "experiment",
+    Outcome.UNKNOWN_VARIANT: "variant",
+    Outcome.VARIANT_CONFLICT: "variant",
+}
+
+
+# --- Views ----------------------------------------------------------------------------------------
+class TrackApi(ServiceAPIView):
+    max_body_bytes = TRACK_MAX_BODY_BYTES
+
+    @extend_schema_serializer(component_name="TrackEvent", examples=[OpenApiExample("Conversion", EVENT_EXAMPLE)])
+    class InputSerializer(EventInputSerializer):
+        pass
+
+    @extend_schema_serializer(component_name="TrackResult")
+    class OutputSerializer(serializers.Serializer):
+        status = serializers.ChoiceField(choices=["created", "duplicate"])
+        duplicate = serializers.BooleanField()
+
+    @extend_schema(
+        operation_id="track_event",
+        summary="Record one exposure or conversion",
+        request=InputSerializer,
+        responses={
+            201: OpenApiResponse(OutputSerializer, description="Stored."),
+            200: OpenApiResponse(OutputSerializer, description="A repeat of a stored event (not stored again)."),
+            409: OpenApiResponse(
+                ErrorSerializer,
+                description="`experiment_not_running`, or `variant_conflict` (user in another variant).",
+            ),
+            **_error_responses(400, 401, 404, 413, 429),
+        },
+        examples=[
+            OpenApiExample(
+                "Created", {"status": "created", "duplicate": False}, response_only=True, status_codes=[201]
+            ),
+            OpenApiExample(
+                "Duplicate", {"status": "duplicate", "duplicate": True}, response_only=True, status_codes=[200]
+            ),
+            OpenApiExample("Conflict", {"error": "variant_conflict"}, response_only=True, status_codes=[409]),
+        ],
+    )
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        result = event_ingest(event=EventInputSerializer.to_event(serializer.validated_data))
+        self.log_outcome = result.outcome.value
+        return self._response(result)
+
+    def _response(self, result: EventResult) -> Response:
+        if result.outcome.stored:
+            duplicate = result.outcome == Outcome.DUPLICATE
+            body = self.OutputSerializer({"status": result.outcome.value, "duplicate": duplicate}).data
+            return Response(body, status=status.HTTP_200_OK if duplicate else status.HTTP_201_CREATED)
+        if result.outcome == Outcome.UNKNOWN_VARIANT:
+            return Response({"errors": {"variant": [result.detail]}}, status=status.HTTP_400_BAD_REQUEST)
+        code = status.HTTP_404_NOT_FOUND if result.outcome == Outcome.EXPERIMENT_NOT_FOUND else status.HTTP_409_CONFLICT
+        return Response({"error": result.outcome.value, "detail": result.detail}, status=code)
+
+
+class _AnyJSON(serializers.Field):
+    def to_internal_value(self, data):
+        return data
+
+    def to_representation(self, value):
+        return value
+
+
+class TrackBatchApi(ServiceAPIView):
+    @extend_schema_serializer(
+        component_name="TrackBatch", examples=[OpenApiExample("Two events", {"events": [EVENT_EXAMPLE, EVENT_EXAMPLE]})]
+    )
+    class InputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+        events = serializers.ListField(
+            child=_AnyJSON(), max_length=BATCH_MAX_EVENTS, help_text=f"Up to {BATCH_MAX_EVENTS} events."
+        )
+
+    @extend_schema_serializer(component_name="TrackBatchResult")
+    class OutputSerializer(serializers.Serializer):
+        class RejectedSerializer(serializers.Serializer):
+            index = serializers.IntegerField()
+            errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
+            error = serializers.CharField(required=False, help_text="Machine code for a non-validation rejection.")
+
+        accepted = serializers.IntegerField(help_text="Events newly stored.")
+        duplicates = serializers.IntegerField(help_text="Repeats of stored events or of earlier events in the batch.")
+        rejected = RejectedSerializer(many=True)
+
+    @extend_schema(
+        operation_id="track_batch",
+        summary="Record up to 1000 events; valid ones are stored even if others are rejected",
+        request=InputSerializer,
+        responses={200: OutputSerializer, **_error_responses(400, 401, 413, 429)},
+        examples=[
+            OpenApiExample(
+                "Partly rejected",
+                {"accepted": 1, "duplicates": 0, "rejected": [{"index": 1, "errors": {"user_key": ["Required."]}}]},
+                response_only=True,
+                status_codes=[200],
+            )
+        ],
+    )
+    def post(self, request):
+        envelope = self.InputSerializer(data=request.data)
+        envelope.is_valid(raise_exception=True)
+        items = envelope.validated_data["events"]
+        child = EventInputSerializer()
+        valid: list[tuple[int, EventIn]] = []
+        rejected: list[dict[str, Any]] = []
+        for index, item in enumerate(items):
+            try:
+                valid.append((index, EventInputSerializer.to_event(child.run_validation(item))))
+            except serializers.ValidationError as exc:
+                rejected.append({"index": index, "errors": exc.detail})
+        results = events_ingest(events=[event for _, event in valid])
+        for (index, _), result in zip(valid, results, strict=True):
+            if not result.outcome.stored:
+                field = _ERROR_FIELD[result.outcome]
+                rejected.append({"index": index, "errors": {field: [result.detail]}, "error": result.outcome.value})
+        rejected.sort(key=lambda r: r["index"])
+        accepted = sum(r.outcome == Outcome.CREATED for r in results)
+        duplicates = sum(r.outcome == Outcome.DUPLICATE for r in results)
+        self.log_outcome = "accepted" if not rejected else "partially_rejected"
+        self.log_extra = {
+            "events": len(items),
+            "accepted": accepted,
+            "duplicates": duplicates,
+            "rejected": len(rejected),
+        }
+        body = {"accepted": accepted, "duplicates": duplicates, "rejected": rejected}
+        return Response(self.OutputSerializer(body).data, status=status.HTTP_200_OK)
+
+
+class AssignApi(ServiceAPIView):
+    @extend_schema_serializer(
+        component_name="AssignRequest",
+        examples=[OpenApiExample("Assign", {"experiment": "checkout-button", "user_key": "user-42"})],
+    )
+    class InputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+        experiment = StrictCharField(max_length=100)
+        user_key = StrictCharField(min_length=1, max_length=255)
+
+    @extend_schema_serializer(component_name="Assignment")
+    class OutputSerializer(serializers.Serializer):
+        variant = serializers.CharField()
+        assigned_at = serializers.DateTimeField()
+        new = serializers.BooleanField(help_text="True when this call made the assignment.")
+
+    @extend_schema(
+        operation_id="assign",
+        summary="The user's variant: stored, or assigned now by deterministic weighted hashing",
+        request=InputSerializer,
+        responses={
+            200: OutputSerializer,
+            409: OpenApiResponse(ErrorSerializer, description="`experiment_not_running`."),
+            **_error_responses(400, 401, 404, 413, 429),
+        },
+        examples=[
+            OpenApiExample(
+                "Assigned",
+                {"variant": "treatment", "assigned_at": "2026-01-01T12:00:00Z", "new": True},
+                response_only=True,
+                status_codes=[200],
+            )
+        ],
+    )
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            result = assignment_get_or_create(
+                experiment_slug=serializer.validated_data["experiment"], user_key=serializer.validated_data["user_key"]
+            )
+        except ExperimentNotFound:
+            return Response({"error": "experiment_not_found"}, status=status.HTTP_404_NOT_FOUND)
+        except ExperimentNotRunning:
+            return Response({"error": "experiment_not_running"}, status=status.HTTP_409_CONFLICT)
+        except ExperimentHasNoVariants:
+            return Response({"error": "experiment_has_no_variants"}, status=status.HTTP_409_CONFLICT)
+        self.log_outcome = "assigned" if result.new else "existing"
+        body = {"variant": result.variant, "assigned_at": result.assigned_at, "new": result.new}
+        return Response(self.OutputSerializer(body).data, status=status.HTTP_200_OK)

@@ -1,0 +1,72 @@
+"""`Authorization: Bearer <key>` authentication against hashed, revocable `ServiceAPIKey`s.
+
+Usable by any DRF view (e.g. `authentication_classes = [APIKeyAuthentication, SessionAuthentication]`;
+list it first so a missing key answers 401 with `WWW-Authenticate` rather than 403).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
+from rest_framework.exceptions import AuthenticationFailed
+
+from tracking.models import ServiceAPIKey
+
+KEYWORD = "Bearer"
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePrincipal:
+    """`request.user` for a request made with an API key: authenticated, but no person and no permissions."""
+
+    key_id: str
+    name: str
+
+    is_authenticated: ClassVar[bool] = True
+    is_anonymous: ClassVar[bool] = False
+    is_active: ClassVar[bool] = True
+    is_staff: ClassVar[bool] = False
+    is_superuser: ClassVar[bool] = False
+
+    def __str__(self) -> str:
+        return f"api-key:{self.name}"
+
+    @property
+    def pk(self) -> str:
+        return self.key_id
+
+    def has_perm(self, perm: str, obj: object = None) -> bool:  # noqa: ARG002 - Django's user protocol
+        return False
+
+    def has_perms(self, perm_list: object, obj: object = None) -> bool:  # noqa: ARG002
+        return False
+
+
+class APIKeyAuthentication(BaseAuthentication):
+    """Looks the key up by its prefix (one indexed query) and checks the SHA-512 hash; revoked or
+    expired keys are not usable. Sets `request.api_key_name` on the Django request for the request log.
+    """
+
+    def authenticate(self, request):
+        parts = get_authorization_header(request).split()
+        if not parts or parts[0].lower() != KEYWORD.lower().encode():
+            return None
+        if len(parts) != 2:
+            raise AuthenticationFailed("Invalid Authorization header: expected 'Bearer <key>'.")
+        try:
+            key = parts[1].decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise AuthenticationFailed("Invalid API key.") from exc
+        prefix, dot, _ = key.partition(".")
+        if not dot:
+            raise AuthenticationFailed("Invalid API key.")
+        api_key = ServiceAPIKey.objects.get_usable_keys().filter(prefix=prefix).first()
+        if api_key is None or not api_key.is_valid(key):
+            raise AuthenticationFailed("Invalid or revoked API key.")
+        request._request.api_key_name = api_key.name
+        return ServicePrincipal(key_id=api_key.pk, name=api_key.name), api_key
+
+    def authenticate_header(self, request) -> str:
+        return f'{KEYWORD} realm="api"'

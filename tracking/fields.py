@@ -1,0 +1,120 @@
+"""Strict DRF fields for the tracking API: wrong JSON types are 400s, never coerced, never 500s."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from typing import Any
+
+from rest_framework import serializers
+
+PROPS_MAX_BYTES = 8 * 1024
+
+
+def _encodable(text: str) -> bool:
+    """Storable text: valid UTF-8 (no lone surrogates) and no NUL (PostgreSQL text cannot hold it)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+class StrictCharField(serializers.CharField):
+    default_error_messages = {
+        "invalid": "Must be a string.",
+        "unstorable": "Contains characters that cannot be stored.",
+    }
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        if not _encodable(data):
+            self.fail("unstorable")
+        return super().to_internal_value(data)
+
+
+class StrictChoiceField(serializers.ChoiceField):
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid_choice", input=str(data)[:50])
+        return super().to_internal_value(data)
+
+
+class StrictNumberField(serializers.Field):
+    """A finite JSON number (not a boolean, not a string), stored as a float."""
+
+    default_error_messages = {"invalid": "Must be a number.", "not_finite": "Must be a finite number."}
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            self.fail("invalid")
+        try:
+            value = float(data)
+        except OverflowError:
+            self.fail("not_finite")
+        if not math.isfinite(value):
+            self.fail("not_finite")
+        return value
+
+    def to_representation(self, value):
+        return value
+
+
+class StrictDateTimeField(serializers.DateTimeField):
+    """An ISO 8601 string; a naive time is taken as UTC."""
+
+    def to_internal_value(self, value):
+        if not isinstance(value, str):
+            self.fail("invalid", format="ISO 8601")
+        try:
+            parsed = super().to_internal_value(value)
+            if parsed.tzinfo is None:  # pragma: no cover - DRF makes it aware with USE_TZ
+                parsed = parsed.replace(tzinfo=dt.UTC)
+            parsed.astimezone(dt.UTC)
+        except (OverflowError, ValueError):
+            self.fail("invalid", format="ISO 8601")
+        return parsed
+
+
+def _walk_storable(value: Any) -> bool:
+    if isinstance(value, str):
+        return _encodable(value)
+    if isinstance(value, dict):
+        return all(_encodable(k) and _walk_storable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_walk_storable(v) for v in value)
+    return True
+
+
+class PropsField(serializers.Field):
+    """A JSON object of at most 8 KB (compact UTF-8 encoding)."""
+
+    default_error_messages = {
+        "invalid": "Must be a JSON object.",
+        "too_large": f"Must be at most {PROPS_MAX_BYTES} bytes when encoded as JSON.",
+        "unstorable": "Contains characters that cannot be stored.",
+    }
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            self.fail("invalid")
+        try:
+            encoded = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+        except (UnicodeEncodeError, RecursionError, ValueError):
+            self.fail("unstorable")
+        if len(encoded) > PROPS_MAX_BYTES:
+            self.fail("too_large")
+        if not _walk_storable(data):
+            self.fail("unstorable")
+        return data
+
+    def to_representation(self, value):
+        return value

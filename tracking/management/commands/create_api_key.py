@@ -1,0 +1,23 @@
+"""`python manage.py create_api_key NAME`: create a service API key and print it once (last line)."""
+
+from django.core.management.base import BaseCommand, CommandError
+
+from tracking.models import ServiceAPIKey
+
+
+class Command(BaseCommand):
+    help = "Create a per-service API key. The key is printed once, on the last line; only its hash is stored."
+
+    def add_arguments(self, parser):
+        parser.add_argument("name", help="Which service uses the key (at most 50 characters).")
+
+    def handle(self, *args, name: str, **options):
+        name = name.strip()
+        max_length = ServiceAPIKey._meta.get_field("name").max_length
+        if not name or len(name) > max_length:
+            raise CommandError(f"NAME must be 1–{max_length} characters.")
+        api_key, key = ServiceAPIKey.objects.create_key(name=name)
+        self.stdout.write(
+            f"Created API key '{api_key.name}' (prefix {api_key.prefix}). Store it now; it cannot be shown again:"
+        )
+        self.stdout.write(key)

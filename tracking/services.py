@@ -1,0 +1,281 @@
+"""Every tracking write: event ingestion (single and batch) and hash assignment.
+
+Dedup and one-variant-per-user are decided atomically by the database (`INSERT … ON CONFLICT DO
+NOTHING`), never by check-then-insert. Each batch writes its rows in one consistent key order and is
+retried on a deadlock or serialization failure, so concurrent clients never see one.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from django.db import OperationalError, connection, transaction
+from django.utils import timezone
+
+from experiments.models import Experiment
+from tracking import queries
+from tracking.hashing import assign_variant
+from tracking.models import Assignment, Event
+from tracking.selectors import IngestExperiment, experiments_for_ingest
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# SQLSTATEs worth retrying: serialization_failure, deadlock_detected.
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+MAX_ATTEMPTS = 6
+
+
+class Outcome(StrEnum):
+    CREATED = "created"
+    DUPLICATE = "duplicate"
+    VARIANT_CONFLICT = "variant_conflict"
+    EXPERIMENT_NOT_FOUND = "experiment_not_found"
+    EXPERIMENT_NOT_RUNNING = "experiment_not_running"
+    UNKNOWN_VARIANT = "unknown_variant"
+
+    @property
+    def stored(self) -> bool:
+        return self in (Outcome.CREATED, Outcome.DUPLICATE)
+
+
+@dataclass(frozen=True, slots=True)
+class EventIn:
+    """One validated event as the API received it (shape checked; references not yet resolved)."""
+
+    experiment: str
+    variant: str
+    user_key: str
+    event_type: str
+    occurred_at: datetime
+    metric: str | None = None
+    value: float | None = None
+    props: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class EventResult:
+    outcome: Outcome
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    index: int
+    experiment_id: int
+    variant_id: int
+    user_key: str
+    event_type: str
+    metric: str
+    value: float | None
+    occurred_at: datetime
+    props: dict[str, Any]
+
+    @property
+    def pair(self) -> tuple[int, str]:
+        return (self.experiment_id, self.user_key)
+
+    @property
+    def dedup_key(self) -> tuple[int, str, str, str]:
+        return (self.experiment_id, self.user_key, self.event_type, self.metric)
+
+
+class ExperimentNotFound(Exception):
+    pass
+
+
+class ExperimentNotRunning(Exception):
+    pass
+
+
+class ExperimentHasNoVariants(Exception):
+    pass
+
+
+def _is_retryable(exc: OperationalError) -> bool:
+    cause = exc.__cause__
+    sqlstate = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+    if sqlstate in RETRYABLE_SQLSTATES:
+        return True
+    return connection.vendor == "sqlite" and "locked" in str(exc)
+
+
+def _with_retry(operation: Callable[[], T]) -> T:
+    """Run `operation` (one atomic transaction); retry deadlocks/serialization failures with jittered backoff.
+
+    Inside an outer transaction a failure cannot be retried (the outer transaction is aborted), so
+    there the error propagates unchanged.
+    """
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            return operation()
+        except OperationalError as exc:
+            if connection.in_atomic_block or attempt == MAX_ATTEMPTS or not _is_retryable(exc):
+                raise
+            logger.warning("tracking write retried after %s (attempt %d)", exc.__class__.__name__, attempt)
+            time.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311 - jitter, not crypto
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# --- Events ---------------------------------------------------------------------------------------
+def _resolve(index: int, event: EventIn, experiments: dict[str, IngestExperiment]) -> _Row | EventResult:
+    experiment = experiments.get(event.experiment)
+    if experiment is None:
+        return EventResult(Outcome.EXPERIMENT_NOT_FOUND, f"No experiment with slug '{event.experiment}'.")
+    if not experiment.is_running:
+        return EventResult(
+            Outcome.EXPERIMENT_NOT_RUNNING, f"Experiment '{experiment.slug}' is {experiment.status}, not running."
+        )
+    variant_id = experiment.variant_ids.get(event.variant)
+    if variant_id is None:
+        return EventResult(Outcome.UNKNOWN_VARIANT, f"Experiment '{experiment.slug}' has no variant '{event.variant}'.")
+    metric = ""
+    if event.event_type == Event.EventType.CONVERSION:
+        metric = event.metric or experiment.primary_metric
+    return _Row(
+        index=index,
+        experiment_id=experiment.id,
+        variant_id=variant_id,
+        user_key=event.user_key,
+        event_type=event.event_type,
+        metric=metric,
+        value=event.value,
+        occurred_at=event.occurred_at,
+        props=event.props,
+    )
+
+
+def _assignments_fix(rows: Sequence[_Row], now: datetime) -> dict[tuple[int, str], int]:
+    """Fix first-exposure assignments, then return the assigned variant of every user in `rows`."""
+    first_exposure: dict[tuple[int, str], int] = {}
+    for row in rows:
+        if row.event_type == Event.EventType.EXPOSURE:
+            first_exposure.setdefault(row.pair, row.variant_id)
+    created = queries.assignments_insert(
+        [(e, u, v, now, Assignment.Source.UPSTREAM) for (e, u), v in sorted(first_exposure.items())]
+    )
+    assigned = {pair: first_exposure[pair] for pair in created}
+    missing: dict[int, set[str]] = {}
+    for row in rows:
+        if row.pair not in assigned:
+            missing.setdefault(row.experiment_id, set()).add(row.user_key)
+    for experiment_id, user_keys in missing.items():
+        for user_key, variant_id in Assignment.objects.filter(
+            experiment_id=experiment_id, user_key__in=user_keys
+        ).values_list("user_key", "variant_id"):
+            assigned[(experiment_id, user_key)] = variant_id
+    return assigned
+
+
+def _store(rows: Sequence[_Row], variant_keys: dict[int, str]) -> dict[int, EventResult]:
+    with transaction.atomic():
+        now = timezone.now()
+        assigned = _assignments_fix(rows, now)
+        results: dict[int, EventResult] = {}
+        conflicts: dict[tuple, tuple] = {}
+        first_by_key: dict[tuple, _Row] = {}
+        for row in rows:
+            variant_id = assigned.get(row.pair, row.variant_id)
+            if variant_id != row.variant_id:
+                detail = f"User '{row.user_key}' is already assigned to variant '{variant_keys[variant_id]}'."
+                results[row.index] = EventResult(Outcome.VARIANT_CONFLICT, detail)
+                key = (*row.dedup_key, row.variant_id)
+                conflicts.setdefault(key, (*row.dedup_key, variant_id, row.variant_id, row.occurred_at, now))
+            elif row.dedup_key in first_by_key:
+                results[row.index] = EventResult(Outcome.DUPLICATE)
+            else:
+                first_by_key[row.dedup_key] = row
+        if conflicts:
+            queries.variant_conflicts_insert([conflicts[k] for k in sorted(conflicts)])
+        inserted = queries.events_insert(
+            [
+                (
+                    r.experiment_id,
+                    r.variant_id,
+                    r.user_key,
+                    r.event_type,
+                    r.metric,
+                    r.value,
+                    r.occurred_at,
+                    now,
+                    r.props,
+                )
+                for _, r in sorted(first_by_key.items())
+            ]
+        )
+        for key, row in first_by_key.items():
+            results[row.index] = EventResult(Outcome.CREATED if key in inserted else Outcome.DUPLICATE)
+        return results
+
+
+def events_ingest(*, events: Sequence[EventIn]) -> list[EventResult]:
+    """Store valid events, atomically deduplicated; one result per input event, in input order.
+
+    - The first exposure of a user fixes their variant (`Assignment`, source `upstream`).
+    - An event whose variant differs from the user's assignment is rejected (`variant_conflict`) and
+      recorded in `VariantConflict`; this wins over "duplicate".
+    - A repeat of a stored event, or of an earlier event in the same batch, is a `duplicate`.
+    - Conversions without an exposure are stored (events arrive out of order).
+    """
+    experiments = experiments_for_ingest(slugs={event.experiment for event in events})
+    results: dict[int, EventResult] = {}
+    rows: list[_Row] = []
+    for index, event in enumerate(events):
+        resolved = _resolve(index, event, experiments)
+        if isinstance(resolved, EventResult):
+            results[index] = resolved
+        else:
+            rows.append(resolved)
+    if rows:
+        variant_keys = {pk: key for exp in experiments.values() for key, pk in exp.variant_ids.items()}
+        results.update(_with_retry(lambda: _store(rows, variant_keys)))
+    return [results[index] for index in range(len(events))]
+
+
+def event_ingest(*, event: EventIn) -> EventResult:
+    """Store one event (see `events_ingest`)."""
+    return events_ingest(events=[event])[0]
+
+
+# --- Assignment -----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class AssignmentResult:
+    variant: str
+    assigned_at: datetime
+    new: bool
+
+
+def _assignment_store(experiment: IngestExperiment, user_key: str) -> AssignmentResult:
+    with transaction.atomic():
+        variant_key = assign_variant(experiment.salt, user_key, experiment.variant_weights)
+        created = queries.assignments_insert(
+            [(experiment.id, user_key, experiment.variant_ids[variant_key], timezone.now(), Assignment.Source.HASH)]
+        )
+        variant_id, assigned_at = Assignment.objects.values_list("variant_id", "assigned_at").get(
+            experiment_id=experiment.id, user_key=user_key
+        )
+    return AssignmentResult(variant=experiment.variant_key(variant_id), assigned_at=assigned_at, new=bool(created))
+
+
+def assignment_get_or_create(*, experiment_slug: str, user_key: str) -> AssignmentResult:
+    """The user's variant: the stored assignment, or a new one by deterministic hash (source `hash`).
+
+    An existing assignment (from an earlier call or from the user's first exposure) always wins, so
+    the answer never changes once given.
+    """
+    experiment = experiments_for_ingest(slugs=[experiment_slug]).get(experiment_slug)
+    if experiment is None:
+        raise ExperimentNotFound(experiment_slug)
+    if experiment.status != Experiment.Status.RUNNING:
+        raise ExperimentNotRunning(experiment.status)
+    if not experiment.variant_weights:
+        raise ExperimentHasNoVariants(experiment_slug)
+    return _with_retry(lambda: _assignment_store(experiment, user_key))
