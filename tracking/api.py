@@ -14,9 +14,16 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from django.core.exceptions import RequestDataTooBig
 from django.core.validators import validate_slug
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, extend_schema_serializer
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_serializer,
+)
 from rest_framework import exceptions, serializers, status
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
@@ -28,7 +35,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from tracking.auth import APIKeyAuthentication
 from tracking.fields import PropsField, StrictCharField, StrictChoiceField, StrictDateTimeField, StrictNumberField
 from tracking.models import Event
-from tracking.parsers import LimitedJSONParser
+from tracking.parsers import LimitedJSONParser, RequestTooLarge
 from tracking.services import (
     EventIn,
     EventResult,
@@ -53,6 +60,8 @@ _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # --- Errors and the request log -------------------------------------------------------------------
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     """400s as `{"errors": {field: [messages]}}`; every other error as `{"error": code, "detail": text}`."""
+    if isinstance(exc, RequestDataTooBig):
+        exc = RequestTooLarge()
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
@@ -137,6 +146,7 @@ class RejectUnknownFieldsMixin:
         return value
 
 
+@extend_schema_serializer(component_name="TrackEvent")
 class EventInputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     experiment = StrictCharField(max_length=100, help_text="Experiment slug.")
     variant = StrictCharField(max_length=64, help_text="Variant key of that experiment.")
@@ -220,11 +230,11 @@ _ERROR_FIELD = {
 
 # --- Views ----------------------------------------------------------------------------------------
 class TrackApi(ServiceAPIView):
+    """Record one event. Repeats (same experiment, user, event type and metric) are stored once."""
+
     max_body_bytes = TRACK_MAX_BODY_BYTES
 
-    @extend_schema_serializer(component_name="TrackEvent", examples=[OpenApiExample("Conversion", EVENT_EXAMPLE)])
-    class InputSerializer(EventInputSerializer):
-        pass
+    InputSerializer = EventInputSerializer  # shared with the batch endpoint
 
     @extend_schema_serializer(component_name="TrackResult")
     class OutputSerializer(serializers.Serializer):
@@ -245,6 +255,7 @@ class TrackApi(ServiceAPIView):
             **_error_responses(400, 401, 404, 413, 429),
         },
         examples=[
+            OpenApiExample("Conversion", EVENT_EXAMPLE, request_only=True),
             OpenApiExample(
                 "Created", {"status": "created", "duplicate": False}, response_only=True, status_codes=[201]
             ),
@@ -272,7 +283,10 @@ class TrackApi(ServiceAPIView):
         return Response({"error": result.outcome.value, "detail": result.detail}, status=code)
 
 
+@extend_schema_field(EventInputSerializer)
 class _AnyJSON(serializers.Field):
+    """Each batch item is validated on its own (per-index errors), so the envelope passes it through."""
+
     def to_internal_value(self, data):
         return data
 
@@ -281,9 +295,9 @@ class _AnyJSON(serializers.Field):
 
 
 class TrackBatchApi(ServiceAPIView):
-    @extend_schema_serializer(
-        component_name="TrackBatch", examples=[OpenApiExample("Two events", {"events": [EVENT_EXAMPLE, EVENT_EXAMPLE]})]
-    )
+    """Record up to 1000 events in one request; each is accepted, a duplicate, or rejected with its index."""
+
+    @extend_schema_serializer(component_name="TrackBatch")
     class InputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         events = serializers.ListField(
             child=_AnyJSON(), max_length=BATCH_MAX_EVENTS, help_text=f"Up to {BATCH_MAX_EVENTS} events."
@@ -307,11 +321,14 @@ class TrackBatchApi(ServiceAPIView):
         responses={200: OutputSerializer, **_error_responses(400, 401, 413, 429)},
         examples=[
             OpenApiExample(
+                "Two events", {"events": [EVENT_EXAMPLE, {**EVENT_EXAMPLE, "user_key": "user-43"}]}, request_only=True
+            ),
+            OpenApiExample(
                 "Partly rejected",
                 {"accepted": 1, "duplicates": 0, "rejected": [{"index": 1, "errors": {"user_key": ["Required."]}}]},
                 response_only=True,
                 status_codes=[200],
-            )
+            ),
         ],
     )
     def post(self, request):
@@ -346,10 +363,9 @@ class TrackBatchApi(ServiceAPIView):
 
 
 class AssignApi(ServiceAPIView):
-    @extend_schema_serializer(
-        component_name="AssignRequest",
-        examples=[OpenApiExample("Assign", {"experiment": "checkout-button", "user_key": "user-42"})],
-    )
+    """Assign a user to a variant by deterministic weighted hashing (docs/metrics.md); stored once."""
+
+    @extend_schema_serializer(component_name="AssignRequest")
     class InputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         experiment = StrictCharField(max_length=100)
         user_key = StrictCharField(min_length=1, max_length=255)
@@ -370,12 +386,13 @@ class AssignApi(ServiceAPIView):
             **_error_responses(400, 401, 404, 413, 429),
         },
         examples=[
+            OpenApiExample("Assign", {"experiment": "checkout-button", "user_key": "user-42"}, request_only=True),
             OpenApiExample(
                 "Assigned",
                 {"variant": "treatment", "assigned_at": "2026-01-01T12:00:00Z", "new": True},
                 response_only=True,
                 status_codes=[200],
-            )
+            ),
         ],
     )
     def post(self, request):

@@ -65,6 +65,8 @@ class APIKeyAuthentication(BaseAuthentication):
         api_key = ServiceAPIKey.objects.get_usable_keys().filter(prefix=prefix).first()
         if api_key is None or not api_key.is_valid(key):
             raise AuthenticationFailed("Invalid or revoked API key.")
+        if api_key.has_expired:
+            raise AuthenticationFailed("Expired API key.")
         request._request.api_key_name = api_key.name
         return ServicePrincipal(key_id=api_key.pk, name=api_key.name), api_key
 

@@ -7,6 +7,8 @@ import json
 import math
 from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 PROPS_MAX_BYTES = 8 * 1024
@@ -48,6 +50,7 @@ class StrictChoiceField(serializers.ChoiceField):
         return super().to_internal_value(data)
 
 
+@extend_schema_field(OpenApiTypes.NUMBER)
 class StrictNumberField(serializers.Field):
     """A finite JSON number (not a boolean, not a string), stored as a float."""
 
@@ -94,6 +97,7 @@ def _walk_storable(value: Any) -> bool:
     return True
 
 
+@extend_schema_field({"type": "object", "additionalProperties": True})
 class PropsField(serializers.Field):
     """A JSON object of at most 8 KB (compact UTF-8 encoding)."""
 

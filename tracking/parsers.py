@@ -8,7 +8,8 @@ import json
 from django.conf import settings
 from rest_framework import status
 from rest_framework.exceptions import APIException, ParseError
-from rest_framework.parsers import JSONParser
+from rest_framework.parsers import BaseParser
+from rest_framework.renderers import JSONRenderer
 
 
 class RequestTooLarge(APIException):
@@ -21,8 +22,15 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
-class LimitedJSONParser(JSONParser):
-    """Strict JSON (no NaN/Infinity), at most `view.max_body_bytes` (default DATA_UPLOAD_MAX_MEMORY_SIZE)."""
+class LimitedJSONParser(BaseParser):
+    """Strict JSON (no NaN/Infinity), at most `view.max_body_bytes` (default DATA_UPLOAD_MAX_MEMORY_SIZE).
+
+    Not a `JSONParser` subclass on purpose: DRF reads the whole body into memory before calling those;
+    this one reads the stream itself and stops one byte past the limit.
+    """
+
+    media_type = "application/json"
+    renderer_class = JSONRenderer
 
     def parse(self, stream, media_type=None, parser_context=None):
         parser_context = parser_context or {}
