@@ -1,0 +1,94 @@
+"""Property: no request body, however malformed, makes the tracking API answer 5xx."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+pytestmark = pytest.mark.django_db
+
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+# Any text, including lone surrogates, NUL and other control characters.
+any_text = st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=40)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | any_text
+)
+json_values = st.recursive(
+    scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(any_text, inner, max_size=4), max_leaves=12
+)
+extreme_times = st.datetimes(  # the default range is year 1 to 9999
+    timezones=st.sampled_from([dt.UTC, dt.timezone(dt.timedelta(hours=14)), dt.timezone(dt.timedelta(hours=-12))]),
+).map(lambda d: d.isoformat())
+
+
+def field(valid):
+    return st.one_of(valid, json_values)
+
+
+event_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "experiment": field(st.sampled_from(["checkout", "stopped", "nope", ""])),
+        "variant": field(st.sampled_from(["control", "treatment", "ghost"])),
+        "user_key": field(any_text),
+        "event_type": field(st.sampled_from(["exposure", "conversion"])),
+        "metric": field(st.sampled_from(["purchase", "signup", "", "not a slug"]) | any_text),
+        "value": field(st.floats() | st.integers()),
+        "occurred_at": field(extreme_times | any_text),
+        "props": field(st.dictionaries(any_text, json_values, max_size=5)),
+        "unexpected": json_values,
+    },
+)
+
+
+@pytest.fixture
+def stopped(owner):
+    from tests.tracking.conftest import make_experiment
+
+    return make_experiment(owner, "stopped", status="readout")
+
+
+def _post(api, path: str, body) -> None:
+    response = api.post(path, data=json.dumps(body), content_type="application/json")
+    assert response.status_code < 500, (response.status_code, body)
+    payload = response.json()
+    assert ("errors" in payload) == (response.status_code == 400)
+
+
+@FUZZ
+@given(body=event_like | json_values)
+def test_track__any_body__never_5xx(api, experiment, stopped, body):
+    _post(api, "/api/track", body)
+
+
+@FUZZ
+@given(body=st.fixed_dictionaries({"events": st.lists(event_like | json_values, max_size=8)}) | json_values)
+def test_batch__any_body__never_5xx(api, experiment, stopped, body):
+    _post(api, "/api/track/batch", body)
+
+
+@FUZZ
+@given(
+    body=st.fixed_dictionaries(
+        {}, optional={"experiment": field(st.sampled_from(["checkout", "stopped"])), "user_key": json_values}
+    )
+    | json_values
+)
+def test_assign__any_body__never_5xx(api, experiment, stopped, body):
+    _post(api, "/api/assign", body)
+
+
+@FUZZ
+@given(raw=st.binary(max_size=200))
+def test_track__any_bytes__never_5xx(api, experiment, raw):
+    response = api.post("/api/track", data=raw, content_type="application/json")
+    assert response.status_code < 500
