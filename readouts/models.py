@@ -26,6 +26,7 @@ class Narrative(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        permissions = [("regenerate_narrative", "Can regenerate the AI narrative of a readout")]
         constraints = [
             models.UniqueConstraint(
                 fields=["experiment", "metric", "fingerprint", "provider", "model", "prompt_version"],

@@ -114,7 +114,8 @@ def compare(*, control: Arm, treatment: Arm) -> Comparison:
     """Treatment minus control: difference with 95% Wald CI, lift %, pooled two-proportion z-test."""
     empty = [a.key for a in (control, treatment) if a.exposures <= 0]
     if empty:
-        reason = f"No p-value: the {' and '.join(empty)} arm has no exposed users."
+        arms = f"the {empty[0]} arm has" if len(empty) == 1 else f"the {empty[0]} and {empty[1]} arms have"
+        reason = f"No p-value: {arms} no exposed users."
         return Comparison(
             variant=treatment.key,
             control=control.key,

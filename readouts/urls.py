@@ -1,4 +1,17 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from readouts import views
 
 app_name = "readouts"
-urlpatterns: list = []
+urlpatterns = [
+    path("experiments/<slug:slug>/readout", views.readout_page, name="page"),
+    path("experiments/<slug:slug>/readout.csv", views.readout_csv_export, name="csv"),
+    path("experiments/<slug:slug>/readout-bundle.zip", views.readout_bundle_download, name="bundle"),
+    path("experiments/<slug:slug>/readout/narrative", views.readout_narrative, name="narrative"),
+    path(
+        "experiments/<slug:slug>/readout/narrative/regenerate",
+        views.readout_narrative_regenerate,
+        name="narrative_regenerate",
+    ),
+    path("api/experiments/<slug:slug>/readout", views.readout_api, name="api"),
+]

@@ -1,0 +1,134 @@
+"""Readout page, API, exports and the narrative endpoints. Thin: parse, call a selector, render."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_not_required
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from experiments.models import Experiment
+from readouts import charts
+from readouts.narrative import narrative_fallback_text, narrative_for_page, narrative_generate
+from readouts.selectors import (
+    Readout,
+    metric_key_is_valid,
+    readout_as_json,
+    readout_bundle,
+    readout_csv,
+    readout_daily_series,
+    readout_get,
+)
+from tracking.auth import APIKeyAuthentication
+
+REGENERATE_PERMISSION = "readouts.regenerate_narrative"
+
+
+def _readout(request: HttpRequest, slug: str) -> Readout | None:
+    """The readout for ?metric= (primary metric by default); None when the metric key is malformed."""
+    experiment = get_object_or_404(Experiment, slug=slug)
+    metric = request.GET.get("metric") or None
+    if metric is not None and not metric_key_is_valid(metric):
+        return None
+    return readout_get(experiment=experiment, metric=metric)
+
+
+BAD_METRIC = "metric must be a metric key (letters, digits, '-' and '_', at most 100 characters)"
+
+
+@require_GET
+def readout_page(request: HttpRequest, slug: str) -> HttpResponse:
+    readout = _readout(request, slug)
+    if readout is None:
+        return HttpResponseBadRequest(BAD_METRIC)
+    series = readout_daily_series(readout=readout)
+    context = {
+        "readout": readout,
+        "narrative": narrative_for_page(readout=readout),
+        "rate_chart": charts.rate_chart_svg(readout),
+        "exposure_chart": charts.cumulative_chart_svg(readout, series, kind="exposures"),
+        "conversion_chart": charts.cumulative_chart_svg(readout, series, kind="conversions"),
+        "can_regenerate": request.user.has_perm(REGENERATE_PERMISSION),
+        "timeout_s": _timeout_s(),
+    }
+    return render(request, "readouts/readout.html", context)
+
+
+def _timeout_s() -> float:
+    return float(settings.SIGNALDASH_AI_TIMEOUT_S)
+
+
+class ReadoutApi(APIView):
+    """GET /api/experiments/<slug>/readout[?metric=<key>] — session or `Authorization: Bearer <key>`."""
+
+    authentication_classes = [APIKeyAuthentication, SessionAuthentication]
+    permission_classes = [IsAuthenticated]
+
+    def get(self, request, slug: str) -> Response:
+        readout = _readout(request, slug)
+        if readout is None:
+            raise ValidationError({"metric": BAD_METRIC})
+        return Response(readout_as_json(readout))
+
+
+readout_api = login_not_required(ReadoutApi.as_view())
+
+
+@require_GET
+def readout_csv_export(request: HttpRequest, slug: str) -> HttpResponse:
+    readout = _readout(request, slug)
+    if readout is None:
+        return HttpResponseBadRequest(BAD_METRIC)
+    response = HttpResponse(readout_csv(readout), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{readout.experiment_slug}-{readout.metric}-readout.csv"'
+    return response
+
+
+@require_GET
+def readout_bundle_download(request: HttpRequest, slug: str) -> HttpResponse:
+    readout = _readout(request, slug)
+    if readout is None:
+        return HttpResponseBadRequest(BAD_METRIC)
+    response = HttpResponse(
+        readout_bundle(readout, narrative_text=narrative_fallback_text(readout)), content_type="application/zip"
+    )
+    response["Content-Disposition"] = (
+        f'attachment; filename="{readout.experiment_slug}-{readout.metric}-readout-bundle.zip"'
+    )
+    return response
+
+
+def _narrative_response(request: HttpRequest, readout: Readout, view) -> HttpResponse:
+    if "application/json" in request.headers.get("Accept", ""):
+        return JsonResponse(view.as_json())
+    url = reverse("readouts:page", args=[readout.experiment_slug])
+    return redirect(f"{url}?metric={readout.metric}", permanent=False)
+
+
+@require_http_methods(["GET", "POST"])
+def readout_narrative(request: HttpRequest, slug: str) -> HttpResponse:
+    """GET: the cached narrative or the fallback. POST: generate it (one provider call at most, cached)."""
+    readout = _readout(request, slug)
+    if readout is None:
+        return HttpResponseBadRequest(BAD_METRIC)
+    if request.method == "GET":
+        return JsonResponse(narrative_for_page(readout=readout).as_json())
+    return _narrative_response(request, readout, narrative_generate(readout=readout))
+
+
+@require_POST
+def readout_narrative_regenerate(request: HttpRequest, slug: str) -> HttpResponse:
+    """Ops only: ask the provider again for the current numbers, even if a narrative is cached."""
+    if not request.user.has_perm(REGENERATE_PERMISSION):
+        return JsonResponse({"detail": "You do not have permission to regenerate narratives."}, status=403)
+    readout = _readout(request, slug)
+    if readout is None:
+        return HttpResponseBadRequest(BAD_METRIC)
+    return _narrative_response(request, readout, narrative_generate(readout=readout, force=True))
