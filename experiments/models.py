@@ -130,7 +130,10 @@ class Experiment(ConcurrentTransitionMixin, models.Model):
         target=Status.REVIEW,
         permission=PERM_SUBMIT,
         conditions=[plan_is_complete],
-        custom={"label": "Submit for review"},
+        custom={
+            "label": "Submit for review",
+            "help_text": "Send the plan to a reviewer. Needs hypothesis, primary metric, 2+ variants, one control.",
+        },
     )
     def submit_for_review(self) -> None:
         pass
@@ -140,7 +143,7 @@ class Experiment(ConcurrentTransitionMixin, models.Model):
         source=Status.REVIEW,
         target=Status.DRAFT,
         permission=PERM_REQUEST_CHANGES,
-        custom={"label": "Request changes"},
+        custom={"label": "Request changes", "help_text": "Send the plan back to its owner with a comment."},
     )
     def request_changes(self, comment: str) -> None:
         pass
@@ -150,7 +153,10 @@ class Experiment(ConcurrentTransitionMixin, models.Model):
         source=Status.REVIEW,
         target=Status.RUNNING,
         permission=can_approve,
-        custom={"label": "Approve and start"},
+        custom={
+            "label": "Approve and start",
+            "help_text": "Start the experiment now. You cannot approve your own experiment.",
+        },
     )
     def approve_and_start(self) -> None:
         self.started_at = timezone.now()
@@ -160,7 +166,7 @@ class Experiment(ConcurrentTransitionMixin, models.Model):
         source=Status.RUNNING,
         target=Status.READOUT,
         permission=PERM_END,
-        custom={"label": "End for readout"},
+        custom={"label": "End for readout", "help_text": "Stop collecting and move to the readout."},
     )
     def end_for_readout(self) -> None:
         self.ended_at = timezone.now()
@@ -170,7 +176,10 @@ class Experiment(ConcurrentTransitionMixin, models.Model):
         source=Status.READOUT,
         target=Status.SHIPPED,
         permission=PERM_SHIP,
-        custom={"label": "Ship"},
+        custom={
+            "label": "Ship",
+            "help_text": "Record the decision to ship, with a rationale and the readout as of now.",
+        },
     )
     def ship(self, rationale: str) -> None:
         pass
@@ -180,7 +189,10 @@ class Experiment(ConcurrentTransitionMixin, models.Model):
         source=[Status.RUNNING, Status.READOUT],
         target=Status.KILLED,
         permission=PERM_KILL,
-        custom={"label": "Kill"},
+        custom={
+            "label": "Kill",
+            "help_text": "Stop without shipping, with a rationale (also an emergency stop while running).",
+        },
     )
     def kill(self, rationale: str) -> None:
         if self.ended_at is None:  # emergency stop while running

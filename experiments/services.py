@@ -116,9 +116,24 @@ def variant_delete(*, variant: Variant, actor: AbstractBaseUser) -> None:  # noq
 
 
 # --- workflow -------------------------------------------------------------------------------------
+def _lock(experiment: Experiment) -> Experiment:
+    """A fresh copy of the row, locked until the transaction ends (the caller's copy may be stale).
+
+    Not `refresh_from_db()`: django-fsm-2's version briefly un-protects the *class-level* status
+    field, which races with other threads doing the same (found by tests/experiments/test_concurrency.py).
+    """
+    return Experiment.objects.select_for_update().get(pk=experiment.pk)
+
+
+def _sync(target: Experiment, source: Experiment) -> None:
+    """Give the caller's instance the saved state, without going through the protected descriptor."""
+    for field in Experiment._meta.concrete_fields:
+        target.__dict__[field.attname] = getattr(source, field.attname)
+    target._update_initial_state()
+
+
 def _check_transition(*, experiment: Experiment, actor: AbstractBaseUser, name: str) -> str:
-    """Lock the row, re-read it, and check permission, then state, then the plan; returns the state."""
-    experiment.refresh_from_db(from_queryset=Experiment.objects.select_for_update())
+    """Check permission, then state, then the plan; returns the current state."""
     meta = getattr(experiment, name)._django_fsm
     any_transition = next(iter(meta.transitions.values()))  # one permission per transition method
     if not any_transition.has_perm(experiment, actor):
@@ -158,25 +173,27 @@ def _transition(
     Checks run in this order: permission (PermissionDenied), state, plan, then required text
     (`comment`/`rationale` in kwargs must be non-blank), so nobody learns more than they may.
     """
-    from_state = _check_transition(experiment=experiment, actor=actor, name=name)
+    locked = _lock(experiment)
+    from_state = _check_transition(experiment=locked, actor=actor, name=name)
     for field in ("comment", "rationale"):
         if kwargs is not None and field in kwargs and not kwargs[field]:
             raise WorkflowError(f"A {field} is required.", code=f"missing_{field}", problems=[f"a {field}"])
     if before is not None:
-        before(experiment)
+        before(locked)
     try:
-        getattr(experiment, name)(**(kwargs or {}))
-        experiment.save()
+        getattr(locked, name)(**(kwargs or {}))
+        locked.save()
     except (TransitionNotAllowed, ConcurrentTransition) as exc:
-        raise WorkflowError(f"Cannot {_human(name)} '{experiment.slug}': {exc}", code="invalid_state") from exc
+        raise WorkflowError(f"Cannot {_human(name)} '{locked.slug}': {exc}", code="invalid_state") from exc
+    _sync(experiment, locked)
     return audit_log_record(
-        experiment=experiment,
+        experiment=locked,
         actor=actor,
         transition=name,
         from_state=from_state,
-        to_state=experiment.status,
+        to_state=locked.status,
         comment=comment,
-        extra=extra(experiment) if extra else None,
+        extra=extra(locked) if extra else None,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from html.parser import HTMLParser
+from importlib import import_module
 
 import pytest
 
@@ -11,13 +12,30 @@ from experiments import services
 from experiments.models import Experiment, Variant
 
 
+def ensure_workflow_groups() -> None:
+    """(Re)create the `ops`/`reviewer` groups exactly as migration 0003 does.
+
+    Transactional tests (transaction=True) end with a flush that also empties auth_group and
+    auth_permission, so a later transactional test cannot rely on the data migration's rows.
+    """
+    from django.apps import apps
+
+    migration = import_module("experiments.migrations.0003_workflow_groups")
+    migration.create_groups(apps, None)
+
+
 @pytest.fixture
-def ops(make_user):
+def workflow_groups(db):
+    ensure_workflow_groups()
+
+
+@pytest.fixture
+def ops(make_user, workflow_groups):
     return make_user("ops", groups=("ops",), is_staff=True)
 
 
 @pytest.fixture
-def reviewer(make_user):
+def reviewer(make_user, workflow_groups):
     return make_user("reviewer", groups=("reviewer",))
 
 
@@ -32,7 +50,7 @@ def superuser(make_user):
 
 
 @pytest.fixture
-def approver(make_user):
+def approver(make_user, workflow_groups):
     """A second reviewer, used by fixtures to move experiments past review."""
     return make_user("approver", groups=("reviewer",))
 
@@ -93,7 +111,7 @@ def freeze(monkeypatch):
 
 
 class _FormFields(HTMLParser):
-    """Collects the submittable fields of the first <form> with method=post (what a browser would send)."""
+    """Collects the fields of the first POST <form> (not a logout form): what a browser would send."""
 
     def __init__(self, form_id: str | None) -> None:
         super().__init__()
@@ -107,7 +125,8 @@ class _FormFields(HTMLParser):
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
         if tag == "form" and not self.done and (self.form_id is None or a.get("id") == self.form_id):
-            self.in_form = (a.get("method") or "").lower() == "post"
+            is_logout = (a.get("action") or "").rstrip("/").endswith("logout")
+            self.in_form = (a.get("method") or "").lower() == "post" and not is_logout
         if not self.in_form:
             return
         name = a.get("name")
