@@ -10,6 +10,7 @@ cache (``narrative_for_page``) and fetches a fresh one in a separate request (``
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import math
@@ -224,12 +225,17 @@ def _user_prompt(numbers: dict) -> str:
     return "Readout numbers (JSON). State numbers only as written here:\n" + json.dumps(numbers, indent=2)
 
 
+def _sdk(provider: str):
+    """The provider's SDK module. Imported lazily (importing anthropic takes seconds), and by ``_ask``
+    before the timeout clock starts, so a cold import never eats into the provider's time budget."""
+    return importlib.import_module(provider)
+
+
 def _call_provider(*, provider: str, model: str, api_key: str, base_url: str | None, numbers: dict) -> str:
     """Ask the provider for a narrative. Raises on any failure; bounded by SIGNALDASH_AI_TIMEOUT_S."""
     timeout = float(settings.SIGNALDASH_AI_TIMEOUT_S)
     if provider == "openai":
-        import openai
-
+        openai = _sdk(provider)
         client = openai.OpenAI(api_key=api_key, base_url=base_url or None, timeout=timeout, max_retries=0)
         reply = client.chat.completions.create(
             model=model,
@@ -237,13 +243,11 @@ def _call_provider(*, provider: str, model: str, api_key: str, base_url: str | N
             max_completion_tokens=500,
         )
         return (reply.choices[0].message.content or "").strip()
-    import anthropic
-
+    anthropic = _sdk(provider)
     client = anthropic.Anthropic(api_key=api_key, base_url=base_url or None, timeout=timeout, max_retries=0)
     reply = client.messages.create(
         model=model,
         max_tokens=500,
-        temperature=0,
         system=SYSTEM_PROMPT,
         messages=[{"role": "user", "content": _user_prompt(numbers)}],
     )
@@ -258,6 +262,7 @@ def _ask(*, provider: str, model: str, api_key: str | None, base_url: str | None
     if not api_key:
         return "", f"{provider.upper()}_API_KEY is not set"
     timeout = float(settings.SIGNALDASH_AI_TIMEOUT_S)
+    _sdk(provider)
     future = _EXECUTOR.submit(
         _call_provider, provider=provider, model=model, api_key=api_key, base_url=base_url, numbers=numbers
     )
@@ -266,6 +271,8 @@ def _ask(*, provider: str, model: str, api_key: str | None, base_url: str | None
     except FutureTimeout:
         return "", f"timeout after {timeout:g} s"
     except Exception as exc:  # noqa: BLE001 - any provider failure means: show the fallback
+        if "Timeout" in type(exc).__name__:  # openai.APITimeoutError, anthropic.APITimeoutError
+            return "", f"timeout after {timeout:g} s"
         return "", f"provider error: {type(exc).__name__}: {str(exc)[:300]}"
     if not text:
         return "", "provider returned an empty narrative"
@@ -404,7 +411,3 @@ def _store(*, readout: Readout, key: dict, numbers: dict, row: Narrative | None,
     except IntegrityError:  # a concurrent request stored the same key first
         row = Narrative.objects.get(**key)
     return _row_view(row)
-
-
-def narrative_is_current(*, readout: Readout, row: Narrative) -> bool:
-    return row.fingerprint == _numbers_and_key(readout)[1]["fingerprint"]

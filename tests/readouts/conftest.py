@@ -58,3 +58,113 @@ def add_events():
         Event.objects.bulk_create(events, batch_size=2000)
 
     return _add
+
+
+# --- A local HTTP server imitating the OpenAI and Anthropic APIs ---------------------------------
+
+
+class FakeAI:
+    """Serves POST /v1/chat/completions (OpenAI) and /v1/messages (Anthropic) on 127.0.0.1.
+
+    `mode`: "ok" (reply with `text`), "slow" (wait `delay` s first), "500" (internal error).
+    `hits` counts requests per path; `requests` keeps the JSON bodies.
+    """
+
+    def __init__(self):
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.mode, self.text, self.delay = "ok", "", 5.0
+        self.hits: dict[str, int] = {}
+        self.requests: list[dict] = []
+        self.release = threading.Event()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output quiet
+                pass
+
+            def do_POST(self):  # noqa: N802 - http.server's naming
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                fake.hits[self.path] = fake.hits.get(self.path, 0) + 1
+                fake.requests.append(body)
+                if fake.mode == "slow":
+                    fake.release.wait(fake.delay)
+                if fake.mode == "500":
+                    return self._send(500, {"error": {"message": "boom", "type": "server_error"}})
+                if self.path.endswith("/chat/completions"):
+                    return self._send(200, fake.openai_body(body))
+                if self.path.endswith("/messages"):
+                    return self._send(200, fake.anthropic_body(body))
+                return self._send(404, {"error": {"message": "not found"}})
+
+            def _send(self, status, payload):
+                data = json.dumps(payload).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
+                    pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def total_hits(self) -> int:
+        return sum(self.hits.values())
+
+    def openai_body(self, request: dict) -> dict:
+        return {
+            "id": "chatcmpl-test",
+            "object": "chat.completion",
+            "created": 1_700_000_000,
+            "model": request.get("model", "gpt-test"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": self.text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
+        }
+
+    def anthropic_body(self, request: dict) -> dict:
+        return {
+            "id": "msg_test",
+            "type": "message",
+            "role": "assistant",
+            "model": request.get("model", "claude-test"),
+            "content": [{"type": "text", "text": self.text}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": 10, "output_tokens": 10},
+        }
+
+    def close(self):
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake_ai():
+    server = FakeAI()
+    yield server
+    server.close()
+
+
+@pytest.fixture(params=["openai", "anthropic"])
+def ai_provider(request, settings, fake_ai):
+    """Settings pointing the real SDK client of each provider at the fake server."""
+    settings.SIGNALDASH_AI_PROVIDER = request.param
+    settings.SIGNALDASH_AI_TIMEOUT_S = 2.0
+    settings.OPENAI_API_KEY = "sk-test"
+    settings.OPENAI_BASE_URL = f"{fake_ai.url}/v1"
+    settings.OPENAI_MODEL = "gpt-test"
+    settings.ANTHROPIC_API_KEY = "sk-ant-test"
+    settings.ANTHROPIC_BASE_URL = fake_ai.url
+    settings.ANTHROPIC_MODEL = "claude-test"
+    return request.param
