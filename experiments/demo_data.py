@@ -11,13 +11,13 @@ import json
 import random
 import secrets
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from experiments import services
@@ -69,87 +69,107 @@ def demo_users_ensure(*, reset_passwords: bool = False) -> dict[str, str]:
     return passwords
 
 
-def _event_rows(experiment: Experiment, spec: dict, variants: dict[str, Variant], now) -> list[Event]:
+@dataclass(frozen=True)
+class _Row:
+    variant_id: int
+    user_key: str
+    event_type: str
+    metric: str
+    value: float | None
+    occurred_at: datetime
+    props: str
+
+
+def _event_rows(experiment: Experiment, spec: dict, variants: dict[str, Variant], now: datetime) -> list[_Row]:
+    """Deterministic events for one scenario (seeded RNG; exact counts from the scenario file)."""
     rng = random.Random(f"signaldash-demo:{experiment.slug}")
     days = spec.get("days", 7)
     start = now - timedelta(days=days)
     span = days * 86400 - 3600
-    rows: list[Event] = []
+    rows: list[_Row] = []
     for vspec in spec["variants"]:
-        variant = variants[vspec["key"]]
-        exposed = [f"{experiment.slug}-{variant.key}-u{i:05d}" for i in range(vspec.get("users", 0))]
+        vid = variants[vspec["key"]].pk
+        exposed = [f"{experiment.slug}-{vspec['key']}-u{i:05d}" for i in range(vspec.get("users", 0))]
         exposed_at = {u: start + timedelta(seconds=rng.randrange(span)) for u in exposed}
-        rows += [
-            Event(
-                experiment=experiment,
-                variant=variant,
-                user_key=u,
-                event_type="exposure",
-                metric="",
-                occurred_at=t,
-                props={"platform": rng.choice(["web", "ios", "android"])},
-            )
-            for u, t in exposed_at.items()
-        ]
+        platforms = ['{"platform": "web"}', '{"platform": "ios"}', '{"platform": "android"}']
+        rows += [_Row(vid, u, "exposure", "", None, t, rng.choice(platforms)) for u, t in exposed_at.items()]
+        converted: dict[str, set[str]] = {}
         for metric, count in vspec.get("conversions", {}).items():
-            for u in rng.sample(exposed, count):
+            converted[metric] = set(rng.sample(exposed, count))
+            for u in sorted(converted[metric]):
                 after = min(span, int((now - exposed_at[u]).total_seconds()) - 60)
                 t = exposed_at[u] + timedelta(seconds=rng.randrange(60, max(61, after)))
-                rows.append(
-                    Event(
-                        experiment=experiment,
-                        variant=variant,
-                        user_key=u,
-                        event_type="conversion",
-                        metric=metric,
-                        occurred_at=min(t, now - timedelta(seconds=30)),
-                        value=round(rng.uniform(10, 120), 2),
-                        props={},
-                    )
-                )
+                t = min(t, now - timedelta(seconds=30))
+                rows.append(_Row(vid, u, "conversion", metric, round(rng.uniform(10, 120), 2), t, "{}"))
         # Conversions recorded *before* the user's exposure: stored, but not counted by the readout.
         for metric, count in spec.get("late_conversions", {}).items():
-            converted = {e.user_key for e in rows if e.event_type == "conversion" and e.metric == metric}
-            candidates = [u for u in exposed if u not in converted][:count]
-            for u in candidates:
-                rows.append(
-                    Event(
-                        experiment=experiment,
-                        variant=variant,
-                        user_key=u,
-                        event_type="conversion",
-                        metric=metric,
-                        occurred_at=exposed_at[u] - timedelta(minutes=5),
-                        props={},
-                    )
-                )
-    control = next(v for v in variants.values() if v.is_control)
+            candidates = [u for u in exposed if u not in converted.get(metric, set())][:count]
+            rows += [
+                _Row(vid, u, "conversion", metric, None, exposed_at[u] - timedelta(minutes=5), "{}") for u in candidates
+            ]
+    control_id = next(v.pk for v in variants.values() if v.is_control)
     for metric, count in spec.get("unexposed_conversions", {}).items():
         rows += [
-            Event(
-                experiment=experiment,
-                variant=control,
-                user_key=f"{experiment.slug}-orphan-{i:04d}",
-                event_type="conversion",
-                metric=metric,
-                occurred_at=now - timedelta(hours=i + 1),
-                props={},
+            _Row(
+                control_id,
+                f"{experiment.slug}-orphan-{i:04d}",
+                "conversion",
+                metric,
+                None,
+                now - timedelta(hours=i + 1),
+                "{}",
             )
             for i in range(count)
         ]
     return rows
 
 
+_CHUNK = 500
+
+
+def _insert_many(sql_head: str, columns: int, rows: list[tuple]) -> None:
+    """Multi-row INSERT … ON CONFLICT DO NOTHING (same syntax on SQLite and PostgreSQL)."""
+    with connection.cursor() as cursor:
+        for i in range(0, len(rows), _CHUNK):
+            chunk = rows[i : i + _CHUNK]
+            placeholders = ", ".join(["(" + ", ".join(["%s"] * columns) + ")"] * len(chunk))
+            cursor.execute(f"{sql_head} VALUES {placeholders} ON CONFLICT DO NOTHING", [v for r in chunk for v in r])
+
+
 def _insert_events(experiment: Experiment, spec: dict, variants: dict[str, Variant]) -> int:
-    rows = _event_rows(experiment, spec, variants, timezone.now())
+    now = timezone.now()
+    rows = _event_rows(experiment, spec, variants, now)
+    dt = connection.ops.adapt_datetimefield_value
+    received = dt(now)
     before = Event.objects.filter(experiment=experiment).count()
-    Event.objects.bulk_create(rows, batch_size=2000, ignore_conflicts=True)
-    assignments = [
-        Assignment(experiment=experiment, user_key=e.user_key, variant=e.variant, source="upstream")
-        for e in rows
-        if e.event_type == "exposure"
-    ]
-    Assignment.objects.bulk_create(assignments, batch_size=2000, ignore_conflicts=True)
+    _insert_many(
+        f"INSERT INTO {Event._meta.db_table} "
+        "(experiment_id, variant_id, user_key, event_type, metric, value, occurred_at, received_at, props)",
+        9,
+        [
+            (
+                experiment.pk,
+                r.variant_id,
+                r.user_key,
+                r.event_type,
+                r.metric,
+                r.value,
+                dt(r.occurred_at),
+                received,
+                r.props,
+            )
+            for r in rows
+        ],
+    )
+    _insert_many(
+        f"INSERT INTO {Assignment._meta.db_table} (experiment_id, user_key, variant_id, assigned_at, source)",
+        5,
+        [
+            (experiment.pk, r.user_key, r.variant_id, dt(r.occurred_at), "upstream")
+            for r in rows
+            if r.event_type == "exposure"
+        ],
+    )
     return Event.objects.filter(experiment=experiment).count() - before
 
 

@@ -36,7 +36,7 @@ def _counts() -> dict[str, int]:
     }
 
 
-def test_seed_demo__first_run__creates_users_and_prints_passwords_once():
+def test_seed_demo__first_run__creates_users_scenarios_and_prints_passwords_once():
     # When the demo is seeded on an empty database
     output = _seed()
     # Then the three demo users exist with their roles, and their passwords are printed
@@ -48,6 +48,9 @@ def test_seed_demo__first_run__creates_users_and_prints_passwords_once():
     for name in ("ops", "reviewer", "admin"):
         line = next(line for line in output.splitlines() if line.strip().startswith(name + " "))
         assert users[name].check_password(line.split()[-1])
+    # And every scenario reached its status through the real workflow, with the events it describes
+    _assert_scenarios_reached_their_status_through_the_workflow()
+    _assert_event_counts_match_the_scenario_file()
 
 
 def test_seed_demo__second_run__changes_nothing():
@@ -62,8 +65,7 @@ def test_seed_demo__second_run__changes_nothing():
     assert "Demo logins" not in output
 
 
-def test_seed_demo__scenarios__reach_their_status_through_the_workflow():
-    _seed()
+def _assert_scenarios_reached_their_status_through_the_workflow():
     statuses = dict(Experiment.objects.values_list("slug", "status"))
     assert statuses == {slug: s["status"] for slug, s in SCENARIOS.items()}
     assert set(statuses.values()) == {"draft", "review", "running", "readout", "shipped", "killed"}
@@ -81,8 +83,7 @@ def test_seed_demo__scenarios__reach_their_status_through_the_workflow():
         assert decision.readout_snapshot.get("variants")
 
 
-def test_seed_demo__event_counts__match_the_scenario_file():
-    _seed()
+def _assert_event_counts_match_the_scenario_file():
     for slug, spec in SCENARIOS.items():
         for v in spec["variants"]:
             exposures = Event.objects.filter(experiment__slug=slug, variant__key=v["key"], event_type="exposure")
