@@ -94,3 +94,31 @@ def _assert_event_counts_match_the_scenario_file():
                 ).exclude(user_key__contains="-orphan-")
                 late = spec.get("late_conversions", {}).get(metric, 0)
                 assert conversions.count() == n + late, (slug, v["key"], metric)
+
+
+def test_seed_demo__scenarios__readouts_show_the_warnings_they_were_built_for(client):
+    # Given the seeded demo, and the reviewer logged in
+    _seed()
+    client.force_login(get_user_model().objects.get(username="reviewer"))
+
+    def codes(slug: str) -> set[str]:
+        response = client.get(f"/api/experiments/{slug}/readout")
+        assert response.status_code == 200, response.content
+        return {w["code"] for w in response.json()["warnings"]}
+
+    # Then each scenario's readout carries the warning it exists to demonstrate
+    assert "srm" in codes("recs-carousel")
+    assert "small_sample" in codes("onboarding-tooltip")
+    assert "conversion_without_exposure" in codes("search-ranking-v2")
+    assert "srm" not in codes("free-shipping-threshold")  # 9:1 weights, 9000 vs 1000 users
+    assert codes("checkout-one-page").isdisjoint({"srm", "small_sample", "missing_exposures"})
+    # And the clear winner is significant while the flat test is not
+    winner = client.get("/api/experiments/checkout-one-page/readout").json()["comparisons"][0]
+    flat = client.get("/api/experiments/search-ranking-v2/readout").json()["comparisons"][0]
+    assert winner["p_value"] < 0.001 and winner["lift"] == pytest.approx(30.0)
+    assert flat["p_value"] > 0.05
+    # And the zero-control scenario says lift is undefined, on the page a person reads
+    referral = client.get("/api/experiments/referral-banner/readout").json()["comparisons"][0]
+    assert referral["lift"] is None
+    page = client.get("/experiments/referral-banner/readout")
+    assert "Lift undefined (control conversion rate is 0)" in page.content.decode()
