@@ -12,6 +12,7 @@ import re
 import time
 import uuid
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
@@ -33,6 +34,7 @@ from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from tracking.auth import APIKeyAuthentication
+from tracking.fast_validation import plain_event
 from tracking.fields import PropsField, StrictCharField, StrictChoiceField, StrictDateTimeField, StrictNumberField
 from tracking.models import Event
 from tracking.parsers import LimitedJSONParser, RequestTooLarge
@@ -176,7 +178,7 @@ class EventInputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         return attrs
 
     @staticmethod
-    def to_event(data: dict[str, Any]) -> EventIn:
+    def to_event(data: dict[str, Any], now: datetime | None = None) -> EventIn:
         return EventIn(
             experiment=data["experiment"],
             variant=data["variant"],
@@ -184,7 +186,7 @@ class EventInputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
             event_type=data["event_type"],
             metric=data.get("metric"),
             value=data.get("value"),
-            occurred_at=data.get("occurred_at") or timezone.now(),
+            occurred_at=data.get("occurred_at") or now or timezone.now(),
             props=data.get("props") or {},
         )
 
@@ -336,11 +338,16 @@ class TrackBatchApi(ServiceAPIView):
         envelope.is_valid(raise_exception=True)
         items = envelope.validated_data["events"]
         child = EventInputSerializer()
+        now = timezone.now()
         valid: list[tuple[int, EventIn]] = []
         rejected: list[dict[str, Any]] = []
         for index, item in enumerate(items):
+            plain = plain_event(item, now)
+            if plain is not None:
+                valid.append((index, plain))
+                continue
             try:
-                valid.append((index, EventInputSerializer.to_event(child.run_validation(item))))
+                valid.append((index, EventInputSerializer.to_event(child.run_validation(item), now)))
             except serializers.ValidationError as exc:
                 rejected.append({"index": index, "errors": exc.detail})
         results = events_ingest(events=[event for _, event in valid])

@@ -8,7 +8,7 @@ Table names come from `Model._meta.db_table`; values are always parameters.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -82,10 +82,23 @@ def _dt(value: datetime) -> Any:
     return connection.ops.adapt_datetimefield_value(value)
 
 
+def _dt_memo() -> Callable[[datetime], Any]:
+    """`_dt` remembering its answers: a batch mostly shares one `received_at` and one default `occurred_at`."""
+    memo: dict[datetime, Any] = {}
+
+    def adapt(value: datetime) -> Any:
+        if value not in memo:
+            memo[value] = _dt(value)
+        return memo[value]
+
+    return adapt
+
+
 def events_insert(rows: Sequence[tuple]) -> set[tuple]:
     """Insert events (tuples in EVENT_COLUMNS order, props a dict); return the conflict keys stored."""
+    adapt_dt, adapt_json = _dt_memo(), connection.ops.adapt_json_value
     adapted = [
-        (e, v, u, t, m, val, _dt(occ), _dt(rec), connection.ops.adapt_json_value(props, None))
+        (e, v, u, t, m, val, adapt_dt(occ), adapt_dt(rec), adapt_json(props, None))
         for e, v, u, t, m, val, occ, rec, props in rows
     ]
     return _insert(Event._meta.db_table, EVENT_COLUMNS, EVENT_CONFLICT_KEY, adapted, returning=True)

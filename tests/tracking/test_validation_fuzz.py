@@ -92,3 +92,51 @@ def test_assign__any_body__never_5xx(api, experiment, stopped, body):
 def test_track__any_bytes__never_5xx(api, experiment, raw):
     response = api.post("/api/track", data=raw, content_type="application/json")
     assert response.status_code < 500
+
+
+plain_like = st.fixed_dictionaries(
+    {
+        "experiment": st.sampled_from(["checkout", "", "x" * 101]) | st.text(max_size=3),
+        "variant": st.sampled_from(["control", "treatment"]) | st.text(max_size=3),
+        "user_key": st.text(max_size=5) | st.sampled_from(["u1", "x" * 255, "x" * 256, "a\x00b"]),
+        "event_type": st.sampled_from(["exposure", "conversion", "Exposure"]),
+    },
+    optional={
+        "metric": st.none() | st.sampled_from(["purchase", "", "a b", "é"]) | json_values,
+        "value": st.none() | st.integers() | st.floats() | st.booleans() | st.text(max_size=2),
+        "props": st.none() | st.just({}) | st.dictionaries(st.text(max_size=2), st.integers(), max_size=1),
+        "occurred_at": st.none() | st.just("2026-01-01T00:00:00Z"),
+    },
+)
+
+
+@FUZZ
+@given(item=plain_like | event_like | json_values)
+def test_plain_event__any_item__agrees_with_serializer(item):
+    # Given the batch fast path and the serializer
+    from django.utils import timezone
+    from rest_framework import serializers
+
+    from tracking.api import EventInputSerializer
+    from tracking.fast_validation import plain_event
+
+    now = timezone.now()
+    # When the fast path accepts an item
+    fast = plain_event(item, now)
+    if fast is None:
+        return
+    # Then the serializer accepts it too, with the same result
+    try:
+        slow = EventInputSerializer.to_event(EventInputSerializer().run_validation(item), now)
+    except serializers.ValidationError as exc:  # pragma: no cover - the failure being looked for
+        raise AssertionError(f"fast path accepted an invalid item {item!r}: {exc.detail}") from exc
+    assert fast == slow
+
+
+def test_plain_event__typical_item__takes_fast_path():
+    from django.utils import timezone
+
+    from tracking.fast_validation import plain_event
+
+    item = {"experiment": "checkout", "variant": "control", "user_key": "u1", "event_type": "conversion", "value": 3}
+    assert plain_event(item, timezone.now()).value == 3.0
