@@ -144,6 +144,18 @@ class ExperimentAdmin(FSMAdminMixin, admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False  # experiments are part of the record; kill them instead
 
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        obj = self.get_object(request, object_id)
+        if obj is not None and not obj.is_plan_editable:
+            # Nothing to save once the plan is frozen: only the workflow buttons remain.
+            extra_context = {
+                **(extra_context or {}),
+                "show_save": False,
+                "show_save_and_continue": False,
+                "show_save_and_add_another": False,
+            }
+        return super().change_view(request, object_id, form_url, extra_context)
+
     # --- writes go through services -----------------------------------------------------------
     def save_model(self, request, obj, form, change):
         if obj.pk is None or obj.is_plan_editable:

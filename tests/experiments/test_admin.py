@@ -129,6 +129,7 @@ def test_admin_change__after_draft__plan_read_only_and_post_ignored(status, admi
     # Then the plan fields are not editable, and nothing changed
     experiment.refresh_from_db()
     assert 'name="hypothesis"' not in html and 'name="variants-0-weight"' not in html
+    assert 'name="_save"' not in html and 'name="_continue"' not in html
     assert response.status_code in (200, 302)
     assert experiment.hypothesis == "A green button lifts conversion."
     assert sorted(experiment.variants.values_list("key", "weight")) == [("control", 1), ("green", 1)]
