@@ -47,6 +47,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -114,6 +115,10 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "signaldash" / "static"]
+# WhiteNoise serves static files in every mode (no CDN, no separate web server needed for the demo);
+# production also runs `collectstatic` so files are served compressed from STATIC_ROOT.
+WHITENOISE_USE_FINDERS = True
 
 # --- REST framework -------------------------------------------------------------------------
 # Requests per API key (a batch counts once), DRF rate syntax: N/s, N/min, N/hour, N/day. Default 6000/min
