@@ -18,6 +18,7 @@ install: $(STAMP)
 demo: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo
+	$(PY) manage.py collectstatic --noinput -v0
 	@echo "Serving Signal Dash on http://127.0.0.1:8000  (Ctrl-C to stop)"
 	DEBUG=1 $(PY) manage.py runserver 127.0.0.1:8000
 
