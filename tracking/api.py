@@ -95,6 +95,12 @@ def _outcome(response: Response, view_outcome: str | None) -> str:
     return f"http_{response.status_code}"
 
 
+class AsciiJSONRenderer(JSONRenderer):
+    """Escapes non-ASCII, so error messages that echo client input (even a lone surrogate) always render."""
+
+    ensure_ascii = True
+
+
 class ServiceAPIView(APIView):
     """Base of the service-to-service endpoints: API key auth, per-key throttle, strict JSON, one log line."""
 
@@ -102,7 +108,7 @@ class ServiceAPIView(APIView):
     permission_classes = [IsAuthenticated]
     throttle_classes = [APIKeyRateThrottle]
     parser_classes = [LimitedJSONParser]
-    renderer_classes = [JSONRenderer]
+    renderer_classes = [AsciiJSONRenderer]
     max_body_bytes: int | None = None  # None: DATA_UPLOAD_MAX_MEMORY_SIZE
     log_outcome: str | None = None
     log_extra: dict[str, Any] | None = None
@@ -126,7 +132,7 @@ class ServiceAPIView(APIView):
             "latency_ms": round((time.perf_counter() - started) * 1000, 2),
             **(self.log_extra or {}),
         }
-        request_logger.info(json.dumps(fields, ensure_ascii=False), extra={"api": fields})
+        request_logger.info(json.dumps(fields), extra={"api": fields})
         return response
 
 

@@ -74,6 +74,8 @@ def test_track__occurred_at__stored_as_given(api, experiment):
     ("body", "field"),
     [
         (event(extra="x"), "extra"),
+        ({**event(), "\ud800": 1}, "\ud800"),
+        (event(event_type="\ud800"), "event_type"),
         (event(user_key=""), "user_key"),
         (event(user_key="x" * 256), "user_key"),
         (event(user_key=42), "user_key"),
