@@ -20,48 +20,42 @@ from django.db import connection
 
 from tracking.models import Event
 
-# One pass over the experiment's events: per variant the exposed users (kind='exposure'), and per
-# variant and metric the converted users; conversions with no exposure come back with a NULL
-# variant (``unexposed``) and conversions that precede the user's exposure as ``late``.
+# One query for every variant and metric: per variant the exposed users (kind='exposure'), and per
+# variant and metric the converted users (each conversion joined to the same user's exposure);
+# conversions with no exposure come back with a NULL variant (``unexposed``) and conversions that
+# precede the user's exposure as ``late``. Written without a CTE so PostgreSQL can run it as a
+# parallel hash join (a materialised CTE is parallel-restricted), and portable to SQLite as is.
 READOUT_AGGREGATE_SQL = """
-WITH exposure AS (
-    SELECT user_key, variant_id, occurred_at
-    FROM {event}
-    WHERE experiment_id = %(experiment_id)s AND event_type = %(exposure)s AND metric = ''
-),
-conversion AS (
-    SELECT user_key, metric, occurred_at
-    FROM {event}
-    WHERE experiment_id = %(experiment_id)s AND event_type = %(conversion)s
-)
 SELECT 'exposure' AS kind, variant_id, '' AS metric, COUNT(*) AS users, 0 AS late, 0 AS unexposed
-FROM exposure
+FROM {event}
+WHERE experiment_id = %(experiment_id)s AND event_type = %(exposure)s AND metric = ''
 GROUP BY variant_id
 UNION ALL
 SELECT 'conversion' AS kind, x.variant_id, c.metric,
        SUM(CASE WHEN x.occurred_at <= c.occurred_at THEN 1 ELSE 0 END) AS users,
        SUM(CASE WHEN x.occurred_at > c.occurred_at THEN 1 ELSE 0 END) AS late,
        SUM(CASE WHEN x.user_key IS NULL THEN 1 ELSE 0 END) AS unexposed
-FROM conversion c
-LEFT JOIN exposure x ON x.user_key = c.user_key
+FROM {event} c
+LEFT JOIN {event} x
+       ON x.experiment_id = c.experiment_id AND x.event_type = %(exposure)s AND x.metric = ''
+      AND x.user_key = c.user_key
+WHERE c.experiment_id = %(experiment_id)s AND c.event_type = %(conversion)s
 GROUP BY x.variant_id, c.metric
 """
 
 # Users exposed per variant and day, and users converting (on the chosen metric, after their
 # exposure) per variant and day of the conversion. Feeds the cumulative chart.
 READOUT_DAILY_SQL = """
-WITH exposure AS (
-    SELECT user_key, variant_id, occurred_at
-    FROM {event}
-    WHERE experiment_id = %(experiment_id)s AND event_type = %(exposure)s AND metric = ''
-)
 SELECT 'exposure' AS kind, x.variant_id, {day_x} AS day, COUNT(*) AS users
-FROM exposure x
+FROM {event} x
+WHERE x.experiment_id = %(experiment_id)s AND x.event_type = %(exposure)s AND x.metric = ''
 GROUP BY x.variant_id, {day_x}
 UNION ALL
 SELECT 'conversion' AS kind, x.variant_id, {day_c} AS day, COUNT(*) AS users
 FROM {event} c
-JOIN exposure x ON x.user_key = c.user_key AND x.occurred_at <= c.occurred_at
+JOIN {event} x
+  ON x.experiment_id = c.experiment_id AND x.event_type = %(exposure)s AND x.metric = ''
+ AND x.user_key = c.user_key AND x.occurred_at <= c.occurred_at
 WHERE c.experiment_id = %(experiment_id)s AND c.event_type = %(conversion)s AND c.metric = %(metric)s
 GROUP BY x.variant_id, {day_c}
 ORDER BY day

@@ -188,7 +188,7 @@ def test_readout_decision_record__experiment__json_and_zip_bundle(make_experimen
     with zipfile.ZipFile(io.BytesIO(bundle)) as zf:
         assert sorted(zf.namelist()) == ["query.sql", "query_params.json", "readout.json", "summary.md", "variants.csv"]
         assert json.loads(zf.read("readout.json"))["variants"] == data["variants"]
-        assert "WITH exposure AS" in zf.read("query.sql").decode()
+        assert "LEFT JOIN" in zf.read("query.sql").decode()
         params = json.loads(zf.read("query_params.json"))
         assert params[0]["params"]["experiment_id"] == exp.pk
         assert "Checkout" in zf.read("summary.md").decode()
