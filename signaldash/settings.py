@@ -149,8 +149,16 @@ SPECTACULAR_SETTINGS = {
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("SIGNALDASH_MAX_BODY_BYTES", 4 * 1024 * 1024)
 
 # --- AI narrative ---------------------------------------------------------------------------
-SIGNALDASH_AI_PROVIDER = (env_str("SIGNALDASH_AI_PROVIDER", "none") or "none").lower()
+# The readout narrative (readouts/narrative.py): provider `openai`, `anthropic` or `none` (deterministic
+# text only). Keys, models and base URLs are passed explicitly to the SDK clients, which never retry.
+SIGNALDASH_AI_PROVIDER = (env_str("SIGNALDASH_AI_PROVIDER", "none") or "none").strip().lower()
+if SIGNALDASH_AI_PROVIDER not in ("openai", "anthropic", "none"):
+    raise ImproperlyConfigured(
+        f"SIGNALDASH_AI_PROVIDER must be openai, anthropic or none, got {SIGNALDASH_AI_PROVIDER!r}"
+    )
 SIGNALDASH_AI_TIMEOUT_S = env_float("SIGNALDASH_AI_TIMEOUT_S", 20.0)
+if not 0 < SIGNALDASH_AI_TIMEOUT_S <= 300:
+    raise ImproperlyConfigured("SIGNALDASH_AI_TIMEOUT_S must be a number of seconds in (0, 300]")
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")
 OPENAI_BASE_URL = env_str("OPENAI_BASE_URL")
 OPENAI_MODEL = env_str("OPENAI_MODEL", "gpt-4o-mini")
