@@ -28,7 +28,13 @@ def test_healthz__database_down__returns_503(client):
     assert response.json()["database"] == "unavailable"
 
 
-def test_schema__anonymous__describes_tracking_endpoints_with_bearer_auth(client):
+def test_schema__anonymous__401(client):
+    response = client.get("/api/schema/", HTTP_ACCEPT="application/json")
+    assert response.status_code == 401
+
+
+def test_schema__logged_in__describes_tracking_endpoints_with_bearer_auth(client, make_user):
+    client.force_login(make_user("schema-reader"))
     response = client.get("/api/schema/", HTTP_ACCEPT="application/json")
     assert response.status_code == 200
     schema = response.json()
@@ -40,7 +46,20 @@ def test_schema__anonymous__describes_tracking_endpoints_with_bearer_auth(client
     assert "examples" in track["requestBody"]["content"]["application/json"]
 
 
-def test_docs__anonymous__returns_200_html(client):
+def test_docs__anonymous__redirected_to_login(client):
     response = client.get("/api/docs/")
-    assert response.status_code == 200
-    assert b"swagger" in response.content.lower()
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/")
+
+
+def test_docs__logged_in__swagger_ui_served_locally_without_cdn(client, make_user):
+    # Given a logged-in user
+    client.force_login(make_user("docs-reader"))
+    # When they open the API docs
+    response = client.get("/api/docs/")
+    # Then Swagger UI loads from our own static files (drf-spectacular-sidecar), not a CDN
+    html = response.content.decode()
+    assert response.status_code == 200 and "swagger" in html.lower()
+    assert "cdn.jsdelivr" not in html and "unpkg.com" not in html
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/" in html
+    assert client.get("/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js").status_code == 200
