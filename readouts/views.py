@@ -55,7 +55,7 @@ def readout_page(request: HttpRequest, slug: str) -> HttpResponse:
         "rate_chart": charts.rate_chart_svg(readout),
         "exposure_chart": charts.cumulative_chart_svg(readout, series, kind="exposures"),
         "conversion_chart": charts.cumulative_chart_svg(readout, series, kind="conversions"),
-        "can_regenerate": request.user.has_perm(REGENERATE_PERMISSION),
+        "can_regenerate": settings.SIGNALDASH_AI_PROVIDER != "none" and request.user.has_perm(REGENERATE_PERMISSION),
         "timeout_s": _timeout_s(),
     }
     return render(request, "readouts/readout.html", context)
