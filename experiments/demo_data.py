@@ -187,14 +187,13 @@ def _walk(experiment: Experiment, spec: dict, users: dict, variants: dict[str, V
             Experiment.objects.filter(pk=experiment.pk).update(
                 started_at=timezone.now() - timedelta(days=spec.get("days", 7))
             )
-            experiment.refresh_from_db()
         elif step == "end":
             services.experiment_end_for_readout(experiment=experiment, actor=ops)
         elif step == "ship":
             services.experiment_ship(experiment=experiment, actor=ops, rationale=spec["decision"])
         elif step == "kill":
             services.experiment_kill(experiment=experiment, actor=ops, rationale=spec["decision"])
-        experiment.refresh_from_db()
+        experiment = Experiment.objects.get(pk=experiment.pk)  # the services work on a locked fresh copy
     if spec["status"] == "running":
         inserted += _insert_events(experiment, spec, variants)
     return inserted
@@ -211,16 +210,26 @@ def demo_seed(*, path: Path = SCENARIOS_PATH, reset_passwords: bool = False) -> 
         if Experiment.objects.filter(slug=spec["slug"]).exists():
             continue
         with transaction.atomic():
-            experiment = Experiment.objects.create(
-                name=spec["name"],
-                slug=spec["slug"],
-                hypothesis=spec["hypothesis"],
-                primary_metric=spec["primary_metric"],
-                owner=users["ops"],
+            experiment = services.experiment_save_plan(
+                experiment=Experiment(
+                    name=spec["name"],
+                    slug=spec["slug"],
+                    hypothesis=spec["hypothesis"],
+                    primary_metric=spec["primary_metric"],
+                    owner=users["ops"],
+                ),
+                actor=users["ops"],
             )
             variants = {
-                v["key"]: Variant.objects.create(
-                    experiment=experiment, key=v["key"], name=v["name"], is_control=v["is_control"], weight=v["weight"]
+                v["key"]: services.variant_save(
+                    variant=Variant(
+                        experiment=experiment,
+                        key=v["key"],
+                        name=v["name"],
+                        is_control=v["is_control"],
+                        weight=v["weight"],
+                    ),
+                    actor=users["ops"],
                 )
                 for v in spec["variants"]
             }
