@@ -29,3 +29,18 @@ def test_home__logged_in__lists_experiments_escaped(client, make_user):
     body = client.get("/").content.decode()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body
     assert "<script>alert(1)</script>" not in body
+
+
+def test_forbidden_action__user_without_permission__403_page_explains(client, make_user):
+    from experiments.models import Experiment
+
+    # Given an experiment in review and a logged-in user with no role
+    owner = make_user("owner-403")
+    Experiment.objects.create(name="Plan", slug="plan-403", owner=owner)
+    client.force_login(make_user("nobody"))
+    # When they open the review page
+    response = client.get("/review/plan-403/")
+    # Then they get a 403 page in the product's layout, not a silent no-op
+    assert response.status_code == 403
+    assert "permission" in response.content.decode()
+    assert "Signal Dash" in response.content.decode()
