@@ -9,7 +9,7 @@ One command: `.venv/bin/python bench/readout.py` (or `make bench`). It
 3. at each size measures (median of --repeat runs after one warm-up):
    - the bare aggregate query (`readouts.queries.READOUT_AGGREGATE_SQL`, the exact SQL the view runs),
    - `GET /api/experiments/<slug>/readout` through the real Django stack (test client, API-key auth),
-   - the readout page (which adds the per-day query for the cumulative chart),
+   - the readout page (same aggregate; adds rendering, SVG charts and the narrative cache lookup),
    and prints the ratios to the bare query;
 4. removes the cluster. Not part of pytest. Bounded: a few minutes on 2 cores with the defaults.
 """
@@ -166,7 +166,7 @@ def _report(size: int, load_s: float, r: dict) -> None:
     print(f"   variants (key, exposed, converted on purchase): {r['check']}; warnings: {r['warnings']}")
     print(_line("bare aggregate query", r["bare"]))
     print(_line("readout API (GET)", r["api"], bare))
-    print(_line("readout page (GET)", r["page"], bare, "  (adds the per-day chart query)"), flush=True)
+    print(_line("readout page (GET)", r["page"], bare, "  (charts + narrative cache lookup)"), flush=True)
 
 
 def main(argv: list[str]) -> int:

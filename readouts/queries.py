@@ -20,18 +20,21 @@ from django.db import connection
 
 from tracking.models import Event
 
-# One query for every variant and metric: per variant the exposed users (kind='exposure'), and per
-# variant and metric the converted users (each conversion joined to the same user's exposure);
-# conversions with no exposure come back with a NULL variant (``unexposed``) and conversions that
-# precede the user's exposure as ``late``. Written without a CTE so PostgreSQL can run it as a
-# parallel hash join (a materialised CTE is parallel-restricted), and portable to SQLite as is.
+# One query for every variant, metric and UTC day: exposed users per variant and exposure day
+# (kind='exposure'), and converted users per variant, metric and conversion day (each conversion
+# joined to the same user's exposure). Conversions with no exposure come back with a NULL variant
+# (``unexposed``), conversions that precede the user's exposure as ``late``. The readout sums the
+# days; the cumulative chart uses them as they are, so the page needs no second pass over the events.
+# Written without a CTE so PostgreSQL can run it as a parallel hash join (a materialised CTE is
+# parallel-restricted); portable to SQLite except the day expression ({day_x}, {day_c}).
 READOUT_AGGREGATE_SQL = """
-SELECT 'exposure' AS kind, variant_id, '' AS metric, COUNT(*) AS users, 0 AS late, 0 AS unexposed
-FROM {event}
+SELECT 'exposure' AS kind, variant_id, '' AS metric, {day_x} AS day,
+       COUNT(*) AS users, 0 AS late, 0 AS unexposed
+FROM {event} x
 WHERE experiment_id = %(experiment_id)s AND event_type = %(exposure)s AND metric = ''
-GROUP BY variant_id
+GROUP BY variant_id, {day_x}
 UNION ALL
-SELECT 'conversion' AS kind, x.variant_id, c.metric,
+SELECT 'conversion' AS kind, x.variant_id, c.metric, {day_c} AS day,
        SUM(CASE WHEN x.occurred_at <= c.occurred_at THEN 1 ELSE 0 END) AS users,
        SUM(CASE WHEN x.occurred_at > c.occurred_at THEN 1 ELSE 0 END) AS late,
        SUM(CASE WHEN x.user_key IS NULL THEN 1 ELSE 0 END) AS unexposed
@@ -40,25 +43,7 @@ LEFT JOIN {event} x
        ON x.experiment_id = c.experiment_id AND x.event_type = %(exposure)s AND x.metric = ''
       AND x.user_key = c.user_key
 WHERE c.experiment_id = %(experiment_id)s AND c.event_type = %(conversion)s
-GROUP BY x.variant_id, c.metric
-"""
-
-# Users exposed per variant and day, and users converting (on the chosen metric, after their
-# exposure) per variant and day of the conversion. Feeds the cumulative chart.
-READOUT_DAILY_SQL = """
-SELECT 'exposure' AS kind, x.variant_id, {day_x} AS day, COUNT(*) AS users
-FROM {event} x
-WHERE x.experiment_id = %(experiment_id)s AND x.event_type = %(exposure)s AND x.metric = ''
-GROUP BY x.variant_id, {day_x}
-UNION ALL
-SELECT 'conversion' AS kind, x.variant_id, {day_c} AS day, COUNT(*) AS users
-FROM {event} c
-JOIN {event} x
-  ON x.experiment_id = c.experiment_id AND x.event_type = %(exposure)s AND x.metric = ''
- AND x.user_key = c.user_key AND x.occurred_at <= c.occurred_at
-WHERE c.experiment_id = %(experiment_id)s AND c.event_type = %(conversion)s AND c.metric = %(metric)s
-GROUP BY x.variant_id, {day_c}
-ORDER BY day
+GROUP BY x.variant_id, c.metric, {day_c}
 """
 
 # Variant conflicts rejected at ingest for this experiment (tracking's conflict table, if present).
@@ -78,17 +63,10 @@ class AggregateRow:
     kind: str  # 'exposure' | 'conversion'
     variant_id: int | None
     metric: str
+    day: date
     users: int
     late: int
     unexposed: int
-
-
-@dataclass(frozen=True)
-class DailyRow:
-    kind: str
-    variant_id: int
-    day: date
-    users: int
 
 
 @dataclass(frozen=True)
@@ -104,20 +82,13 @@ def _tables() -> dict[str, str]:
 
 
 def readout_aggregate_query(*, experiment_id: int) -> BoundQuery:
-    return BoundQuery(
-        sql=READOUT_AGGREGATE_SQL.format(**_tables()).strip(),
-        params={"experiment_id": experiment_id, "exposure": "exposure", "conversion": "conversion"},
-    )
-
-
-def readout_daily_query(*, experiment_id: int, metric: str) -> BoundQuery:
     day = DAY_EXPRESSION[connection.vendor]
-    sql = READOUT_DAILY_SQL.format(
+    sql = READOUT_AGGREGATE_SQL.format(
         day_x=day.format(col="x.occurred_at"), day_c=day.format(col="c.occurred_at"), **_tables()
     )
     return BoundQuery(
         sql=sql.strip(),
-        params={"experiment_id": experiment_id, "exposure": "exposure", "conversion": "conversion", "metric": metric},
+        params={"experiment_id": experiment_id, "exposure": "exposure", "conversion": "conversion"},
     )
 
 
@@ -141,26 +112,21 @@ def _fetch(query: BoundQuery) -> list[dict]:
         return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
 
+def _day(value) -> date:
+    return date.fromisoformat(value) if isinstance(value, str) else value  # SQLite returns 'YYYY-MM-DD'
+
+
 def readout_aggregate(query: BoundQuery) -> list[AggregateRow]:
-    """Run the aggregate (one query, whatever the number of variants and metrics)."""
+    """Run the aggregate (one query, whatever the number of variants, metrics and days)."""
     return [
         AggregateRow(
             kind=r["kind"],
             variant_id=r["variant_id"],
             metric=r["metric"],
+            day=_day(r["day"]),
             users=int(r["users"] or 0),
             late=int(r["late"] or 0),
             unexposed=int(r["unexposed"] or 0),
         )
         for r in _fetch(query)
     ]
-
-
-def readout_daily(query: BoundQuery) -> list[DailyRow]:
-    rows = []
-    for r in _fetch(query):
-        day = r["day"]
-        if isinstance(day, str):  # SQLite returns 'YYYY-MM-DD'
-            day = date.fromisoformat(day)
-        rows.append(DailyRow(kind=r["kind"], variant_id=r["variant_id"], day=day, users=int(r["users"])))
-    return rows

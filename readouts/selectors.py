@@ -48,6 +48,7 @@ class Readout:
     conversions_unexposed: int
     variant_conflicts: int | None
     queries: list[queries.BoundQuery] = field(default_factory=list)
+    rows: list[queries.AggregateRow] = field(default_factory=list, repr=False)  # per day, for the charts
 
     @property
     def control(self) -> VariantReadout | None:
@@ -151,8 +152,13 @@ def readout_get(*, experiment: Experiment, metric: str | None = None) -> Readout
     rows = queries.readout_aggregate(agg_query)
     conflicts, conflict_query = _variant_conflict_count(experiment_id=experiment.pk)
 
-    exposures = {r.variant_id: r.users for r in rows if r.kind == "exposure"}
-    conversions = {r.variant_id: r.users for r in rows if r.kind == "conversion" and r.metric == metric}
+    exposures: dict[int | None, int] = {}
+    conversions: dict[int | None, int] = {}
+    for r in rows:  # the aggregate is per day: sum the days
+        if r.kind == "exposure":
+            exposures[r.variant_id] = exposures.get(r.variant_id, 0) + r.users
+        elif r.metric == metric:
+            conversions[r.variant_id] = conversions.get(r.variant_id, 0) + r.users
     late = sum(r.late for r in rows if r.kind == "conversion" and r.metric == metric)
     unexposed = sum(r.unexposed for r in rows if r.kind == "conversion" and r.metric == metric)
     seen_metrics = {r.metric for r in rows if r.kind == "conversion"}
@@ -195,6 +201,7 @@ def readout_get(*, experiment: Experiment, metric: str | None = None) -> Readout
         conversions_unexposed=unexposed,
         variant_conflicts=conflicts,
         queries=[q for q in (agg_query, conflict_query) if q is not None],
+        rows=rows,
     )
 
 
@@ -418,21 +425,22 @@ def readout_decision_record(*, experiment: Experiment) -> tuple[dict, bytes]:
 
 
 def readout_daily_series(*, readout: Readout) -> dict:
-    """Cumulative exposed and converted users per variant and UTC day (one query)."""
-    rows = queries.readout_daily(
-        queries.readout_daily_query(experiment_id=readout.experiment_id, metric=readout.metric)
-    )
-    days = sorted({r.day for r in rows})
-    keys = {v.id: v.key for v in readout.variants}
-    series = {}
-    for kind in ("exposure", "conversion"):
-        per_variant = {}
+    """Cumulative exposed and converted users (on the readout's metric) per variant and UTC day.
+
+    Built from the aggregate's per-day rows: no further query.
+    """
+    rows = [r for r in readout.rows if r.kind == "exposure" or r.metric == readout.metric]
+    days = sorted({r.day for r in rows if r.users})
+    series: dict[str, dict[str, list[int]]] = {"exposure": {}, "conversion": {}}
+    for kind, per_variant in series.items():
         for v in readout.variants:
-            counts = {r.day: r.users for r in rows if r.kind == kind and r.variant_id == v.id}
+            counts: dict[date, int] = {}
+            for r in rows:
+                if r.kind == kind and r.variant_id == v.id:
+                    counts[r.day] = counts.get(r.day, 0) + r.users
             total, points = 0, []
             for d in days:
                 total += counts.get(d, 0)
                 points.append(total)
-            per_variant[keys[v.id]] = points
-        series[kind] = per_variant
+            per_variant[v.key] = points
     return {"days": days, "exposures": series["exposure"], "conversions": series["conversion"]}

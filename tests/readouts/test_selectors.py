@@ -192,3 +192,32 @@ def test_readout_decision_record__experiment__json_and_zip_bundle(make_experimen
         params = json.loads(zf.read("query_params.json"))
         assert params[0]["params"]["experiment_id"] == exp.pk
         assert "Checkout" in zf.read("summary.md").decode()
+
+
+def test_readout_daily_series__events_over_days__cumulative_per_variant_without_extra_query(
+    make_experiment, django_assert_num_queries
+):
+    from readouts.selectors import readout_daily_series
+    from tracking.models import Event
+
+    # Given exposures on days 0 and 2 and conversions on days 1 and 2 (one of another metric)
+    exp = make_experiment()
+    day = 24 * 60
+    Event.objects.bulk_create(
+        [
+            _event(exp, "control", "a", "exposure", 0),
+            _event(exp, "control", "b", "exposure", 2 * day),
+            _event(exp, "treatment", "c", "exposure", 1),
+            _event(exp, "control", "a", "conversion", day, "purchase"),
+            _event(exp, "control", "b", "conversion", 2 * day + 5, "purchase"),
+            _event(exp, "treatment", "c", "conversion", 2 * day, "signup"),
+        ]
+    )
+    readout = readout_get(experiment=exp)
+    # When
+    with django_assert_num_queries(0):
+        series = readout_daily_series(readout=readout)
+    # Then
+    assert [d.isoformat() for d in series["days"]] == ["2026-11-01", "2026-11-02", "2026-11-03"]
+    assert series["exposures"] == {"control": [1, 1, 2], "treatment": [1, 1, 1]}
+    assert series["conversions"] == {"control": [0, 1, 2], "treatment": [0, 0, 0]}
