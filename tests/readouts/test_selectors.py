@@ -221,3 +221,32 @@ def test_readout_daily_series__events_over_days__cumulative_per_variant_without_
     assert [d.isoformat() for d in series["days"]] == ["2026-11-01", "2026-11-02", "2026-11-03"]
     assert series["exposures"] == {"control": [1, 1, 2], "treatment": [1, 1, 1]}
     assert series["conversions"] == {"control": [0, 1, 2], "treatment": [0, 0, 0]}
+
+
+@pytest.mark.skipif(not HAS_CONFLICTS, reason="tracking.VariantConflict not present")
+def test_readout_get__rejected_variant_conflicts__variant_conflict_warning_with_count(make_experiment, add_events):
+    from tracking.models import VariantConflict
+
+    # Given two rejected conflicts in this experiment and one in another
+    exp, other = make_experiment(), make_experiment("other")
+    add_events(exp, "control", exposures=3)
+    control, treatment = exp.variants.get(key="control"), exp.variants.get(key="treatment")
+    VariantConflict.objects.bulk_create(
+        [
+            VariantConflict(
+                experiment=e,
+                user_key=f"u{i}",
+                event_type="exposure",
+                assigned_variant=e.variants.get(key="control") if e == other else control,
+                reported_variant=e.variants.get(key="treatment") if e == other else treatment,
+                occurred_at=T0,
+            )
+            for i, e in enumerate([exp, exp, other])
+        ]
+    )
+    # When
+    data = readout_as_json(readout_get(experiment=exp))
+    # Then
+    warning = next(w for w in data["warnings"] if w["code"] == "variant_conflict")
+    assert warning["count"] == 2 and "2 event(s) were rejected" in warning["message"]
+    assert data["data_quality"]["variant_conflicts"] == 2
