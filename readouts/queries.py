@@ -20,14 +20,34 @@ from django.db import connection
 
 from tracking.models import Event
 
-# One query for every variant, metric and UTC day: exposed users per variant and exposure day
-# (kind='exposure'), and converted users per variant, metric and conversion day (each conversion
-# joined to the same user's exposure). Conversions with no exposure come back with a NULL variant
-# (``unexposed``), conversions that precede the user's exposure as ``late``. The readout sums the
-# days; the cumulative chart uses them as they are, so the page needs no second pass over the events.
-# Written without a CTE so PostgreSQL can run it as a parallel hash join (a materialised CTE is
-# parallel-restricted); portable to SQLite except the day expression ({day_x}, {day_c}).
+# One query for every variant and metric: exposed users per variant (kind='exposure'), and converted
+# users per variant and metric (each conversion joined to the same user's exposure). Conversions with
+# no exposure come back with a NULL variant (``unexposed``), conversions that precede the user's
+# exposure as ``late``. Written without a CTE so PostgreSQL can run it as a parallel hash join (a
+# materialised CTE is parallel-restricted). Portable to SQLite as is. Used by the API and decisions.
 READOUT_AGGREGATE_SQL = """
+SELECT 'exposure' AS kind, variant_id, '' AS metric, NULL AS day,
+       COUNT(*) AS users, 0 AS late, 0 AS unexposed
+FROM {event} x
+WHERE experiment_id = %(experiment_id)s AND event_type = %(exposure)s AND metric = ''
+GROUP BY variant_id
+UNION ALL
+SELECT 'conversion' AS kind, x.variant_id, c.metric, NULL AS day,
+       SUM(CASE WHEN x.occurred_at <= c.occurred_at THEN 1 ELSE 0 END) AS users,
+       SUM(CASE WHEN x.occurred_at > c.occurred_at THEN 1 ELSE 0 END) AS late,
+       SUM(CASE WHEN x.user_key IS NULL THEN 1 ELSE 0 END) AS unexposed
+FROM {event} c
+LEFT JOIN {event} x
+       ON x.experiment_id = c.experiment_id AND x.event_type = %(exposure)s AND x.metric = ''
+      AND x.user_key = c.user_key
+WHERE c.experiment_id = %(experiment_id)s AND c.event_type = %(conversion)s
+GROUP BY x.variant_id, c.metric
+"""
+
+# The same query, split by UTC day (exposure day for exposures, conversion day for conversions).
+# The readout page sums the days for its table and draws the cumulative chart from them, so the page
+# also needs one pass over the events. The day expression ({day_x}, {day_c}) is per vendor.
+READOUT_AGGREGATE_BY_DAY_SQL = """
 SELECT 'exposure' AS kind, variant_id, '' AS metric, {day_x} AS day,
        COUNT(*) AS users, 0 AS late, 0 AS unexposed
 FROM {event} x
@@ -63,7 +83,7 @@ class AggregateRow:
     kind: str  # 'exposure' | 'conversion'
     variant_id: int | None
     metric: str
-    day: date
+    day: date | None  # None from READOUT_AGGREGATE_SQL (totals)
     users: int
     late: int
     unexposed: int
@@ -81,11 +101,14 @@ def _tables() -> dict[str, str]:
     return {"event": connection.ops.quote_name(Event._meta.db_table)}
 
 
-def readout_aggregate_query(*, experiment_id: int) -> BoundQuery:
-    day = DAY_EXPRESSION[connection.vendor]
-    sql = READOUT_AGGREGATE_SQL.format(
-        day_x=day.format(col="x.occurred_at"), day_c=day.format(col="c.occurred_at"), **_tables()
-    )
+def readout_aggregate_query(*, experiment_id: int, by_day: bool = False) -> BoundQuery:
+    if by_day:
+        day = DAY_EXPRESSION[connection.vendor]
+        sql = READOUT_AGGREGATE_BY_DAY_SQL.format(
+            day_x=day.format(col="x.occurred_at"), day_c=day.format(col="c.occurred_at"), **_tables()
+        )
+    else:
+        sql = READOUT_AGGREGATE_SQL.format(**_tables())
     return BoundQuery(
         sql=sql.strip(),
         params={"experiment_id": experiment_id, "exposure": "exposure", "conversion": "conversion"},
@@ -112,7 +135,7 @@ def _fetch(query: BoundQuery) -> list[dict]:
         return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
 
-def _day(value) -> date:
+def _day(value) -> date | None:
     return date.fromisoformat(value) if isinstance(value, str) else value  # SQLite returns 'YYYY-MM-DD'
 
 

@@ -144,11 +144,15 @@ def _warnings(r: dict) -> list[dict]:
     return out
 
 
-def readout_get(*, experiment: Experiment, metric: str | None = None) -> Readout:
-    """The readout of one metric (the primary one by default). Query count is constant."""
+def readout_get(*, experiment: Experiment, metric: str | None = None, by_day: bool = False) -> Readout:
+    """The readout of one metric (the primary one by default). Query count is constant.
+
+    ``by_day`` runs the per-day variant of the aggregate (same totals) so ``readout_daily_series``
+    can draw the cumulative chart without another pass over the events.
+    """
     metric = metric or experiment.primary_metric
     variants = list(Variant.objects.filter(experiment=experiment).order_by("-is_control", "key"))
-    agg_query = queries.readout_aggregate_query(experiment_id=experiment.pk)
+    agg_query = queries.readout_aggregate_query(experiment_id=experiment.pk, by_day=by_day)
     rows = queries.readout_aggregate(agg_query)
     conflicts, conflict_query = _variant_conflict_count(experiment_id=experiment.pk)
 
@@ -427,8 +431,10 @@ def readout_decision_record(*, experiment: Experiment) -> tuple[dict, bytes]:
 def readout_daily_series(*, readout: Readout) -> dict:
     """Cumulative exposed and converted users (on the readout's metric) per variant and UTC day.
 
-    Built from the aggregate's per-day rows: no further query.
+    Built from the per-day rows of ``readout_get(..., by_day=True)``: no further query.
     """
+    if any(r.day is None for r in readout.rows):
+        raise ValueError("readout_daily_series needs readout_get(..., by_day=True)")
     rows = [r for r in readout.rows if r.kind == "exposure" or r.metric == readout.metric]
     days = sorted({r.day for r in rows if r.users})
     series: dict[str, dict[str, list[int]]] = {"exposure": {}, "conversion": {}}

@@ -31,13 +31,13 @@ from tracking.auth import APIKeyAuthentication
 REGENERATE_PERMISSION = "readouts.regenerate_narrative"
 
 
-def _readout(request: HttpRequest, slug: str) -> Readout | None:
+def _readout(request: HttpRequest, slug: str, *, by_day: bool = False) -> Readout | None:
     """The readout for ?metric= (primary metric by default); None when the metric key is malformed."""
     experiment = get_object_or_404(Experiment, slug=slug)
     metric = request.GET.get("metric") or None
     if metric is not None and not metric_key_is_valid(metric):
         return None
-    return readout_get(experiment=experiment, metric=metric)
+    return readout_get(experiment=experiment, metric=metric, by_day=by_day)
 
 
 BAD_METRIC = "metric must be a metric key (letters, digits, '-' and '_', at most 100 characters)"
@@ -45,7 +45,7 @@ BAD_METRIC = "metric must be a metric key (letters, digits, '-' and '_', at most
 
 @require_GET
 def readout_page(request: HttpRequest, slug: str) -> HttpResponse:
-    readout = _readout(request, slug)
+    readout = _readout(request, slug, by_day=True)
     if readout is None:
         return HttpResponseBadRequest(BAD_METRIC)
     series = readout_daily_series(readout=readout)

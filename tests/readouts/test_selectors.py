@@ -213,7 +213,7 @@ def test_readout_daily_series__events_over_days__cumulative_per_variant_without_
             _event(exp, "treatment", "c", "conversion", 2 * day, "signup"),
         ]
     )
-    readout = readout_get(experiment=exp)
+    readout = readout_get(experiment=exp, by_day=True)
     # When
     with django_assert_num_queries(0):
         series = readout_daily_series(readout=readout)
@@ -250,3 +250,31 @@ def test_readout_get__rejected_variant_conflicts__variant_conflict_warning_with_
     warning = next(w for w in data["warnings"] if w["code"] == "variant_conflict")
     assert warning["count"] == 2 and "2 event(s) were rejected" in warning["message"]
     assert data["data_quality"]["variant_conflicts"] == 2
+
+
+def test_readout_get__by_day_query__same_numbers_as_totals_query(make_experiment):
+    import random
+
+    from tracking.models import Event
+
+    # Given randomised events over ten days, on two metrics, some before exposure and some unexposed
+    rng = random.Random(7)
+    exp = make_experiment(variants=(("control", True, 1), ("b", False, 1), ("c", False, 2)))
+    events = []
+    for i in range(400):
+        key = rng.choice(["control", "b", "c"])
+        exposed_at = rng.randrange(0, 10 * 24 * 60)
+        if rng.random() < 0.9:
+            events.append(_event(exp, key, f"u{i}", "exposure", exposed_at))
+        for metric in ("purchase", "signup"):
+            if rng.random() < 0.3:
+                events.append(_event(exp, key, f"u{i}", "conversion", exposed_at + rng.randrange(-600, 3000), metric))
+    Event.objects.bulk_create(events)
+    for metric in ("purchase", "signup"):
+        # When
+        totals = readout_as_json(readout_get(experiment=exp, metric=metric))
+        by_day = readout_as_json(readout_get(experiment=exp, metric=metric, by_day=True))
+        # Then
+        for data in (totals, by_day):
+            data.pop("computed_at")
+        assert totals == by_day
