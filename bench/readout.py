@@ -9,7 +9,8 @@ One command: `.venv/bin/python bench/readout.py` (or `make bench`). It
 3. at each size measures (median of --repeat runs after one warm-up):
    - the bare aggregate query (`readouts.queries.READOUT_AGGREGATE_SQL`, the exact SQL the view runs),
    - `GET /api/experiments/<slug>/readout` through the real Django stack (test client, API-key auth),
-   - the readout page (same aggregate; adds rendering, SVG charts and the narrative cache lookup),
+   - the bare per-day variant of the query (`READOUT_AGGREGATE_BY_DAY_SQL`) and the readout page,
+     which runs it (and adds rendering, SVG charts and the narrative cache lookup),
    and prints the ratios to the bare query;
 4. removes the cluster. Not part of pytest. Bounded: a few minutes on 2 cores with the defaults.
 """
@@ -129,11 +130,18 @@ def readout_measure(*, experiment, owner, key: str, repeat: int) -> dict:
     from readouts import queries
 
     query = queries.readout_aggregate_query(experiment_id=experiment.pk)
+    query_by_day = queries.readout_aggregate_query(experiment_id=experiment.pk, by_day=True)
+
+    def run(q):
+        with connection.cursor() as cursor:
+            cursor.execute(q.sql, q.params)
+            cursor.fetchall()
 
     def bare():
-        with connection.cursor() as cursor:
-            cursor.execute(query.sql, query.params)
-            cursor.fetchall()
+        run(query)
+
+    def bare_by_day():
+        run(query_by_day)
 
     api_client = Client(HTTP_AUTHORIZATION=f"Bearer {key}")
     page_client = Client()
@@ -147,7 +155,7 @@ def readout_measure(*, experiment, owner, key: str, repeat: int) -> dict:
         response = page_client.get(f"/experiments/{experiment.slug}/readout")
         assert response.status_code == 200
 
-    result = _timed({"bare": bare, "api": api, "page": page}, repeat)
+    result = _timed({"bare": bare, "api": api, "bare_by_day": bare_by_day, "page": page}, repeat)
     body = api_client.get(f"/api/experiments/{experiment.slug}/readout").json()
     result["check"] = [(v["key"], v["exposures"], v["conversions"]) for v in body["variants"]]
     result["warnings"] = [w["code"] for w in body["warnings"]]
@@ -166,7 +174,8 @@ def _report(size: int, load_s: float, r: dict) -> None:
     print(f"   variants (key, exposed, converted on purchase): {r['check']}; warnings: {r['warnings']}")
     print(_line("bare aggregate query", r["bare"]))
     print(_line("readout API (GET)", r["api"], bare))
-    print(_line("readout page (GET)", r["page"], bare, "  (charts + narrative cache lookup)"), flush=True)
+    print(_line("bare per-day query", r["bare_by_day"]))
+    print(_line("readout page (GET)", r["page"], r["bare_by_day"][0], "  (vs the per-day query it runs)"), flush=True)
 
 
 def main(argv: list[str]) -> int:
