@@ -102,10 +102,10 @@ def fingerprint(numbers: dict) -> str:
 def _comparison_sentence(c) -> str:
     if c.diff is None:
         return f"{c.variant} cannot be compared with {c.control}: {c.test_reason}"
-    lift = c.lift_reason if c.lift is None else f"a relative lift of {c.lift:+.2f}%"
+    lift = f"{c.lift_reason}." if c.lift is None else f"The relative lift is {c.lift:+.2f}%."
     text = (
         f"{c.variant} differs from {c.control} by {_pp(c.diff)} "
-        f"(95% CI {_pp(c.diff_ci.low)} to {_pp(c.diff_ci.high)}), {lift}."
+        f"(95% CI {_pp(c.diff_ci.low)} to {_pp(c.diff_ci.high)}). {lift}"
     )
     if c.p_value is None:
         return f"{text} {c.test_reason}"
@@ -120,13 +120,11 @@ def narrative_fallback_text(readout: Readout) -> str:
     """A plain summary built only from the readout numbers (no provider involved)."""
     parts = [f"Readout of {readout.experiment_name} on metric {readout.metric}."]
     for v in readout.variants:
-        role = "Control" if v.is_control else "Variant"
+        label = f"{v.key} (control)" if v.is_control else v.key
         if v.exposures == 0:
-            parts.append(f"{role} {v.key} has no exposed users yet.")
+            parts.append(f"{label} has no exposed users yet.")
         else:
-            parts.append(
-                f"{role} {v.key}: {v.conversions} of {v.exposures} exposed users converted ({_pct(v.rate.rate)})."
-            )
+            parts.append(f"{label}: {v.conversions} of {v.exposures} exposed users converted ({_pct(v.rate.rate)}).")
     parts += [_comparison_sentence(c) for c in readout.comparisons]
     if readout.warnings:
         parts.append("Warnings: " + " ".join(w["message"] for w in readout.warnings))

@@ -8,6 +8,8 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonR
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import IsAuthenticated
@@ -71,6 +73,62 @@ class ReadoutApi(APIView):
     authentication_classes = [APIKeyAuthentication, SessionAuthentication]
     permission_classes = [IsAuthenticated]
 
+    class VariantSerializer(serializers.Serializer):
+        key = serializers.CharField()
+        name = serializers.CharField()
+        is_control = serializers.BooleanField()
+        weight = serializers.IntegerField()
+        exposures = serializers.IntegerField(help_text="Distinct exposed users.")
+        conversions = serializers.IntegerField(help_text="Distinct users converting at or after their exposure.")
+        rate = serializers.FloatField(allow_null=True, help_text="Fraction; null without exposures.")
+        rate_ci = serializers.ListField(
+            child=serializers.FloatField(), allow_null=True, help_text="95% Wilson [low, high]."
+        )
+
+    class ComparisonSerializer(serializers.Serializer):
+        variant = serializers.CharField()
+        control = serializers.CharField()
+        diff = serializers.FloatField(allow_null=True, help_text="Treatment rate minus control rate (fraction).")
+        diff_ci = serializers.ListField(child=serializers.FloatField(), allow_null=True, help_text="95% Wald.")
+        lift = serializers.FloatField(allow_null=True, help_text="Percent; null when undefined (see lift_note).")
+        z = serializers.FloatField(allow_null=True)
+        p_value = serializers.FloatField(allow_null=True, help_text="Two-sided, pooled z-test; 0 on underflow.")
+
+    class WarningSerializer(serializers.Serializer):
+        code = serializers.ChoiceField(
+            choices=[
+                "small_sample",
+                "srm",
+                "missing_exposures",
+                "conversion_without_exposure",
+                "variant_conflict",
+                "no_control",
+            ]
+        )
+        message = serializers.CharField()
+
+    class SRMSerializer(serializers.Serializer):
+        chi2 = serializers.FloatField(allow_null=True)
+        p_value = serializers.FloatField(allow_null=True)
+
+    @extend_schema(
+        operation_id="experiment_readout",
+        parameters=[OpenApiParameter("metric", str, description="Metric key (default: the primary metric).")],
+        responses={
+            200: inline_serializer(
+                "Readout",
+                {
+                    "metric": serializers.CharField(),
+                    "metrics": serializers.ListField(child=serializers.CharField()),
+                    "computed_at": serializers.DateTimeField(),
+                    "variants": VariantSerializer(many=True),
+                    "comparisons": ComparisonSerializer(many=True),
+                    "warnings": WarningSerializer(many=True),
+                    "srm": SRMSerializer(),
+                },
+            )
+        },
+    )
     def get(self, request, slug: str) -> Response:
         readout = _readout(request, slug)
         if readout is None:
