@@ -37,3 +37,20 @@ def test_readout_page__browser__table_warnings_charts_and_ai_narrative(
     assert page.locator("#narrative img").count() == 0
     assert dialogs == []
     assert fake_ai.total_hits == 1
+
+
+def test_readout_page__fresh_fallback_narrative__not_marked_stale(
+    make_user, login, live_server, make_experiment, add_events
+):
+    # Given an experiment with events and no AI provider (the deterministic narrative is current)
+    exp = make_experiment("fresh-e2e")
+    add_events(exp, "control", exposures=120, conversions=12)
+    add_events(exp, "treatment", exposures=120, conversions=20)
+    make_user("viewer-fresh")
+    page = login("viewer-fresh")
+    # When the readout page is opened
+    page.goto(f"{live_server.url}/experiments/fresh-e2e/readout")
+    # Then the narrative is shown without the stale badge or the refresh form (`hidden` must really hide)
+    expect(page.locator('#narrative [data-field="text"]')).to_be_visible()
+    expect(page.locator('#narrative [data-field="stale"]')).to_be_hidden()
+    expect(page.locator("#narrative .narrative-refresh")).to_be_hidden()
