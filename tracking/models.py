@@ -58,7 +58,9 @@ class Event(models.Model):
                 condition=Q(user_key__length__gt=0, user_key__length__lte=255), name="event_user_key_length"
             ),
             models.CheckConstraint(
-                condition=(Q(event_type="exposure", metric="") | Q(event_type="conversion") & ~Q(metric="")),
+                # Exposures carry no metric; every other event names one. (The event type itself is
+                # checked by event_type_valid, independently, so each rule has exactly one guard.)
+                condition=(Q(event_type="exposure", metric="") | (~Q(event_type="exposure") & ~Q(metric=""))),
                 name="event_metric_matches_type",
             ),
         ]

@@ -134,7 +134,8 @@ def test_event__duplicate_conversion_same_metric__rejected_by_db(experiment, con
 
 
 def test_event__unknown_event_type__rejected_by_db(experiment, control):
-    _violates([_event(experiment, control, event_type="click")])
+    # with a metric, so only the event-type rule (not the metric rule) can refuse it
+    _violates([_event(experiment, control, event_type="click", metric="purchase")])
 
 
 def test_event__empty_user_key__rejected_by_db(experiment, control):
