@@ -57,9 +57,31 @@ def test_experiment__duplicate_slug__rejected_by_db(owner, experiment):
     _violates([Experiment(name="Other", slug="checkout", owner=owner)])
 
 
-def test_experiment__unknown_status__rejected_by_db(owner, experiment):
+def _raw_update(experiment, **values):
+    assignments = ", ".join(f"{column} = %s" for column in values)
     with pytest.raises(IntegrityError), transaction.atomic(), connection.cursor() as cur:
-        cur.execute(f"UPDATE {Experiment._meta.db_table} SET status = %s WHERE id = %s", ["bogus", experiment.pk])
+        cur.execute(
+            f"UPDATE {Experiment._meta.db_table} SET {assignments} WHERE id = %s", [*values.values(), experiment.pk]
+        )
+
+
+def test_experiment__unknown_status__rejected_by_db(experiment):
+    # timestamps set, so only the status rule (not the started/ended rules) can refuse it
+    now = timezone.now()
+    _raw_update(experiment, status="bogus", started_at=now, ended_at=now)
+
+
+@pytest.mark.parametrize("column", ["slug", "primary_metric"])
+def test_experiment__empty_slug_or_metric__rejected_by_db(experiment, column):
+    _raw_update(experiment, **{column: ""})
+
+
+def test_experiment__running_without_started_at__rejected_by_db(experiment):
+    _raw_update(experiment, status="running")
+
+
+def test_experiment__shipped_without_ended_at__rejected_by_db(experiment):
+    _raw_update(experiment, status="shipped", started_at=timezone.now())
 
 
 def test_experiment__status__protected_from_direct_assignment(experiment):
@@ -85,6 +107,10 @@ def test_variant__controls_in_different_experiments__allowed(owner, experiment, 
     other = Experiment.objects.create(name="Other", slug="other", owner=owner)
     Variant.objects.bulk_create([Variant(experiment=other, key="control", name="C", is_control=True)])
     assert Variant.objects.filter(is_control=True).count() == 2
+
+
+def test_variant__empty_key__rejected_by_db(experiment):
+    _violates([Variant(experiment=experiment, key="", name="No key")])
 
 
 @pytest.mark.parametrize("weight", [0, -5])
