@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
@@ -96,3 +96,16 @@ def experiment_history(request: HttpRequest, slug: str) -> HttpResponse:
             "decision": selectors.experiment_decision(experiment=experiment),
         },
     )
+
+
+@require_GET
+def decision_bundle(request: HttpRequest, slug: str) -> HttpResponse:
+    """The readout bundle recorded with the decision: the evidence exactly as it was when decided."""
+    experiment = selectors.experiment_get_by_slug(slug=slug)
+    decision = selectors.experiment_decision(experiment=experiment)
+    if decision is None or not decision.readout_bundle:
+        raise Http404("No decision with a readout bundle has been recorded for this experiment.")
+    response = HttpResponse(bytes(decision.readout_bundle), content_type="application/zip")
+    filename = f"{experiment.slug}-decision-{decision.decided_at:%Y%m%d}.zip"
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
