@@ -9,8 +9,22 @@ class ServiceAPIKeyAdmin(APIKeyModelAdmin):
     pass
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Events and assignments are facts recorded by the tracking services (dedup, first-exposure
+    assignment); editing or deleting them here would silently change readouts, so the admin only shows them."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Assignment)
-class AssignmentAdmin(admin.ModelAdmin):
+class AssignmentAdmin(ReadOnlyAdmin):
     list_display = ("experiment", "user_key", "variant", "source", "assigned_at")
     list_filter = ("source",)
     search_fields = ("user_key", "experiment__slug")
@@ -19,7 +33,7 @@ class AssignmentAdmin(admin.ModelAdmin):
 
 
 @admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
+class EventAdmin(ReadOnlyAdmin):
     list_display = ("experiment", "event_type", "metric", "user_key", "variant", "occurred_at", "received_at")
     list_filter = ("event_type",)
     search_fields = ("user_key", "experiment__slug")
