@@ -22,6 +22,7 @@ from experiments import services
 from experiments.forms import DecisionForm, RequestChangesForm
 from experiments.models import AuditLog, Decision, Experiment, Variant
 from experiments.templatetags.workflow import pretty_json, transition_label
+from signaldash.admin import ReadOnlyAdminMixin
 
 PLAN_FIELDS = ("name", "slug", "owner", "hypothesis", "primary_metric")
 
@@ -204,7 +205,7 @@ class ExperimentAdmin(FSMAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(AuditLog)
-class AuditLogAdmin(admin.ModelAdmin):
+class AuditLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("at", "experiment", "transition", "from_state", "to_state", "actor", "comment")
     list_filter = ("transition",)
     list_select_related = ("experiment", "actor")
@@ -212,18 +213,9 @@ class AuditLogAdmin(admin.ModelAdmin):
     date_hierarchy = "at"
     ordering = ("-at", "-id")
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(Decision)
-class DecisionAdmin(admin.ModelAdmin):
+class DecisionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("experiment", "outcome", "decided_by", "decided_at")
     list_filter = ("outcome",)
     list_select_related = ("experiment", "decided_by")
@@ -234,12 +226,3 @@ class DecisionAdmin(admin.ModelAdmin):
     @admin.display(description="Readout snapshot")
     def snapshot(self, obj: Decision) -> str:
         return format_html("<pre>{}</pre>", pretty_json(obj.readout_snapshot))
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

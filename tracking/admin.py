@@ -1,6 +1,7 @@
 from django.contrib import admin
 from rest_framework_api_key.admin import APIKeyModelAdmin
 
+from signaldash.admin import ReadOnlyAdminMixin
 from tracking.models import Assignment, Event, ServiceAPIKey, VariantConflict
 
 
@@ -9,22 +10,11 @@ class ServiceAPIKeyAdmin(APIKeyModelAdmin):
     pass
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Events and assignments are facts recorded by the tracking services (dedup, first-exposure
-    assignment); editing or deleting them here would silently change readouts, so the admin only shows them."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(Assignment)
-class AssignmentAdmin(ReadOnlyAdmin):
+class AssignmentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Assignments are fixed by the tracking services (first exposure or hash); editing one would
+    silently move a user between variants, so the admin only shows them."""
+
     list_display = ("experiment", "user_key", "variant", "source", "assigned_at")
     list_filter = ("source",)
     search_fields = ("user_key", "experiment__slug")
@@ -33,7 +23,10 @@ class AssignmentAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Event)
-class EventAdmin(ReadOnlyAdmin):
+class EventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Events are facts recorded by the tracking services; editing or deleting one would silently
+    change readouts (and the evidence behind decisions), so the admin only shows them."""
+
     list_display = ("experiment", "event_type", "metric", "user_key", "variant", "occurred_at", "received_at")
     list_filter = ("event_type",)
     search_fields = ("user_key", "experiment__slug")
