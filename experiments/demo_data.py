@@ -1,7 +1,8 @@
 """Demo data: users and the scenarios in fixtures/demo_scenarios.json.
 
 Idempotent: users and experiments are looked up by username / slug and left alone when present;
-events are inserted with ON CONFLICT DO NOTHING on the dedup key, so a second run changes nothing.
+events go through the tracking service (`events_ingest`: atomic dedup, first-exposure assignment),
+so the demo data is exactly what the API would have stored, and a second run changes nothing.
 Statuses are reached through the workflow services (so the audit trail and decisions are real).
 """
 
@@ -17,12 +18,12 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from experiments import services
 from experiments.models import Experiment, Variant
-from tracking.models import Assignment, Event
+from tracking.services import EventIn, Outcome, events_ingest
 
 SCENARIOS_PATH = Path(settings.BASE_DIR) / "fixtures" / "demo_scenarios.json"
 DEMO_USERS = (
@@ -69,30 +70,28 @@ def demo_users_ensure(*, reset_passwords: bool = False) -> dict[str, str]:
     return passwords
 
 
-@dataclass(frozen=True)
-class _Row:
-    variant_id: int
-    user_key: str
-    event_type: str
-    metric: str
-    value: float | None
-    occurred_at: datetime
-    props: str
-
-
-def _event_rows(experiment: Experiment, spec: dict, variants: dict[str, Variant], now: datetime) -> list[_Row]:
+def _event_rows(experiment: Experiment, spec: dict, now: datetime) -> list[EventIn]:
     """Deterministic events for one scenario (seeded RNG; exact counts from the scenario file)."""
     rng = random.Random(f"signaldash-demo:{experiment.slug}")
     days = spec.get("days", 7)
     start = now - timedelta(days=days)
     span = days * 86400 - 3600
-    rows: list[_Row] = []
+    slug = experiment.slug
+
+    def event(variant: str, user_key: str, event_type: str, at: datetime, **extra) -> EventIn:
+        return EventIn(
+            experiment=slug, variant=variant, user_key=user_key, event_type=event_type, occurred_at=at, **extra
+        )
+
+    rows: list[EventIn] = []
     for vspec in spec["variants"]:
-        vid = variants[vspec["key"]].pk
-        exposed = [f"{experiment.slug}-{vspec['key']}-u{i:05d}" for i in range(vspec.get("users", 0))]
+        vkey = vspec["key"]
+        exposed = [f"{slug}-{vkey}-u{i:05d}" for i in range(vspec.get("users", 0))]
         exposed_at = {u: start + timedelta(seconds=rng.randrange(span)) for u in exposed}
-        platforms = ['{"platform": "web"}', '{"platform": "ios"}', '{"platform": "android"}']
-        rows += [_Row(vid, u, "exposure", "", None, t, rng.choice(platforms)) for u, t in exposed_at.items()]
+        rows += [
+            event(vkey, u, "exposure", t, props={"platform": rng.choice(["web", "ios", "android"])})
+            for u, t in exposed_at.items()
+        ]
         converted: dict[str, set[str]] = {}
         for metric, count in vspec.get("conversions", {}).items():
             converted[metric] = set(rng.sample(exposed, count))
@@ -100,85 +99,41 @@ def _event_rows(experiment: Experiment, spec: dict, variants: dict[str, Variant]
                 after = min(span, int((now - exposed_at[u]).total_seconds()) - 60)
                 t = exposed_at[u] + timedelta(seconds=rng.randrange(60, max(61, after)))
                 t = min(t, now - timedelta(seconds=30))
-                rows.append(_Row(vid, u, "conversion", metric, round(rng.uniform(10, 120), 2), t, "{}"))
+                rows.append(event(vkey, u, "conversion", t, metric=metric, value=round(rng.uniform(10, 120), 2)))
         # Conversions recorded *before* the user's exposure: stored, but not counted by the readout.
         for metric, count in spec.get("late_conversions", {}).items():
             candidates = [u for u in exposed if u not in converted.get(metric, set())][:count]
             rows += [
-                _Row(vid, u, "conversion", metric, None, exposed_at[u] - timedelta(minutes=5), "{}") for u in candidates
+                event(vkey, u, "conversion", exposed_at[u] - timedelta(minutes=5), metric=metric) for u in candidates
             ]
-    control_id = next(v.pk for v in variants.values() if v.is_control)
+    control = next(v["key"] for v in spec["variants"] if v["is_control"])
     for metric, count in spec.get("unexposed_conversions", {}).items():
         rows += [
-            _Row(
-                control_id,
-                f"{experiment.slug}-orphan-{i:04d}",
-                "conversion",
-                metric,
-                None,
-                now - timedelta(hours=i + 1),
-                "{}",
-            )
+            event(control, f"{slug}-orphan-{i:04d}", "conversion", now - timedelta(hours=i + 1), metric=metric)
             for i in range(count)
         ]
     return rows
 
 
-_CHUNK = 500
+_BATCH = 1000  # the tracking API's batch size
 
 
-def _insert_many(sql_head: str, columns: int, rows: list[tuple]) -> None:
-    """Multi-row INSERT … ON CONFLICT DO NOTHING (same syntax on SQLite and PostgreSQL)."""
-    with connection.cursor() as cursor:
-        for i in range(0, len(rows), _CHUNK):
-            chunk = rows[i : i + _CHUNK]
-            placeholders = ", ".join(["(" + ", ".join(["%s"] * columns) + ")"] * len(chunk))
-            cursor.execute(f"{sql_head} VALUES {placeholders} ON CONFLICT DO NOTHING", [v for r in chunk for v in r])
+def _insert_events(experiment: Experiment, spec: dict) -> int:
+    """Store the scenario's events through the tracking service (dedup, first-exposure assignment)."""
+    rows = _event_rows(experiment, spec, timezone.now())
+    created = 0
+    for i in range(0, len(rows), _BATCH):
+        results = events_ingest(events=rows[i : i + _BATCH])
+        created += sum(r.outcome is Outcome.CREATED for r in results)
+    return created
 
 
-def _insert_events(experiment: Experiment, spec: dict, variants: dict[str, Variant]) -> int:
-    now = timezone.now()
-    rows = _event_rows(experiment, spec, variants, now)
-    dt = connection.ops.adapt_datetimefield_value
-    received = dt(now)
-    before = Event.objects.filter(experiment=experiment).count()
-    _insert_many(
-        f"INSERT INTO {Event._meta.db_table} "
-        "(experiment_id, variant_id, user_key, event_type, metric, value, occurred_at, received_at, props)",
-        9,
-        [
-            (
-                experiment.pk,
-                r.variant_id,
-                r.user_key,
-                r.event_type,
-                r.metric,
-                r.value,
-                dt(r.occurred_at),
-                received,
-                r.props,
-            )
-            for r in rows
-        ],
-    )
-    _insert_many(
-        f"INSERT INTO {Assignment._meta.db_table} (experiment_id, user_key, variant_id, assigned_at, source)",
-        5,
-        [
-            (experiment.pk, r.user_key, r.variant_id, dt(r.occurred_at), "upstream")
-            for r in rows
-            if r.event_type == "exposure"
-        ],
-    )
-    return Event.objects.filter(experiment=experiment).count() - before
-
-
-def _walk(experiment: Experiment, spec: dict, users: dict, variants: dict[str, Variant]) -> int:
+def _walk(experiment: Experiment, spec: dict, users: dict) -> int:
     ops, reviewer = users["ops"], users["reviewer"]
     inserted = 0
     for step in PATH_TO[spec["status"]]:
         if step in EVENTS_BEFORE:
-            inserted += _insert_events(experiment, spec, variants)
+            inserted += _insert_events(experiment, spec)
         if step == "submit":
             services.experiment_submit_for_review(experiment=experiment, actor=ops)
         elif step == "approve":
@@ -195,7 +150,7 @@ def _walk(experiment: Experiment, spec: dict, users: dict, variants: dict[str, V
             services.experiment_kill(experiment=experiment, actor=ops, rationale=spec["decision"])
         experiment = Experiment.objects.get(pk=experiment.pk)  # the services work on a locked fresh copy
     if spec["status"] == "running":
-        inserted += _insert_events(experiment, spec, variants)
+        inserted += _insert_events(experiment, spec)
     return inserted
 
 
@@ -220,8 +175,8 @@ def demo_seed(*, path: Path = SCENARIOS_PATH, reset_passwords: bool = False) -> 
                 ),
                 actor=users["ops"],
             )
-            variants = {
-                v["key"]: services.variant_save(
+            for v in spec["variants"]:
+                services.variant_save(
                     variant=Variant(
                         experiment=experiment,
                         key=v["key"],
@@ -231,8 +186,6 @@ def demo_seed(*, path: Path = SCENARIOS_PATH, reset_passwords: bool = False) -> 
                     ),
                     actor=users["ops"],
                 )
-                for v in spec["variants"]
-            }
-            result.events_inserted += _walk(experiment, spec, users, variants)
+            result.events_inserted += _walk(experiment, spec, users)
         result.created_experiments.append(spec["slug"])
     return result
