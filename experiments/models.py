@@ -7,6 +7,7 @@ Rules that must always hold are database constraints (named `<model>_<rule>`); t
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import models
@@ -21,6 +22,14 @@ PERM_APPROVE = "experiments.approve_experiment"
 PERM_END = "experiments.end_experiment"
 PERM_SHIP = "experiments.ship_experiment"
 PERM_KILL = "experiments.kill_experiment"
+
+
+@dataclass(frozen=True)
+class PlannedMetric:
+    key: str
+    role: str  # primary | secondary | guardrail
+    kind: str  # binary | mean
+    direction: str  # increase | decrease
 
 
 def generate_salt() -> str:
@@ -44,6 +53,11 @@ class ExperimentQuerySet(models.QuerySet):
         return super().update(**kwargs)
 
 
+class Analysis(models.TextChoices):
+    FIXED = "fixed", "Fixed horizon"
+    SEQUENTIAL = "sequential", "Sequential (always valid)"
+
+
 class Experiment(ConcurrentTransitionMixin, models.Model):
     class Status(models.TextChoices):
         DRAFT = "draft", "Draft"
@@ -64,6 +78,31 @@ class Experiment(ConcurrentTransitionMixin, models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     salt = models.CharField(max_length=64, default=generate_salt, editable=False)
+    # --- analysis plan and power (fixed with the rest of the plan when it leaves draft) ------------
+    analysis = models.CharField(
+        max_length=16,
+        choices=Analysis.choices,
+        default=Analysis.FIXED,
+        help_text="Fixed horizon: decide only at the planned sample. Sequential: always-valid, you may look daily.",
+    )
+    alpha = models.FloatField(default=0.05, help_text="Significance level (two-sided), e.g. 0.05.")
+    power = models.FloatField(default=0.8, help_text="Chance of detecting the minimum detectable effect, e.g. 0.8.")
+    mde = models.FloatField(
+        null=True, blank=True, help_text="Minimum detectable effect, relative (0.05 = +5% on the primary metric)."
+    )
+    baseline_rate = models.FloatField(
+        null=True, blank=True, help_text="Binary primary metric: expected control conversion rate (0.1 = 10%)."
+    )
+    baseline_mean = models.FloatField(null=True, blank=True, help_text="Mean primary metric: expected control mean.")
+    baseline_sd = models.FloatField(
+        null=True, blank=True, help_text="Mean primary metric: expected standard deviation per user."
+    )
+    expected_daily_users = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Users entering the experiment per day (all variants), for the expected days."
+    )
+    dimensions = models.JSONField(
+        default=list, blank=True, help_text="Pre-registered breakdowns: up to 5 exposure props keys."
+    )
 
     objects = ExperimentQuerySet.as_manager()
 
@@ -87,6 +126,17 @@ class Experiment(ConcurrentTransitionMixin, models.Model):
             models.CheckConstraint(
                 condition=Q(status__in=["draft", "review"]) | Q(started_at__isnull=False),
                 name="experiment_started_at_once_running",
+            ),
+            models.CheckConstraint(condition=Q(analysis__in=["fixed", "sequential"]), name="experiment_analysis_valid"),
+            models.CheckConstraint(condition=Q(alpha__gt=0, alpha__lt=0.5), name="experiment_alpha_range"),
+            models.CheckConstraint(condition=Q(power__gt=0, power__lt=1), name="experiment_power_range"),
+            models.CheckConstraint(condition=Q(mde__isnull=True) | Q(mde__gt=0), name="experiment_mde_positive"),
+            models.CheckConstraint(
+                condition=Q(baseline_rate__isnull=True) | Q(baseline_rate__gt=0, baseline_rate__lt=1),
+                name="experiment_baseline_rate_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(baseline_sd__isnull=True) | Q(baseline_sd__gt=0), name="experiment_baseline_sd_positive"
             ),
             models.CheckConstraint(
                 condition=Q(status__in=["draft", "review", "running"]) | Q(ended_at__isnull=False),
@@ -121,7 +171,22 @@ class Experiment(ConcurrentTransitionMixin, models.Model):
         controls = sum(1 for v in variants if v.is_control)
         if controls != 1:
             problems.append(f"exactly one control variant (has {controls})")
+        metrics = list(self.metrics.all())
+        if metrics and not any(m.role == ExperimentMetric.Role.PRIMARY for m in metrics):
+            problems.append("a primary metric among the planned metrics")
         return problems
+
+    def metric_plan(self) -> list[PlannedMetric]:
+        """The planned metrics, primary first, then secondary, then guardrail (then by key).
+
+        Without metric rows: the legacy plan, ``primary_metric`` as a binary increase-is-good primary.
+        """
+        rows = list(self.metrics.all())
+        if not rows:
+            return [PlannedMetric(self.primary_metric, "primary", "binary", "increase")]
+        order = {"primary": 0, "secondary": 1, "guardrail": 2}
+        rows.sort(key=lambda m: (order.get(m.role, 3), m.key))
+        return [PlannedMetric(m.key, m.role, m.kind, m.direction) for m in rows]
 
     # --- workflow (the only way `status` changes; called from experiments/services.py) ----------
     @transition(
@@ -221,6 +286,54 @@ class Variant(models.Model):
 
     def __str__(self) -> str:
         return f"{self.experiment.slug}:{self.key}"
+
+
+class ExperimentMetric(models.Model):
+    """One metric of an experiment's plan: its role in the decision, its kind, and which way is good.
+
+    An experiment without metric rows is read as one binary, increase-is-good primary metric named by
+    ``Experiment.primary_metric`` (see ``Experiment.metric_plan``). With rows, ``primary_metric`` always
+    equals the primary row's key (kept in sync by ``experiments.services.experiment_metric_save``).
+    """
+
+    class Role(models.TextChoices):
+        PRIMARY = "primary", "Primary"
+        SECONDARY = "secondary", "Secondary"
+        GUARDRAIL = "guardrail", "Guardrail"
+
+    class Kind(models.TextChoices):
+        BINARY = "binary", "Binary (converted or not)"
+        MEAN = "mean", "Mean (sum of values per user, e.g. revenue)"
+
+    class Direction(models.TextChoices):
+        INCREASE = "increase", "Increase is good"
+        DECREASE = "decrease", "Decrease is good"
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="metrics")
+    key = models.SlugField(max_length=100, help_text="The `metric` that services send on conversions.")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.SECONDARY)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.BINARY)
+    direction = models.CharField(max_length=16, choices=Direction.choices, default=Direction.INCREASE)
+
+    class Meta:
+        ordering = ["experiment_id", "key"]
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "key"], name="experimentmetric_unique_key_per_experiment"),
+            models.UniqueConstraint(
+                fields=["experiment"], condition=Q(role="primary"), name="experimentmetric_one_primary_per_experiment"
+            ),
+            models.CheckConstraint(
+                condition=Q(role__in=["primary", "secondary", "guardrail"]), name="experimentmetric_role_valid"
+            ),
+            models.CheckConstraint(condition=Q(kind__in=["binary", "mean"]), name="experimentmetric_kind_valid"),
+            models.CheckConstraint(
+                condition=Q(direction__in=["increase", "decrease"]), name="experimentmetric_direction_valid"
+            ),
+            models.CheckConstraint(condition=~Q(key=""), name="experimentmetric_key_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.experiment.slug}:{self.key} ({self.role}, {self.kind})"
 
 
 class AuditLogQuerySet(models.QuerySet):

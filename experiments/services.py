@@ -21,7 +21,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django_fsm import ConcurrentTransition, TransitionNotAllowed
 
-from experiments.models import PERM_APPROVE, AuditLog, Decision, Experiment, Variant
+from experiments.models import PERM_APPROVE, AuditLog, Decision, Experiment, ExperimentMetric, Variant
 
 
 class WorkflowError(Exception):
@@ -69,10 +69,22 @@ def _plan_snapshot(experiment: Experiment) -> dict[str, Any]:
     return {
         "hypothesis": experiment.hypothesis,
         "primary_metric": experiment.primary_metric,
+        "metrics": [
+            {"key": m.key, "role": m.role, "kind": m.kind, "direction": m.direction} for m in experiment.metric_plan()
+        ],
         "variants": [
             {"key": v.key, "name": v.name, "is_control": v.is_control, "weight": v.weight}
             for v in experiment.variants.all()
         ],
+        "analysis": experiment.analysis,
+        "alpha": experiment.alpha,
+        "power": experiment.power,
+        "mde": experiment.mde,
+        "baseline_rate": experiment.baseline_rate,
+        "baseline_mean": experiment.baseline_mean,
+        "baseline_sd": experiment.baseline_sd,
+        "expected_daily_users": experiment.expected_daily_users,
+        "dimensions": list(experiment.dimensions or []),
     }
 
 
@@ -106,6 +118,31 @@ def variant_save(*, variant: Variant, actor: AbstractBaseUser) -> Variant:  # no
     variant.full_clean()
     variant.save()
     return variant
+
+
+def _sync_primary_metric(experiment: Experiment) -> None:
+    """``Experiment.primary_metric`` always equals the primary metric row's key (when there is one)."""
+    key = experiment.metrics.filter(role=ExperimentMetric.Role.PRIMARY).values_list("key", flat=True).first()
+    if key and key != experiment.primary_metric:
+        Experiment.objects.filter(pk=experiment.pk).update(primary_metric=key)
+        experiment.primary_metric = key
+
+
+@transaction.atomic
+def experiment_metric_save(*, metric: ExperimentMetric, actor: AbstractBaseUser) -> ExperimentMetric:  # noqa: ARG001
+    """Add or change a planned metric of a draft experiment (keeps ``primary_metric`` in sync)."""
+    _lock_draft(metric.experiment)
+    metric.full_clean()
+    metric.save()
+    _sync_primary_metric(metric.experiment)
+    return metric
+
+
+@transaction.atomic
+def experiment_metric_delete(*, metric: ExperimentMetric, actor: AbstractBaseUser) -> None:  # noqa: ARG001
+    """Remove a planned metric from a draft experiment."""
+    _lock_draft(metric.experiment)
+    metric.delete()
 
 
 @transaction.atomic
