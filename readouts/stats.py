@@ -196,3 +196,415 @@ def small_samples(arms: Sequence[Arm]) -> list[SmallSample]:
         ):
             out.append(SmallSample(arm.key, arm.exposures, arm.conversions, non))
     return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Statistics engine (issue 8): sufficient statistics per arm in, GrowthBook gbstats 0.8.0 conventions.
+# Relative quantities are fractions (0.05 = +5%); A = control, B = treatment. Definitions and what a
+# reader may conclude: docs/metrics.md ("Statistics engine").
+# ---------------------------------------------------------------------------------------------------
+
+BINARY, MEAN = "binary", "mean"
+INCREASE, DECREASE = "increase", "decrease"
+KINDS = (BINARY, MEAN)
+DIRECTIONS = (INCREASE, DECREASE)
+BETTER, WORSE, INCONCLUSIVE = "better", "worse", "inconclusive"
+SEQUENTIAL_TUNING = 5000
+
+# A variance this small relative to the mean square is rounding noise of identical values
+# (e.g. ten users who all spent 0.1), not spread: it counts as zero variance.
+_ZERO_VARIANCE_RELATIVE = 1e-12
+
+NO_USERS_CONTROL = "No users in the control arm yet."
+NO_USERS_TREATMENT = "No users in the treatment arm yet."
+CONTROL_MEAN_ZERO = "Relative lift undefined: the control mean is 0."
+
+
+@dataclass(frozen=True)
+class SampleSums:
+    """Sufficient statistics of per-user values for one variant and one metric (SQL produces these)."""
+
+    n: int
+    sum: float
+    sum_squares: float
+    cov_sum: float = 0.0  # covariate X (pre-exposure value), 0 for users without one
+    cov_sum_squares: float = 0.0
+    sum_products: float = 0.0  # Σ X·Y
+    has_covariate: bool = False  # True when any covariate was sent for this metric in this experiment
+
+
+@dataclass(frozen=True)
+class ArmSummary:
+    mean: float | None
+    sd: float | None
+    variance: float | None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class MeanDiff:
+    """Treatment minus control for a mean metric: Welch interval and Welch t-test."""
+
+    diff: float | None
+    diff_ci: Interval | None
+    t: float | None
+    df: float | None
+    p_value: float | None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class RelativeLift:
+    rel_lift: float | None
+    rel_lift_ci: Interval | None
+    variance: float | None  # V, the delta-method variance
+    df: float | None
+    reason: str = ""
+    p_value: float | None = None  # two-sided Welch t-test of rel_lift = 0 (gbstats TwoSidedTTest)
+
+
+@dataclass(frozen=True)
+class Sequential:
+    rel_lift_ci: Interval | None
+    p_value: float | None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Bayes:
+    chance_to_beat: float | None
+    expected_loss: float | None
+    rel_lift_ci: Interval | None
+    reason: str = ""
+    posterior_mean: float | None = None  # of the relative lift
+    posterior_sd: float | None = None
+
+
+@dataclass(frozen=True)
+class Cuped:
+    theta: float
+    rel_lift: float | None
+    rel_lift_ci: Interval | None
+    p_value: float | None
+    variance_reduction: float | None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class PowerPlan:
+    users_per_arm: int | None  # users in the control arm; arm i needs users_per_arm × w_i / w_control
+    expected_days: int | None
+    reason: str = ""
+    total_users: int | None = None  # ceil(users_per_arm × Σ weights / control weight)
+
+
+@dataclass(frozen=True)
+class _ArmStat:
+    """gbstats' Statistic: n, the (possibly CUPED-adjusted) mean, the unadjusted mean, the variance."""
+
+    n: int
+    mean: float
+    unadjusted_mean: float
+    variance: float
+
+
+@dataclass(frozen=True)
+class _Estimate:
+    lift: float
+    variance: float  # delta-method variance of the relative lift
+    df: float  # Welch-Satterthwaite
+
+
+def _check(kind: str | None = None, alpha: float | None = None, direction: str | None = None) -> None:
+    """Configuration errors (not data) raise: an unknown kind or direction, alpha outside (0, 1)."""
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"unknown metric kind {kind!r} (expected one of {KINDS})")
+    if direction is not None and direction not in DIRECTIONS:
+        raise ValueError(f"unknown direction {direction!r} (expected one of {DIRECTIONS})")
+    if alpha is not None and not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+
+
+def _sample_variance(n: int, total: float, sum_squares: float) -> float:
+    """gbstats SampleMeanStatistic.variance: n − 1 denominator, 0 for n ≤ 1, rounding noise → 0."""
+    if n <= 1:
+        return 0.0
+    variance = (sum_squares - total * total / n) / (n - 1)
+    if variance <= _ZERO_VARIANCE_RELATIVE * abs(sum_squares) / n:
+        return 0.0
+    return variance
+
+
+def _arm_mean(s: SampleSums) -> float:
+    return s.sum / s.n if s.n > 0 else 0.0
+
+
+def _arm_variance(s: SampleSums, kind: str) -> float:
+    """Binary: p(1 − p) (gbstats ProportionStatistic); mean: sample variance (SampleMeanStatistic)."""
+    if kind == BINARY:
+        p = _arm_mean(s)
+        return max(0.0, p * (1.0 - p))
+    return _sample_variance(s.n, s.sum, s.sum_squares)
+
+
+def _arm_stat(s: SampleSums, kind: str) -> _ArmStat:
+    mean = _arm_mean(s)
+    return _ArmStat(n=s.n, mean=mean, unadjusted_mean=mean, variance=_arm_variance(s, kind))
+
+
+def arm_summary(s: SampleSums, *, kind: str) -> ArmSummary:
+    """Mean (binary: rate), variance and sd of one arm's per-user values."""
+    _check(kind=kind)
+    if s.n <= 0:
+        return ArmSummary(mean=None, sd=None, variance=None, reason="No users in this arm yet.")
+    variance = _arm_variance(s, kind)
+    reason = ""
+    if s.n == 1:
+        reason = "Only one user: the spread cannot be estimated, so the variance is taken as 0."
+    return ArmSummary(
+        mean=_finite(s.sum / s.n), sd=_finite(math.sqrt(variance)), variance=_finite(variance), reason=reason
+    )
+
+
+def _welch_df(a: _ArmStat, b: _ArmStat) -> float:
+    """Welch–Satterthwaite degrees of freedom (gbstats TTest.dof); callers ensure n ≥ 2 and a variance > 0."""
+    va, vb = a.variance / a.n, b.variance / b.n
+    return (va + vb) ** 2 / (va * va / (a.n - 1) + vb * vb / (b.n - 1))
+
+
+def _two_sided_t(estimate: float, se: float, df: float, alpha: float) -> tuple[float, float, Interval]:
+    """t statistic, two-sided p-value (survival function: no 1 − cdf cancellation) and interval."""
+    t_stat = estimate / se
+    p_value = 2.0 * float(sps.t.sf(abs(t_stat), df))
+    half = float(sps.t.ppf(1.0 - alpha / 2.0, df)) * se
+    return t_stat, min(1.0, p_value), Interval(_finite(estimate - half), _finite(estimate + half))
+
+
+def welch_diff(*, control: SampleSums, treatment: SampleSums, alpha: float) -> MeanDiff:
+    """Treatment mean minus control mean with a Welch interval and Welch t-test (mean metrics)."""
+    _check(alpha=alpha)
+    small = [name for name, s in (("control", control), ("treatment", treatment)) if s.n < 2]
+    if small:
+        arms = " and ".join(small)
+        diff = treatment.sum / treatment.n - control.sum / control.n if min(control.n, treatment.n) > 0 else None
+        reason = f"No interval or test: the {arms} arm{'s' if len(small) > 1 else ''} need at least two users."
+        return MeanDiff(diff=diff, diff_ci=None, t=None, df=None, p_value=None, reason=reason)
+    a, b = _arm_stat(control, MEAN), _arm_stat(treatment, MEAN)
+    diff = b.mean - a.mean
+    se2 = a.variance / a.n + b.variance / b.n
+    if se2 <= 0:
+        reason = "No interval or test: every user in each arm has the same value, so there is no variation."
+        return MeanDiff(diff=_finite(diff), diff_ci=None, t=None, df=None, p_value=None, reason=reason)
+    df = _welch_df(a, b)
+    t_stat, p_value, ci = _two_sided_t(diff, math.sqrt(se2), df, alpha)
+    return MeanDiff(diff=_finite(diff), diff_ci=ci, t=_finite(t_stat), df=_finite(df), p_value=_finite(p_value))
+
+
+def _delta_variance(a: _ArmStat, b: _ArmStat) -> float:
+    """gbstats frequentist_variance(relative=True): Var((μB − μA)/μA) by the delta method."""
+    mu_a, mu_b = a.unadjusted_mean, b.unadjusted_mean
+    return b.variance / (mu_a**2 * b.n) + a.variance * mu_b**2 / (mu_a**4 * a.n)
+
+
+def _relative_estimate(a: _ArmStat, b: _ArmStat) -> tuple[_Estimate | None, str]:
+    """The relative lift, its delta-method variance and Welch df; (None, reason) when undefined."""
+    if a.n <= 0:
+        return None, NO_USERS_CONTROL
+    if b.n <= 0:
+        return None, NO_USERS_TREATMENT
+    if a.mean == 0 or a.unadjusted_mean == 0:
+        return None, CONTROL_MEAN_ZERO
+    flat = [name for name, arm in (("control", a), ("treatment", b)) if arm.variance <= 0]
+    if flat:
+        arms = " and ".join(flat)
+        return None, (
+            f"No variation in the {arms} arm{'s' if len(flat) > 1 else ''} (one user, or every user has the same "
+            "value), so the uncertainty of the lift cannot be estimated."
+        )
+    lift = (b.mean - a.mean) / a.unadjusted_mean
+    variance = _delta_variance(a, b)
+    if not variance > 0 or math.isinf(variance):
+        return None, "The variance of the lift is not a positive finite number."
+    return _Estimate(lift=lift, variance=variance, df=_welch_df(a, b)), ""
+
+
+def relative_lift(*, control: SampleSums, treatment: SampleSums, kind: str, alpha: float) -> RelativeLift:
+    """(μB − μA)/μA with a delta-method Student-t interval (Welch df) and two-sided p-value (gbstats TTest)."""
+    _check(kind=kind, alpha=alpha)
+    est, reason = _relative_estimate(_arm_stat(control, kind), _arm_stat(treatment, kind))
+    if est is None:
+        return RelativeLift(rel_lift=None, rel_lift_ci=None, variance=None, df=None, reason=reason)
+    _, p_value, ci = _two_sided_t(est.lift, math.sqrt(est.variance), est.df, alpha)
+    return RelativeLift(
+        rel_lift=_finite(est.lift),
+        rel_lift_ci=ci,
+        variance=_finite(est.variance),
+        df=_finite(est.df),
+        p_value=_finite(p_value),
+    )
+
+
+def _sequential_rho_squared(alpha: float, tuning: float) -> float:
+    """Waudby-Smith et al. (2023) eq. 161, as gbstats SequentialTwoSidedTTest.rho (squared)."""
+    return (-2.0 * math.log(alpha) + math.log(1.0 - 2.0 * math.log(alpha))) / tuning
+
+
+def sequential_lift(
+    *, control: SampleSums, treatment: SampleSums, kind: str, alpha: float, tuning: float = SEQUENTIAL_TUNING
+) -> Sequential:
+    """Always-valid interval and p-value for the relative lift (asymptotic confidence sequence)."""
+    _check(kind=kind, alpha=alpha)
+    if not tuning > 0:
+        raise ValueError(f"tuning must be positive, got {tuning!r}")
+    est, reason = _relative_estimate(_arm_stat(control, kind), _arm_stat(treatment, kind))
+    if est is None:
+        return Sequential(rel_lift_ci=None, p_value=None, reason=reason)
+    n_total = control.n + treatment.n
+    rho2 = _sequential_rho_squared(alpha, tuning)
+    nr = n_total * rho2 + 1.0
+    half = math.sqrt(est.variance * n_total) * math.sqrt(
+        2.0 * nr * math.log(math.sqrt(nr) / alpha) / (n_total**2 * rho2)
+    )
+    # e-value in logs: exp(ρ²·s/(2(Nρ² + 1))) / √(Nρ² + 1) overflows for large s; p = min(1, 1/e).
+    s = est.lift**2 * n_total / est.variance
+    log_e = rho2 * s / (2.0 * nr) - 0.5 * math.log(nr)
+    p_value = 1.0 if log_e <= 0 else math.exp(-log_e)
+    return Sequential(
+        rel_lift_ci=Interval(_finite(est.lift - half), _finite(est.lift + half)), p_value=_finite(p_value)
+    )
+
+
+def _posterior(est: _Estimate, prior_sd: float | None) -> tuple[float, float]:
+    """Normal posterior of the relative lift (gbstats EffectBayesianABTest; prior N(0, prior_sd²) if proper)."""
+    if prior_sd is None:
+        return est.lift, math.sqrt(est.variance)
+    precision = 1.0 / est.variance + 1.0 / prior_sd**2
+    return (est.lift / est.variance) / precision, math.sqrt(1.0 / precision)
+
+
+def _expected_loss(mean: float, sd: float, direction: str) -> float:
+    """E[loss of shipping B] = P(worse)·E[|lift| | worse], closed form for a normal posterior."""
+    z = mean / sd
+    pdf = float(sps.norm.pdf(z))
+    if direction == INCREASE:  # worse = lift < 0: −E[X; X < 0]
+        loss = sd * pdf - mean * float(sps.norm.sf(z))
+    else:  # worse = lift > 0: E[X; X > 0]
+        loss = sd * pdf + mean * float(sps.norm.cdf(z))
+    return max(0.0, loss)  # cancellation far in the tail can leave a tiny negative number
+
+
+def bayes_lift(
+    *,
+    control: SampleSums,
+    treatment: SampleSums,
+    kind: str,
+    direction: str,
+    alpha: float,
+    prior_sd: float | None = None,
+) -> Bayes:
+    """Chance to beat control, expected loss and credible interval of the relative lift (Gaussian model)."""
+    _check(kind=kind, alpha=alpha, direction=direction)
+    if prior_sd is not None and not prior_sd > 0:
+        raise ValueError(f"prior_sd must be positive or None, got {prior_sd!r}")
+    est, reason = _relative_estimate(_arm_stat(control, kind), _arm_stat(treatment, kind))
+    if est is None:
+        return Bayes(chance_to_beat=None, expected_loss=None, rel_lift_ci=None, reason=reason)
+    mean, sd = _posterior(est, prior_sd)
+    z = mean / sd
+    chance = float(sps.norm.cdf(z)) if direction == INCREASE else float(sps.norm.sf(z))
+    low, high = (float(sps.norm.ppf(q, loc=mean, scale=sd)) for q in (alpha / 2.0, 1.0 - alpha / 2.0))
+    return Bayes(
+        chance_to_beat=_finite(chance),
+        expected_loss=_finite(_expected_loss(mean, sd, direction)),
+        rel_lift_ci=Interval(_finite(low), _finite(high)),
+        posterior_mean=_finite(mean),
+        posterior_sd=_finite(sd),
+    )
+
+
+def _covariance(n: int, sum_x: float, sum_y: float, sum_xy: float) -> float:
+    """Sample covariance (n − 1), 0 for n ≤ 1 (gbstats RegressionAdjustedStatistic.covariance)."""
+    if n <= 1:
+        return 0.0
+    return (sum_xy - sum_x * sum_y / n) / (n - 1)
+
+
+def _theta(control: SampleSums, treatment: SampleSums, kind: str) -> float:
+    """gbstats compute_theta: cov(Y, X)/var(X) over both arms pooled; 0 when either has no variance."""
+    pooled = SampleSums(
+        n=control.n + treatment.n,
+        sum=control.sum + treatment.sum,
+        sum_squares=control.sum_squares + treatment.sum_squares,
+    )
+    var_y = _arm_variance(pooled, kind)
+    var_x = _sample_variance(
+        pooled.n, control.cov_sum + treatment.cov_sum, control.cov_sum_squares + treatment.cov_sum_squares
+    )
+    if var_x == 0 or var_y == 0:
+        return 0.0
+    cov = _covariance(
+        pooled.n,
+        control.cov_sum + treatment.cov_sum,
+        pooled.sum,
+        control.sum_products + treatment.sum_products,
+    )
+    return cov / var_x
+
+
+def _adjusted_stat(s: SampleSums, kind: str, theta: float) -> _ArmStat:
+    """gbstats RegressionAdjustedStatistic: mean Ȳ − θX̄, variance σY² + θ²σX² − 2θσXY (0 for n ≤ 1)."""
+    base = _arm_stat(s, kind)
+    if s.n <= 1:
+        return _ArmStat(n=s.n, mean=base.mean, unadjusted_mean=base.mean, variance=0.0)
+    var_x = _sample_variance(s.n, s.cov_sum, s.cov_sum_squares)
+    cov = _covariance(s.n, s.cov_sum, s.sum, s.sum_products)
+    variance = base.variance + theta**2 * var_x - 2.0 * theta * cov
+    return _ArmStat(n=s.n, mean=base.mean - theta * s.cov_sum / s.n, unadjusted_mean=base.mean, variance=variance)
+
+
+def cuped_lift(*, control: SampleSums, treatment: SampleSums, kind: str, alpha: float) -> Cuped | None:
+    """CUPED (regression-adjusted) relative lift; None when no covariate was sent for either arm."""
+    _check(kind=kind, alpha=alpha)
+    if not (control.has_covariate or treatment.has_covariate):
+        return None
+    if control.n <= 0 or treatment.n <= 0:
+        reason = NO_USERS_CONTROL if control.n <= 0 else NO_USERS_TREATMENT
+        return Cuped(theta=0.0, rel_lift=None, rel_lift_ci=None, p_value=None, variance_reduction=None, reason=reason)
+    theta = _theta(control, treatment, kind)
+    est, reason = _relative_estimate(_adjusted_stat(control, kind, theta), _adjusted_stat(treatment, kind, theta))
+    if est is None:
+        return Cuped(
+            theta=_finite(theta), rel_lift=None, rel_lift_ci=None, p_value=None, variance_reduction=None, reason=reason
+        )
+    _, p_value, ci = _two_sided_t(est.lift, math.sqrt(est.variance), est.df, alpha)
+    unadjusted, _ = _relative_estimate(_arm_stat(control, kind), _arm_stat(treatment, kind))
+    reduction = None if unadjusted is None else _finite(1.0 - est.variance / unadjusted.variance)
+    return Cuped(
+        theta=_finite(theta),
+        rel_lift=_finite(est.lift),
+        rel_lift_ci=ci,
+        p_value=_finite(p_value),
+        variance_reduction=reduction,
+        reason="" if reduction is not None else "No variance reduction: the unadjusted lift has no variance estimate.",
+    )
+
+
+def holm_adjust(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm step-down adjusted p-values over the family of non-None entries (None stays None)."""
+    present = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    m = len(present)
+    adjusted: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, index) in enumerate(present):
+        running = max(running, min(1.0, (m - rank) * float(p)))
+        adjusted[index] = running
+    return adjusted
+
+
+def outcome(*, p_value: float | None, effect: float | None, alpha: float, direction: str) -> str:
+    """'better' / 'worse' when p < alpha (sign of the effect read through the direction), else 'inconclusive'."""
+    _check(alpha=alpha, direction=direction)
+    if p_value is None or effect is None or p_value >= alpha or effect == 0:
+        return INCONCLUSIVE
+    improves = effect > 0 if direction == INCREASE else effect < 0
+    return BETTER if improves else WORSE
