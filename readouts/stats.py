@@ -9,9 +9,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
+import numpy as np
 from scipy import stats as sps
-from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint, proportions_ztest
+from statsmodels.stats.power import NormalIndPower
+from statsmodels.stats.proportion import (
+    confint_proportions_2indep,
+    proportion_confint,
+    proportion_effectsize,
+    proportions_ztest,
+)
 
 ALPHA = 0.05  # 95% intervals, two-sided tests
 SRM_P_THRESHOLD = 0.001
@@ -608,3 +616,113 @@ def outcome(*, p_value: float | None, effect: float | None, alpha: float, direct
         return INCONCLUSIVE
     improves = effect > 0 if direction == INCREASE else effect < 0
     return BETTER if improves else WORSE
+
+
+def _effect_size(
+    *,
+    kind: str,
+    mde: float,
+    baseline_rate: float | None,
+    baseline_mean: float | None,
+    baseline_sd: float | None,
+) -> tuple[float | None, str]:
+    """Standardised effect for the power solver: Cohen's h (binary) or mde·μ0/σ0 (mean); (None, reason)."""
+    if kind == BINARY:
+        if baseline_rate is None or not 0.0 < baseline_rate < 1.0:
+            return None, "A baseline conversion rate strictly between 0 and 1 is needed."
+        target = baseline_rate * (1.0 + mde)
+        if not 0.0 <= target <= 1.0:
+            return None, "The baseline rate with the minimum detectable effect is not a rate between 0 and 1."
+        effect = float(proportion_effectsize(target, baseline_rate))
+    else:
+        if baseline_mean is None or baseline_sd is None or not baseline_sd > 0:
+            return None, "A baseline mean and a positive baseline standard deviation are needed."
+        effect = mde * baseline_mean / baseline_sd
+    if effect == 0 or not math.isfinite(effect):
+        return None, "The minimum detectable effect is zero, so no sample size can detect it."
+    return abs(effect), ""
+
+
+def _solve_users(effect: float, *, alpha: float, power: float, ratio: float) -> int:
+    nobs1 = NormalIndPower().solve_power(
+        effect_size=effect, nobs1=None, alpha=alpha, power=power, ratio=ratio, alternative="two-sided"
+    )
+    return math.ceil(np.asarray(nobs1).item())
+
+
+def users_per_arm(
+    *,
+    kind: str,
+    alpha: float,
+    power: float,
+    mde: float,
+    baseline_rate: float | None = None,
+    baseline_mean: float | None = None,
+    baseline_sd: float | None = None,
+    ratio: float = 1.0,
+) -> int | None:
+    """Users needed in the control arm (the treatment arm needs ratio × that), two-sided z-test power."""
+    _check(kind=kind, alpha=alpha)
+    if not 0.0 < power < 1.0 or not ratio > 0:
+        raise ValueError(f"power must be in (0, 1) and ratio positive, got {power!r}, {ratio!r}")
+    effect, _ = _effect_size(
+        kind=kind, mde=mde, baseline_rate=baseline_rate, baseline_mean=baseline_mean, baseline_sd=baseline_sd
+    )
+    if effect is None:
+        return None
+    return _solve_users(effect, alpha=alpha, power=power, ratio=ratio)
+
+
+def _plan_weights(weights: Sequence[float], control_index: int) -> str:
+    if len(weights) < 2:
+        return "Needs a control and at least one treatment."
+    if not 0 <= control_index < len(weights):
+        return "The control arm is not among the weights."
+    if any(not w > 0 for w in weights):
+        return "Every variant needs a positive weight."
+    return ""
+
+
+def power_plan(
+    *,
+    kind: str,
+    alpha: float,
+    power: float,
+    mde: float,
+    weights: Sequence[int],
+    control_index: int,
+    baseline_rate: float | None = None,
+    baseline_mean: float | None = None,
+    baseline_sd: float | None = None,
+    expected_daily_users: int | None = None,
+) -> PowerPlan:
+    """Control-arm size for the primary metric (largest over treatments), total users and expected days.
+
+    Arm i gets users_per_arm × w_i / w_control users; total = ceil(users_per_arm × Σw / w_control);
+    days = ceil(users_per_arm × Σw / (w_control × expected_daily_users)), exact rational arithmetic.
+    """
+    _check(kind=kind, alpha=alpha)
+    reason = _plan_weights(weights, control_index)
+    effect, effect_reason = _effect_size(
+        kind=kind, mde=mde, baseline_rate=baseline_rate, baseline_mean=baseline_mean, baseline_sd=baseline_sd
+    )
+    if reason or effect is None:
+        return PowerPlan(users_per_arm=None, expected_days=None, reason=reason or effect_reason)
+    if not 0.0 < power < 1.0:
+        raise ValueError(f"power must be in (0, 1), got {power!r}")
+    w_control = Fraction(weights[control_index])
+    needed = max(
+        _solve_users(effect, alpha=alpha, power=power, ratio=float(Fraction(w) / w_control))
+        for i, w in enumerate(weights)
+        if i != control_index
+    )
+    total = needed * sum(Fraction(w) for w in weights) / w_control
+    if expected_daily_users is None or expected_daily_users <= 0:
+        return PowerPlan(
+            users_per_arm=needed,
+            expected_days=None,
+            reason="No positive expected number of daily users, so no duration.",
+            total_users=math.ceil(total),
+        )
+    days = math.ceil(total / expected_daily_users)
+    return PowerPlan(users_per_arm=needed, expected_days=days, total_users=math.ceil(total))

@@ -6,7 +6,9 @@ scipy/statsmodels on the raw arrays or a textbook re-implementation written here
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -357,3 +359,119 @@ def test_outcome__unknown_direction__raises_value_error():
     # Given / When / Then a configuration error raises
     with pytest.raises(ValueError, match="direction"):
         stats.outcome(p_value=0.01, effect=0.1, alpha=0.05, direction="up")
+
+
+# --- gbstats 0.8.0 itself ------------------------------------------------------------------------
+# Reference values computed by GrowthBook's gbstats 0.8.0 (tests/readouts/gen_gbstats_reference.py, run in a
+# separate venv because gbstats pins numpy<2). gbstats declines (error_message) exactly where we return None.
+
+REFERENCE = json.loads((Path(__file__).parent / "data" / "gbstats_reference.json").read_text())
+CASES = REFERENCE["cases"]
+IDS = [case["name"] for case in CASES]
+CLOSE = {"rel": 1e-9, "abs": 1e-12}  # gbstats' p = 2(1 − cdf) carries ~1e-16 absolute cancellation error
+
+
+# gbstats' absolute test also declines on a zero control mean or one constant arm, where a difference and a
+# Welch test are still defined; welch_diff's own edge-case tests (against scipy) cover those.
+WELCH_CASES = [c for c in CASES if c["kind"] == MEAN and not c["gbstats"]["absolute"]["error"]]
+CUPED_CASES = [c for c in CASES if "cuped" in c["gbstats"]]
+
+
+def case_sums(case: dict) -> tuple[SampleSums, SampleSums]:
+    return SampleSums(**case["control"]), SampleSums(**case["treatment"])
+
+
+def test_gbstats_reference__file__generated_by_gbstats_0_8_0():
+    # Given / When the committed reference file / Then it names the pinned gbstats version and has edge cases
+    assert REFERENCE["gbstats_version"] == "0.8.0"
+    assert len(CASES) >= 60 and sum("cuped" in case["gbstats"] for case in CASES) >= 30
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_gbstats_reference__relative_lift__matches_two_sided_ttest(case):
+    # Given the sums of one reference case
+    control, treatment = case_sums(case)
+    ref = case["gbstats"]["relative"]
+    # When the relative lift is computed
+    result = stats.relative_lift(control=control, treatment=treatment, kind=case["kind"], alpha=case["alpha"])
+    # Then it is gbstats' TwoSidedTTest (or None with a reason where gbstats declines)
+    if ref["error"]:
+        assert result.rel_lift is None and result.p_value is None and result.reason
+        return
+    assert result.rel_lift == pytest.approx(ref["expected"], **CLOSE)
+    assert result.rel_lift_ci.as_list() == pytest.approx(ref["ci"], **CLOSE)
+    assert result.p_value == pytest.approx(ref["p_value"], **CLOSE)
+    assert result.variance == pytest.approx(ref["stddev"] ** 2, rel=1e-9)
+    assert result.df == pytest.approx(ref["dof"], rel=1e-9)
+
+
+@pytest.mark.parametrize("case", WELCH_CASES, ids=[c["name"] for c in WELCH_CASES])
+def test_gbstats_reference__welch_diff__matches_absolute_ttest(case):
+    # Given a mean-metric reference case
+    control, treatment = case_sums(case)
+    ref = case["gbstats"]["absolute"]
+    # When the Welch difference is computed
+    result = stats.welch_diff(control=control, treatment=treatment, alpha=case["alpha"])
+    # Then it is gbstats' absolute TwoSidedTTest
+    assert result.diff == pytest.approx(ref["expected"], **CLOSE)
+    assert result.diff_ci.as_list() == pytest.approx(ref["ci"], **CLOSE)
+    assert result.p_value == pytest.approx(ref["p_value"], **CLOSE)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_gbstats_reference__sequential_lift__matches_sequential_two_sided_ttest(case):
+    # Given the sums of one reference case and its tuning parameter
+    control, treatment = case_sums(case)
+    ref = case["gbstats"]["sequential"]
+    # When the always-valid interval is computed
+    result = stats.sequential_lift(
+        control=control, treatment=treatment, kind=case["kind"], alpha=case["alpha"], tuning=case["tuning"]
+    )
+    # Then it is gbstats' SequentialTwoSidedTTest
+    if ref["error"]:
+        assert result.rel_lift_ci is None and result.p_value is None and result.reason
+        return
+    assert result.rel_lift_ci.as_list() == pytest.approx(ref["ci"], **CLOSE)
+    assert result.p_value == pytest.approx(ref["p_value"], **CLOSE)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_gbstats_reference__bayes_lift__matches_effect_bayesian_ab_test(case):
+    # Given the sums of one reference case, its direction and prior
+    control, treatment = case_sums(case)
+    ref = case["gbstats"]["bayes"]
+    # When the Bayesian result is computed
+    result = stats.bayes_lift(
+        control=control,
+        treatment=treatment,
+        kind=case["kind"],
+        direction=case["direction"],
+        alpha=case["alpha"],
+        prior_sd=case["prior_sd"],
+    )
+    # Then it is gbstats' EffectBayesianABTest (chance to win, the treatment's risk, credible interval)
+    if ref["error"]:
+        assert result.chance_to_beat is None and result.expected_loss is None and result.reason
+        return
+    assert result.chance_to_beat == pytest.approx(ref["chance_to_win"], **CLOSE)
+    assert result.expected_loss == pytest.approx(ref["risk_treatment"], rel=1e-8, abs=1e-12)
+    assert result.rel_lift_ci.as_list() == pytest.approx(ref["ci"], **CLOSE)
+    assert result.posterior_mean == pytest.approx(ref["mean"], **CLOSE)
+    assert result.posterior_sd == pytest.approx(ref["stddev"], **CLOSE)
+
+
+@pytest.mark.parametrize("case", CUPED_CASES, ids=[c["name"] for c in CUPED_CASES])
+def test_gbstats_reference__cuped_lift__matches_regression_adjusted_ttest(case):
+    # Given a reference case with a covariate
+    control, treatment = case_sums(case)
+    ref, unadjusted = case["gbstats"]["cuped"], case["gbstats"]["relative"]
+    # When the CUPED lift is computed
+    result = stats.cuped_lift(control=control, treatment=treatment, kind=case["kind"], alpha=case["alpha"])
+    # Then theta, lift, interval and p are gbstats' RegressionAdjustedStatistic TwoSidedTTest
+    assert result.theta == pytest.approx(ref["theta"], **CLOSE)
+    assert result.rel_lift == pytest.approx(ref["expected"], **CLOSE)
+    assert result.rel_lift_ci.as_list() == pytest.approx(ref["ci"], **CLOSE)
+    assert result.p_value == pytest.approx(ref["p_value"], **CLOSE)
+    # And the variance reduction is 1 − (adjusted / unadjusted variance of the relative lift)
+    expected_reduction = 1 - ref["stddev"] ** 2 / unadjusted["stddev"] ** 2
+    assert result.variance_reduction == pytest.approx(expected_reduction, rel=1e-8, abs=1e-12)
