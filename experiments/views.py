@@ -12,6 +12,7 @@ from experiments import selectors, services
 from experiments.forms import RequestChangesForm
 from experiments.models import PERM_APPROVE, PERM_REQUEST_CHANGES
 from experiments.services import WorkflowError
+from signaldash.permissions import experiment_read_required, private_no_store
 
 VIEW_PERM = "experiments.view_experiment"
 
@@ -85,6 +86,7 @@ def review_request_changes(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @require_GET
+@experiment_read_required
 def experiment_history(request: HttpRequest, slug: str) -> HttpResponse:
     experiment = selectors.experiment_get_by_slug(slug=slug)
     return render(
@@ -99,6 +101,8 @@ def experiment_history(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @require_GET
+@experiment_read_required
+@private_no_store
 def decision_bundle(request: HttpRequest, slug: str) -> HttpResponse:
     """The readout bundle recorded with the decision: the evidence exactly as it was when decided."""
     experiment = selectors.experiment_get_by_slug(slug=slug)

@@ -12,7 +12,6 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serial
 from rest_framework import serializers
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import ValidationError
-from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -28,6 +27,7 @@ from readouts.selectors import (
     readout_daily_series,
     readout_get,
 )
+from signaldash.permissions import CanReadExperiments, experiment_read_required, private_no_store
 from tracking.auth import APIKeyAuthentication
 
 REGENERATE_PERMISSION = "readouts.regenerate_narrative"
@@ -46,6 +46,8 @@ BAD_METRIC = "metric must be a metric key (letters, digits, '-' and '_', at most
 
 
 @require_GET
+@experiment_read_required
+@private_no_store
 def readout_page(request: HttpRequest, slug: str) -> HttpResponse:
     readout = _readout(request, slug, by_day=True)
     if readout is None:
@@ -71,7 +73,7 @@ class ReadoutApi(APIView):
     """GET /api/experiments/<slug>/readout[?metric=<key>] — session or `Authorization: Bearer <key>`."""
 
     authentication_classes = [APIKeyAuthentication, SessionAuthentication]
-    permission_classes = [IsAuthenticated]
+    permission_classes = [CanReadExperiments]
 
     class VariantSerializer(serializers.Serializer):
         key = serializers.CharField()
@@ -136,10 +138,12 @@ class ReadoutApi(APIView):
         return Response(readout_as_json(readout))
 
 
-readout_api = login_not_required(ReadoutApi.as_view())
+readout_api = login_not_required(private_no_store(ReadoutApi.as_view()))
 
 
 @require_GET
+@experiment_read_required
+@private_no_store
 def readout_csv_export(request: HttpRequest, slug: str) -> HttpResponse:
     readout = _readout(request, slug)
     if readout is None:
@@ -150,6 +154,8 @@ def readout_csv_export(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @require_GET
+@experiment_read_required
+@private_no_store
 def readout_bundle_download(request: HttpRequest, slug: str) -> HttpResponse:
     readout = _readout(request, slug)
     if readout is None:
@@ -171,6 +177,8 @@ def _narrative_response(request: HttpRequest, readout: Readout, view) -> HttpRes
 
 
 @require_http_methods(["GET", "POST"])
+@experiment_read_required
+@private_no_store
 def readout_narrative(request: HttpRequest, slug: str) -> HttpResponse:
     """GET: the cached narrative or the fallback. POST: generate it (one provider call at most, cached)."""
     readout = _readout(request, slug)
@@ -182,6 +190,8 @@ def readout_narrative(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @require_POST
+@experiment_read_required
+@private_no_store
 def readout_narrative_regenerate(request: HttpRequest, slug: str) -> HttpResponse:
     """Ops only: ask the provider again for the current numbers, even if a narrative is cached."""
     if not request.user.has_perm(REGENERATE_PERMISSION):

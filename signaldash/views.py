@@ -8,8 +8,10 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from experiments.models import Experiment
+from signaldash.permissions import experiment_read_required
 
 
+@experiment_read_required
 def home(request):
     experiments = Experiment.objects.select_related("owner").order_by("-updated_at")[:200]
     return render(request, "home.html", {"experiments": experiments})

@@ -5,7 +5,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 def test_login__valid_credentials__lands_on_experiment_list(make_user, login, live_server):
     # Given a user
-    make_user("ops-e2e")
+    make_user("ops-e2e", groups=("ops",))
     # When they log in through the real form in a real browser
     page = login("ops-e2e")
     # Then they see the experiment list, and their name in the top bar

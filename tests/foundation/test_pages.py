@@ -23,7 +23,7 @@ def test_pages__anonymous__redirect_to_login(client, url):
 def test_home__logged_in__lists_experiments_escaped(client, make_user):
     from experiments.models import Experiment
 
-    user = make_user("viewer")
+    user = make_user("viewer", groups=("reviewer",))
     Experiment.objects.create(name="<script>alert(1)</script>", slug="xss", owner=user)
     client.force_login(user)
     body = client.get("/").content.decode()

@@ -174,7 +174,7 @@ def test_readout_page__provider_slow__page_renders_at_once_without_calling(
     # Given a provider that would take far longer than a page view may
     settings.SIGNALDASH_AI_TIMEOUT_S = 10
     fake_ai.mode, fake_ai.delay = "slow", 10.0
-    client.force_login(make_user("viewer"))
+    client.force_login(make_user("viewer", groups=("reviewer",)))
     # When
     started = time.monotonic()
     response = client.get("/experiments/checkout/readout")
@@ -187,7 +187,7 @@ def test_readout_page__provider_slow__page_renders_at_once_without_calling(
 
 def test_narrative_endpoint__post__generates_json_then_page_shows_cached(client, make_user, exp, fake_ai, ai_provider):
     # Given
-    client.force_login(make_user("viewer"))
+    client.force_login(make_user("viewer", groups=("reviewer",)))
     fake_ai.text = good_text(readout_get(experiment=exp))
     # When the page's script posts for the narrative, then the page is loaded again
     data = client.post("/experiments/checkout/readout/narrative", HTTP_ACCEPT="application/json").json()
@@ -200,7 +200,7 @@ def test_narrative_endpoint__post__generates_json_then_page_shows_cached(client,
 
 def test_narrative_endpoint__hostile_narrative__escaped_on_page(client, make_user, exp, fake_ai, ai_provider):
     # Given a provider reply containing markup (no numbers, so the guard lets it through)
-    client.force_login(make_user("viewer"))
+    client.force_login(make_user("viewer", groups=("reviewer",)))
     fake_ai.text = "<img src=x onerror=alert(document.cookie)> looks good"
     client.post("/experiments/checkout/readout/narrative", HTTP_ACCEPT="application/json")
     # When

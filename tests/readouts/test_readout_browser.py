@@ -19,7 +19,7 @@ def test_readout_page__browser__table_warnings_charts_and_ai_narrative(
     add_events(exp, "control", exposures=60, conversions=6)
     add_events(exp, "treatment", exposures=55, conversions=11)
     fake_ai.text = HOSTILE_NARRATIVE
-    make_user("viewer-e2e")
+    make_user("viewer-e2e", groups=("reviewer",))
     page = login("viewer-e2e")
     dialogs = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
@@ -46,7 +46,7 @@ def test_readout_page__fresh_fallback_narrative__not_marked_stale(
     exp = make_experiment("fresh-e2e")
     add_events(exp, "control", exposures=120, conversions=12)
     add_events(exp, "treatment", exposures=120, conversions=20)
-    make_user("viewer-fresh")
+    make_user("viewer-fresh", groups=("reviewer",))
     page = login("viewer-fresh")
     # When the readout page is opened
     page.goto(f"{live_server.url}/experiments/fresh-e2e/readout")
