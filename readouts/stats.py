@@ -333,6 +333,19 @@ def _check(kind: str | None = None, alpha: float | None = None, direction: str |
         raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
 
 
+def _as_floats(s: SampleSums) -> SampleSums:
+    """Plain int/float copies: SQL may hand over Decimal sums (PostgreSQL SUM) or numpy scalars."""
+    return SampleSums(
+        n=int(s.n),
+        sum=float(s.sum),
+        sum_squares=float(s.sum_squares),
+        cov_sum=float(s.cov_sum),
+        cov_sum_squares=float(s.cov_sum_squares),
+        sum_products=float(s.sum_products),
+        has_covariate=bool(s.has_covariate),
+    )
+
+
 def _sample_variance(n: int, total: float, sum_squares: float) -> float:
     """gbstats SampleMeanStatistic.variance: n − 1 denominator, 0 for n ≤ 1, rounding noise → 0."""
     if n <= 1:
@@ -356,6 +369,7 @@ def _arm_variance(s: SampleSums, kind: str) -> float:
 
 
 def _arm_stat(s: SampleSums, kind: str) -> _ArmStat:
+    s = _as_floats(s)
     mean = _arm_mean(s)
     return _ArmStat(n=s.n, mean=mean, unadjusted_mean=mean, variance=_arm_variance(s, kind))
 
@@ -363,6 +377,7 @@ def _arm_stat(s: SampleSums, kind: str) -> _ArmStat:
 def arm_summary(s: SampleSums, *, kind: str) -> ArmSummary:
     """Mean (binary: rate), variance and sd of one arm's per-user values."""
     _check(kind=kind)
+    s = _as_floats(s)
     if s.n <= 0:
         return ArmSummary(mean=None, sd=None, variance=None, reason="No users in this arm yet.")
     variance = _arm_variance(s, kind)
@@ -391,6 +406,7 @@ def _two_sided_t(estimate: float, se: float, df: float, alpha: float) -> tuple[f
 def welch_diff(*, control: SampleSums, treatment: SampleSums, alpha: float) -> MeanDiff:
     """Treatment mean minus control mean with a Welch interval and Welch t-test (mean metrics)."""
     _check(alpha=alpha)
+    control, treatment = _as_floats(control), _as_floats(treatment)
     small = [name for name, s in (("control", control), ("treatment", treatment)) if s.n < 2]
     if small:
         arms = " and ".join(small)
@@ -467,7 +483,7 @@ def sequential_lift(
     est, reason = _relative_estimate(_arm_stat(control, kind), _arm_stat(treatment, kind))
     if est is None:
         return Sequential(rel_lift_ci=None, p_value=None, reason=reason)
-    n_total = control.n + treatment.n
+    n_total = int(control.n) + int(treatment.n)
     rho2 = _sequential_rho_squared(alpha, tuning)
     nr = n_total * rho2 + 1.0
     half = math.sqrt(est.variance * n_total) * math.sqrt(
@@ -575,6 +591,7 @@ def cuped_lift(*, control: SampleSums, treatment: SampleSums, kind: str, alpha: 
     _check(kind=kind, alpha=alpha)
     if not (control.has_covariate or treatment.has_covariate):
         return None
+    control, treatment = _as_floats(control), _as_floats(treatment)
     if control.n <= 0 or treatment.n <= 0:
         reason = NO_USERS_CONTROL if control.n <= 0 else NO_USERS_TREATMENT
         return Cuped(theta=0.0, rel_lift=None, rel_lift_ci=None, p_value=None, variance_reduction=None, reason=reason)

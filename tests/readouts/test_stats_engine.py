@@ -851,3 +851,41 @@ def test_power_plan__missing_inputs__none_with_reason(weights, control_index, da
     # Then the missing part is None with the reason (users per arm still given when only days are missing)
     assert plan.expected_days is None and reason in plan.reason
     assert (plan.users_per_arm is not None) == (reason == "daily users")
+
+
+# --- input and output types ----------------------------------------------------------------------
+
+
+def test_engine__decimal_and_numpy_inputs__return_python_floats():
+    # Given sums as PostgreSQL (Decimal) and numpy (int64/float64) would hand them over
+    from decimal import Decimal
+
+    a, b = covariate_arms(1, binary=False)
+    plain_a, plain_b = sums(*a), sums(*b)
+    control = SampleSums(
+        n=np.int64(plain_a.n),
+        sum=Decimal(repr(plain_a.sum)),
+        sum_squares=Decimal(repr(plain_a.sum_squares)),
+        cov_sum=np.float64(plain_a.cov_sum),
+        cov_sum_squares=Decimal(repr(plain_a.cov_sum_squares)),
+        sum_products=Decimal(repr(plain_a.sum_products)),
+        has_covariate=True,
+    )
+    # When every engine function is run
+    results = [
+        stats.arm_summary(control, kind=MEAN),
+        stats.welch_diff(control=control, treatment=plain_b, alpha=0.05),
+        stats.relative_lift(control=control, treatment=plain_b, kind=MEAN, alpha=0.05),
+        stats.sequential_lift(control=control, treatment=plain_b, kind=MEAN, alpha=0.05),
+        stats.bayes_lift(control=control, treatment=plain_b, kind=MEAN, direction=INCREASE, alpha=0.05),
+        stats.cuped_lift(control=control, treatment=plain_b, kind=MEAN, alpha=0.05),
+    ]
+    # Then they equal the plain-float results, and every number is a finite Python float
+    assert results[2] == stats.relative_lift(control=plain_a, treatment=plain_b, kind=MEAN, alpha=0.05)
+    assert results[5] == stats.cuped_lift(control=plain_a, treatment=plain_b, kind=MEAN, alpha=0.05)
+    for result in results:
+        for value in vars(result).values():
+            numbers = value.as_list() if isinstance(value, stats.Interval) else [value]
+            for number in numbers:
+                if not isinstance(number, str):
+                    assert type(number) is float and math.isfinite(number), (result, number)
