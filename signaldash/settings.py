@@ -49,6 +49,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # 503 + Retry-After when the database is unavailable; 411/415 for unreadable bodies (before any read).
+    "signaldash.middleware.DatabaseUnavailableMiddleware",
+    "signaldash.middleware.RequestBodyGuardMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -88,6 +91,24 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": env_int("SQLITE_BUSY_TIMEOUT_S", 20),
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+# PostgreSQL fails fast instead of hanging when the server is down or frozen (docs/deployment.md):
+# a connect timeout, a per-statement timeout (0 = none; raise it for long migrations), and TCP
+# keepalives / user timeout so a silent peer is detected. Failures become 503s (signaldash/middleware.py).
+DB_CONNECT_TIMEOUT_S = env_int("SIGNALDASH_DB_CONNECT_TIMEOUT_S", 3)
+DB_STATEMENT_TIMEOUT_S = env_float("SIGNALDASH_DB_STATEMENT_TIMEOUT_S", 30.0)
+if _db["ENGINE"] == "django.db.backends.postgresql":
+    _pg_options = _db.setdefault("OPTIONS", {})
+    _pg_options.update(
+        connect_timeout=DB_CONNECT_TIMEOUT_S,
+        keepalives=1,
+        keepalives_idle=10,
+        keepalives_interval=5,
+        keepalives_count=3,
+        tcp_user_timeout=30_000,
+    )
+    _pg_options["options"] = " ".join(
+        filter(None, [_pg_options.get("options"), f"-c statement_timeout={int(DB_STATEMENT_TIMEOUT_S * 1000)}"])
+    )
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
