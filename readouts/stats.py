@@ -1,7 +1,7 @@
 """Pure readout statistics: frozen dataclasses in and out, no Django imports, no raising on zeros.
 
 Every function returns ``None`` for a quantity that is undefined, together with a plain-language
-``reason`` saying why. Definitions are in docs/metrics.md ("Readout statistics").
+``reason`` saying why. Definitions are in docs/metrics.md ("Readout statistics", "Statistics engine").
 """
 
 from __future__ import annotations
