@@ -54,69 +54,79 @@ def _as_server_user(cmd: list[str]) -> list[str]:
     return cmd
 
 
-@contextlib.contextmanager
-def postgres_cluster(*, fast: bool = True) -> Iterator[str]:
-    """Yield a DATABASE_URL of a fresh cluster; stop and delete it afterwards."""
-    bindir = find_bindir()
-    if bindir is None:
-        raise FileNotFoundError("no PostgreSQL server binaries (initdb, pg_ctl) found")
-    root = Path(tempfile.mkdtemp(prefix="signaldash-pg-"))
-    data = root / "data"
-    port = _free_port()
-    try:
+class PostgresCluster:
+    """A throwaway cluster under a temporary directory that a test can stop, start and freeze.
+
+    `postgres_cluster()` below is the usual way in; fault tests (tests/hardening/) also use
+    `stop()`, `start()` and `server_pids()` (the postmaster and its children, all started here).
+    """
+
+    def __init__(self, *, fast: bool = True) -> None:
+        bindir = find_bindir()
+        if bindir is None:
+            raise FileNotFoundError("no PostgreSQL server binaries (initdb, pg_ctl) found")
+        self.bindir = bindir
+        self.fast = fast
+        self.root = Path(tempfile.mkdtemp(prefix="signaldash-pg-"))
+        self.data = self.root / "data"
+        self.port = _free_port()
+        self.url = f"postgres://postgres@127.0.0.1:{self.port}/signaldash"
+
+    def init(self) -> None:
         if os.geteuid() == 0:
-            shutil.chown(root, user="postgres", group="postgres")
-        os.chmod(root, 0o700)
-        subprocess.run(
-            _as_server_user(
-                [
-                    str(bindir / "initdb"),
-                    "-D",
-                    str(data),
-                    "-U",
-                    "postgres",
-                    "-A",
-                    "trust",
-                    "-E",
-                    "UTF8",
-                    "--no-sync",
-                ]
-            ),
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c max_connections=200"
-        if fast:  # a throwaway cluster: durability is irrelevant, speed is not
+            shutil.chown(self.root, user="postgres", group="postgres")
+        os.chmod(self.root, 0o700)
+        initdb = [str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8"]
+        subprocess.run(_as_server_user([*initdb, "--no-sync"]), check=True, stdout=subprocess.DEVNULL)
+
+    def start(self) -> None:
+        opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c max_connections=200"
+        if self.fast:  # a throwaway cluster: durability is irrelevant, speed is not
             opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        subprocess.run(
-            _as_server_user(
-                [
-                    str(bindir / "pg_ctl"),
-                    "-D",
-                    str(data),
-                    "-l",
-                    str(root / "server.log"),
-                    "-o",
-                    opts,
-                    "-w",
-                    "-t",
-                    "60",
-                    "start",
-                ]
-            ),
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        print(f"PostgreSQL {bindir.parent.name} started on 127.0.0.1:{port} (cluster {root})", flush=True)
-        yield f"postgres://postgres@127.0.0.1:{port}/signaldash"
-    finally:
-        if (data / "postmaster.pid").exists():
+        log = str(self.root / "server.log")
+        start = [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", log, "-o", opts, "-w", "-t", "60", "start"]
+        subprocess.run(_as_server_user(start), check=True, stdout=subprocess.DEVNULL)
+
+    def stop(self, mode: str = "fast") -> None:
+        if (self.data / "postmaster.pid").exists():
             subprocess.run(
-                _as_server_user([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
+                _as_server_user([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"]),
                 check=False,
                 stdout=subprocess.DEVNULL,
             )
-        shutil.rmtree(root, ignore_errors=True)
+
+    def server_pids(self) -> list[int]:
+        """The postmaster's PID first, then its children's (from /proc; Linux)."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:  # the process ended meanwhile
+                continue
+            if int(fields[1]) == postmaster:
+                children.append(int(stat.parent.name))
+        return [postmaster, *sorted(children)]
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def postgres_cluster(*, fast: bool = True) -> Iterator[str]:
+    """Yield a DATABASE_URL of a fresh cluster; stop and delete it afterwards."""
+    cluster = PostgresCluster(fast=fast)
+    try:
+        cluster.init()
+        cluster.start()
+        print(
+            f"PostgreSQL {cluster.bindir.parent.name} started on 127.0.0.1:{cluster.port} (cluster {cluster.root})",
+            flush=True,
+        )
+        yield cluster.url
+    finally:
+        cluster.remove()
 
 
 def main(argv: list[str]) -> int:
