@@ -48,6 +48,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "signaldash.security_headers.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # 503 + Retry-After when the database is unavailable; 411/415 for unreadable bodies (before any read).
     "signaldash.middleware.DatabaseUnavailableMiddleware",

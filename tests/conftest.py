@@ -45,6 +45,20 @@ def pytest_report_header(config):
     return f"database: {connection.vendor} ({connection.settings_dict['NAME']})"
 
 
+def _ensure_workflow_groups() -> None:
+    """The `ops`/`reviewer` groups with their permissions, as the data migrations create them.
+
+    Transactional tests (live server, browser) end with a flush that empties auth_group and auth_permission,
+    so a later test cannot rely on the migrations' rows; re-running their functions is idempotent.
+    """
+    from importlib import import_module
+
+    from django.apps import apps
+
+    import_module("experiments.migrations.0003_workflow_groups").create_groups(apps, None)
+    import_module("readouts.migrations.0003_grant_regenerate_to_ops").grant(apps, None)
+
+
 @pytest.fixture
 def make_user(django_user_model):
     def _make(
@@ -60,6 +74,8 @@ def make_user(django_user_model):
         user = django_user_model.objects.create_user(
             username=username, password=password, is_staff=is_staff or is_superuser, is_superuser=is_superuser
         )
+        if groups:
+            _ensure_workflow_groups()
         for name in groups:
             group, _ = Group.objects.get_or_create(name=name)
             user.groups.add(group)
@@ -98,13 +114,33 @@ def browser():
         b.close()
 
 
+# Every page reports Content-Security-Policy violations to the console, where the `page` fixture collects them.
+CSP_LISTENER_JS = """
+document.addEventListener("securitypolicyviolation", (e) => {
+  console.error("CSP violation: " + e.violatedDirective + " blocked " + (e.blockedURI || "inline") +
+                " at " + e.sourceFile + ":" + e.lineNumber);
+});
+"""
+
+
+def _is_csp_violation(text: str) -> bool:
+    return text.startswith("CSP violation:") or "Content Security Policy" in text
+
+
 @pytest.fixture
 def page(browser):
+    """A fresh browser page. The test fails when any page it opened violated the Content-Security-Policy;
+    a test that provokes a violation on purpose reads and clears `page.csp_violations`."""
     context = browser.new_context()
+    context.add_init_script(CSP_LISTENER_JS)
     pg = context.new_page()
     pg.set_default_timeout(15_000)
+    pg.csp_violations = []
+    pg.on("console", lambda msg: pg.csp_violations.append(msg.text) if _is_csp_violation(msg.text) else None)
     yield pg
     context.close()
+    if pg.csp_violations:
+        pytest.fail("Content-Security-Policy violations in the browser console:\n" + "\n".join(pg.csp_violations))
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ API views answer 401 JSON themselves, so they opt out of LoginRequiredMiddleware
 
 from django.contrib.auth.decorators import login_not_required, login_required
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from tracking import api
 
@@ -15,6 +15,13 @@ urlpatterns = [
     path("api/track/batch", login_not_required(api.TrackBatchApi.as_view()), name="track-batch"),
     path("api/assign", login_not_required(api.AssignApi.as_view()), name="assign"),
     path("api/schema/", login_not_required(SpectacularAPIView.as_view()), name="schema"),
-    # The docs page is a page like any other: anonymous browsers are sent to the login page.
-    path("api/docs/", login_required(SpectacularSwaggerView.as_view(url_name="tracking:schema")), name="docs"),
+    # The docs page is a page like any other: anonymous browsers are sent to the login page. The split view
+    # serves its init script as a separate request (?script=), so the Content-Security-Policy needs no inline code.
+    path(
+        "api/docs/",
+        login_required(
+            SpectacularSwaggerSplitView.as_view(url_name="tracking:schema", template_name="signaldash/swagger_ui.html")
+        ),
+        name="docs",
+    ),
 ]

@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import pytest
 
-from tests.experiments.conftest import approver, make_experiment, ops, workflow_groups  # noqa: F401 - fixtures
+from tests.experiments import conftest as workflow
 
 pytestmark = pytest.mark.django_db
+# The workflow fixtures (users in each role, experiments driven through the services).
+approver, make_experiment, ops, workflow_groups = (
+    workflow.approver,
+    workflow.make_experiment,
+    workflow.ops,
+    workflow.workflow_groups,
+)
 
 READ_URLS = [
     "/",
@@ -25,7 +32,7 @@ READ_URLS = [
 
 
 @pytest.fixture
-def shipped(make_experiment):  # noqa: F811 - the imported fixture
+def shipped(make_experiment):
     return make_experiment("perm-exp", status="shipped")
 
 
