@@ -1,13 +1,19 @@
-"""`manage.py seed_demo` loads every scenario through the real workflow and is idempotent."""
+"""`manage.py seed_demo` loads every scenario through the real workflow and is idempotent.
+
+The demo is seeded once for the module (it takes seconds): `seeded` opens a transaction around all
+tests here, each test runs in a savepoint inside it, and the whole seed is rolled back at the end.
+"""
 
 from __future__ import annotations
 
 import io
 import json
+import sys
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
+from django.db import connection, transaction
 
 from experiments.demo_data import SCENARIOS_PATH
 from experiments.models import AuditLog, Decision, Experiment, Variant
@@ -36,9 +42,29 @@ def _counts() -> dict[str, int]:
     }
 
 
-def test_seed_demo__first_run__creates_users_scenarios_and_prints_passwords_once():
+@pytest.fixture(scope="module")
+def seeded(django_db_setup, django_db_blocker):
+    """The output of the first `seed_demo` on an empty database; the seed is visible to every test here."""
+    with django_db_blocker.unblock():
+        outer = transaction.atomic()
+        outer.__enter__()
+        try:
+            output = _seed()
+            # Fire the deferred foreign-key checks of the seed once, here: a test's savepoint rollback would
+            # otherwise bring them back, and every test's teardown would check all of them again.
+            connection.check_constraints()
+        except BaseException:
+            outer.__exit__(*sys.exc_info())
+            raise
+    yield output
+    with django_db_blocker.unblock():
+        transaction.set_rollback(True)
+        outer.__exit__(None, None, None)
+
+
+def test_seed_demo__first_run__creates_users_scenarios_and_prints_passwords_once(seeded):
     # When the demo is seeded on an empty database
-    output = _seed()
+    output = seeded
     # Then the three demo users exist with their roles, and their passwords are printed
     users = {u.username: u for u in get_user_model().objects.all()}
     assert set(users) == {"ops", "reviewer", "admin"}
@@ -53,9 +79,8 @@ def test_seed_demo__first_run__creates_users_scenarios_and_prints_passwords_once
     _assert_event_counts_match_the_scenario_file()
 
 
-def test_seed_demo__second_run__changes_nothing():
+def test_seed_demo__second_run__changes_nothing(seeded):
     # Given a seeded database
-    _seed()
     before = _counts()
     # When seeding again
     output = _seed()
@@ -96,9 +121,8 @@ def _assert_event_counts_match_the_scenario_file():
                 assert conversions.count() == n + late, (slug, v["key"], metric)
 
 
-def test_seed_demo__scenarios__readouts_show_the_warnings_they_were_built_for(client):
+def test_seed_demo__scenarios__readouts_show_the_warnings_they_were_built_for(seeded, client):
     # Given the seeded demo, and the reviewer logged in
-    _seed()
     client.force_login(get_user_model().objects.get(username="reviewer"))
 
     def codes(slug: str) -> set[str]:
@@ -122,3 +146,19 @@ def test_seed_demo__scenarios__readouts_show_the_warnings_they_were_built_for(cl
     assert referral["lift"] is None
     page = client.get("/experiments/referral-banner/readout")
     assert "Lift undefined (control conversion rate is 0)" in page.content.decode()
+
+
+@pytest.mark.postgres_only
+def test_seed_demo__postgresql__event_tables_analyzed_for_the_planner(seeded):
+    # Given the seeded demo: the planner knows the event tables are not empty (ANALYZE ran after the bulk
+    # load; never-analyzed tables have reltuples -1 and readouts were planned for empty tables: seconds)
+    from tracking.models import Assignment, Event
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT relname, reltuples FROM pg_class WHERE relname IN (%s, %s)",
+            [Event._meta.db_table, Assignment._meta.db_table],
+        )
+        estimates = dict(cursor.fetchall())
+    assert estimates[Event._meta.db_table] >= Event.objects.count() * 0.5
+    assert estimates[Assignment._meta.db_table] > 0
