@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
-from django.core.validators import validate_slug
+from django.core.validators import RegexValidator, validate_slug
 from django.utils import timezone
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -35,7 +35,17 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from tracking.auth import APIKeyAuthentication
 from tracking.fast_validation import plain_event
-from tracking.fields import PropsField, StrictCharField, StrictChoiceField, StrictDateTimeField, StrictNumberField
+from tracking.fields import (
+    EVENT_ID_RE,
+    USER_KEY_MESSAGE,
+    USER_KEY_RE,
+    CovariatesField,
+    PropsField,
+    StrictCharField,
+    StrictChoiceField,
+    StrictDateTimeField,
+    StrictNumberField,
+)
 from tracking.models import Event
 from tracking.parsers import LimitedJSONParser, RequestTooLarge
 from tracking.services import (
@@ -158,7 +168,12 @@ class RejectUnknownFieldsMixin:
 class EventInputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     experiment = StrictCharField(max_length=100, help_text="Experiment slug.")
     variant = StrictCharField(max_length=64, help_text="Variant key of that experiment.")
-    user_key = StrictCharField(min_length=1, max_length=255, help_text="Your stable id of the user (1–255 chars).")
+    user_key = StrictCharField(
+        min_length=1,
+        max_length=255,
+        validators=[RegexValidator(USER_KEY_RE, USER_KEY_MESSAGE)],
+        help_text="Your stable id of the user (1–255 chars, no leading or trailing whitespace).",
+    )
     event_type = StrictChoiceField(choices=Event.EventType.choices)
     metric = StrictCharField(
         max_length=100,
@@ -172,6 +187,20 @@ class EventInputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         required=False, allow_null=True, help_text="ISO 8601; default now; at most 5 minutes in the future."
     )
     props = PropsField(required=False, allow_null=True, help_text="JSON object, at most 8 KB.")
+    event_id = StrictCharField(
+        min_length=1,
+        max_length=100,
+        required=False,
+        allow_null=True,
+        validators=[RegexValidator(EVENT_ID_RE, "Must be 1–100 characters of A-Z, a-z, 0-9, '.', '_', ':', '-'.")],
+        help_text=(
+            "Optional id of this event, unique within the experiment; retries of the same event must reuse it. "
+            "A conversion with an event_id is deduplicated on it (a user may have several conversions on one "
+            "metric); without one, on (user, metric). An exposure is always one per user. A repeated event_id "
+            "is a duplicate even if the rest of the event differs."
+        ),
+    )
+    covariates = CovariatesField(required=False, allow_null=True)
 
     def validate_occurred_at(self, value):
         if value is not None and (value - timezone.now()).total_seconds() > FUTURE_TOLERANCE_S:
@@ -181,6 +210,8 @@ class EventInputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     def validate(self, attrs):
         if attrs["event_type"] == Event.EventType.EXPOSURE and attrs.get("metric") is not None:
             raise serializers.ValidationError({"metric": ["Only conversions have a metric."]})
+        if attrs["event_type"] != Event.EventType.EXPOSURE and attrs.get("covariates") is not None:
+            raise serializers.ValidationError({"covariates": ["Only exposures have covariates."]})
         return attrs
 
     @staticmethod
@@ -194,6 +225,8 @@ class EventInputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
             value=data.get("value"),
             occurred_at=data.get("occurred_at") or now or timezone.now(),
             props=data.get("props") or {},
+            event_id=data.get("event_id"),
+            covariates=data.get("covariates") or {},
         )
 
 
@@ -233,7 +266,10 @@ _ERROR_FIELD = {
     Outcome.EXPERIMENT_NOT_RUNNING: "experiment",
     Outcome.UNKNOWN_VARIANT: "variant",
     Outcome.VARIANT_CONFLICT: "variant",
+    Outcome.VALUE_REQUIRED: "value",
 }
+# Rejections caused by the event's content, judged against the experiment: 400 on /api/track.
+_INPUT_OUTCOMES = frozenset({Outcome.UNKNOWN_VARIANT, Outcome.VALUE_REQUIRED})
 
 
 # --- Views ----------------------------------------------------------------------------------------
@@ -285,8 +321,9 @@ class TrackApi(ServiceAPIView):
             duplicate = result.outcome == Outcome.DUPLICATE
             body = self.OutputSerializer({"status": result.outcome.value, "duplicate": duplicate}).data
             return Response(body, status=status.HTTP_200_OK if duplicate else status.HTTP_201_CREATED)
-        if result.outcome == Outcome.UNKNOWN_VARIANT:
-            return Response({"errors": {"variant": [result.detail]}}, status=status.HTTP_400_BAD_REQUEST)
+        if result.outcome in _INPUT_OUTCOMES:
+            body = {"errors": {_ERROR_FIELD[result.outcome]: [result.detail]}, "error": result.outcome.value}
+            return Response(body, status=status.HTTP_400_BAD_REQUEST)
         code = status.HTTP_404_NOT_FOUND if result.outcome == Outcome.EXPERIMENT_NOT_FOUND else status.HTTP_409_CONFLICT
         return Response({"error": result.outcome.value, "detail": result.detail}, status=code)
 
@@ -381,7 +418,9 @@ class AssignApi(ServiceAPIView):
     @extend_schema_serializer(component_name="AssignRequest")
     class InputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         experiment = StrictCharField(max_length=100)
-        user_key = StrictCharField(min_length=1, max_length=255)
+        user_key = StrictCharField(
+            min_length=1, max_length=255, validators=[RegexValidator(USER_KEY_RE, USER_KEY_MESSAGE)]
+        )
 
     @extend_schema_serializer(component_name="Assignment")
     class OutputSerializer(serializers.Serializer):

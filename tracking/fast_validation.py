@@ -13,15 +13,44 @@ import math
 import re
 from datetime import datetime
 
+from tracking.fields import EVENT_ID_RE, USER_KEY_RE
 from tracking.services import EventIn
 
 _SLUG = re.compile(r"[-a-zA-Z0-9_]+")
-_KEYS = frozenset({"experiment", "variant", "user_key", "event_type", "metric", "value", "props", "occurred_at"})
+_KEYS = frozenset(
+    {"experiment", "variant", "user_key", "event_type", "metric", "value", "props", "occurred_at", "event_id"}
+)
 _LIMITS = (("experiment", 100), ("variant", 64), ("user_key", 255))
+_NOT_PLAIN = object()
 
 
 def _plain_text(value: object, max_length: int) -> bool:
     return type(value) is str and 0 < len(value) <= max_length and value.isascii() and "\x00" not in value
+
+
+def _plain_metric(event_type: object, metric: object) -> bool:
+    if event_type == "conversion":
+        return metric is None or (type(metric) is str and len(metric) <= 100 and _SLUG.fullmatch(metric) is not None)
+    return event_type == "exposure" and metric is None
+
+
+def _plain_value(value: object) -> object:
+    """The value as the serializer stores it, or _NOT_PLAIN."""
+    if value is None:
+        return None
+    if type(value) not in (int, float) or abs(value) > 1e300 or not math.isfinite(value):
+        return _NOT_PLAIN
+    return float(value)
+
+
+def _plain_extras(item: dict) -> bool:
+    """event_id absent/null or valid; no occurred_at (parsing times is the serializer's job); props
+    absent, null or exactly {} (any other value, even an empty list or false, is for the serializer)."""
+    event_id = item.get("event_id")
+    if event_id is not None and not (type(event_id) is str and len(event_id) <= 100 and EVENT_ID_RE.match(event_id)):
+        return False
+    props = item.get("props")
+    return item.get("occurred_at") is None and (props is None or (type(props) is dict and not props))
 
 
 def plain_event(item: object, now: datetime) -> EventIn | None:
@@ -31,27 +60,19 @@ def plain_event(item: object, now: datetime) -> EventIn | None:
     for name, max_length in _LIMITS:
         if not _plain_text(item.get(name), max_length):
             return None
-    event_type = item.get("event_type")
-    metric = item.get("metric")
-    if event_type == "conversion":
-        if metric is not None and not (type(metric) is str and len(metric) <= 100 and _SLUG.fullmatch(metric)):
-            return None
-    elif event_type != "exposure" or metric is not None:
+    if not USER_KEY_RE.match(item["user_key"]) or not _plain_metric(item.get("event_type"), item.get("metric")):
         return None
-    value = item.get("value")
-    if value is not None:
-        if type(value) not in (int, float) or abs(value) > 1e300 or not math.isfinite(value):
-            return None
-        value = float(value)
-    if item.get("occurred_at") is not None or item.get("props"):
-        return None  # parsing times and checking props is the serializer's job
+    value = _plain_value(item.get("value"))
+    if value is _NOT_PLAIN or not _plain_extras(item):
+        return None
     return EventIn(
         experiment=item["experiment"],
         variant=item["variant"],
         user_key=item["user_key"],
-        event_type=event_type,
-        metric=metric,
+        event_type=item["event_type"],
+        metric=item.get("metric"),
         value=value,
         occurred_at=now,
         props={},
+        event_id=item.get("event_id"),
     )

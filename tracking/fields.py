@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
@@ -12,6 +13,13 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 PROPS_MAX_BYTES = 8 * 1024
+COVARIATES_MAX_KEYS = 20
+EVENT_ID_RE = re.compile(r"\A[A-Za-z0-9._:-]+\Z")
+SLUG_RE = re.compile(r"\A[-a-zA-Z0-9_]+\Z")
+# A user key neither starts nor ends with whitespace (so it is never blank): " u1" and "u1" would
+# otherwise silently be two users. Python's \s is str.isspace(), the same set str.strip() removes.
+USER_KEY_RE = re.compile(r"\A\S(?:[\s\S]*\S)?\Z")
+USER_KEY_MESSAGE = "Must not be blank or start or end with whitespace."
 
 
 def _encodable(text: str) -> bool:
@@ -66,6 +74,58 @@ class StrictNumberField(serializers.Field):
         if not math.isfinite(value):
             self.fail("not_finite")
         return value
+
+    def to_representation(self, value):
+        return value
+
+
+def finite_number(data: Any) -> float | None:
+    """`data` as a float when it is a finite JSON number (not a boolean), else None."""
+    if isinstance(data, bool) or not isinstance(data, int | float):
+        return None
+    try:
+        value = float(data)
+    except OverflowError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "maxProperties": COVARIATES_MAX_KEYS,
+        "additionalProperties": {"type": "number"},
+        "description": (
+            "Exposures only. The user's pre-exposure value per metric key (a slug of at most 100 characters), "
+            f"at most {COVARIATES_MAX_KEYS} keys, finite numbers; used for CUPED. Stored with the user's first "
+            "exposure only."
+        ),
+    }
+)
+class CovariatesField(serializers.Field):
+    """A JSON object of metric key (slug, 1–100 chars) → finite number, at most COVARIATES_MAX_KEYS keys."""
+
+    default_error_messages = {
+        "invalid": "Must be a JSON object of metric key to number.",
+        "too_many": f"At most {COVARIATES_MAX_KEYS} keys.",
+        "bad_key": "Keys must be metric keys (letters, digits, '-' and '_'; at most 100 characters).",
+        "bad_value": "Values must be finite numbers.",
+    }
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            self.fail("invalid")
+        if len(data) > COVARIATES_MAX_KEYS:
+            self.fail("too_many")
+        values: dict[str, float] = {}
+        for key, raw in data.items():
+            if not (len(key) <= 100 and SLUG_RE.match(key)):
+                self.fail("bad_key")
+            value = finite_number(raw)
+            if value is None:
+                self.fail("bad_value")
+            values[key] = value
+        return values
 
     def to_representation(self, value):
         return value

@@ -49,10 +49,31 @@ class Event(models.Model):
     occurred_at = models.DateTimeField()
     received_at = models.DateTimeField(auto_now_add=True)
     props = models.JSONField(default=dict, blank=True)
+    # NULL, not "", means "no event_id": the partial unique indexes below key on IS NULL.
+    event_id = models.CharField(  # noqa: DJ001
+        max_length=100,
+        null=True,
+        blank=True,
+        help_text="The client's id of this event (retries of one event share it); conversions dedup on it.",
+    )
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["experiment", "user_key", "event_type", "metric"], name="event_dedup"),
+            # Dedup. Exposures: always one per user (first wins), whatever their event_id. Conversions
+            # without event_id: one per user and metric. Conversions with event_id: one per event_id
+            # (a user may convert several times on one metric, each counted once however often retried).
+            models.UniqueConstraint(
+                fields=["experiment", "user_key", "event_type", "metric"],
+                condition=Q(event_id__isnull=True) | Q(event_type="exposure"),
+                name="event_dedup",
+            ),
+            models.UniqueConstraint(
+                fields=["experiment", "event_id"], condition=Q(event_id__isnull=False), name="event_dedup_event_id"
+            ),
+            models.CheckConstraint(
+                condition=Q(event_id__isnull=True) | Q(event_id__length__gt=0, event_id__length__lte=100),
+                name="event_event_id_length",
+            ),
             models.CheckConstraint(condition=Q(event_type__in=["exposure", "conversion"]), name="event_type_valid"),
             models.CheckConstraint(
                 condition=Q(user_key__length__gt=0, user_key__length__lte=255), name="event_user_key_length"
@@ -75,6 +96,33 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_type}:{self.metric or '-'} {self.user_key}"
+
+
+class Covariate(models.Model):
+    """A user's pre-exposure value of a metric (for CUPED), sent with their first exposure.
+
+    Written in the transaction that creates the user's exposure row, never later (first exposure wins:
+    covariates on a repeated exposure are ignored). The readout joins it to exposures on
+    (experiment, user_key) and sums it per variant; a user without a row counts as 0.
+    """
+
+    experiment = models.ForeignKey("experiments.Experiment", on_delete=models.CASCADE, related_name="covariates")
+    variant = models.ForeignKey("experiments.Variant", on_delete=models.CASCADE, related_name="covariates")
+    user_key = models.CharField(max_length=255)
+    metric = models.CharField(max_length=100)
+    value = models.FloatField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "user_key", "metric"], name="covariate_one_per_user_metric"),
+            models.CheckConstraint(
+                condition=Q(user_key__length__gt=0, user_key__length__lte=255), name="covariate_user_key_length"
+            ),
+            models.CheckConstraint(condition=~Q(metric=""), name="covariate_metric_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_key} {self.metric}={self.value}"
 
 
 class VariantConflict(models.Model):

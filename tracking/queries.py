@@ -4,6 +4,11 @@ Dedup and one-variant-per-user are decided by the database's unique constraints 
 that writes, never by a read first. Callers pass rows already sorted by the conflict key, so that
 concurrent transactions take index locks in one consistent order (no deadlock cycles on PostgreSQL).
 Table names come from `Model._meta.db_table`; values are always parameters.
+
+Events have two partial unique indexes (`event_dedup`, `event_dedup_event_id`), so their insert has
+no conflict target: `ON CONFLICT DO NOTHING` then skips a row that conflicts with *any* unique index,
+partial ones included, on both databases (an explicit target would have to name one index and repeat
+its predicate).
 """
 
 from __future__ import annotations
@@ -14,10 +19,10 @@ from typing import Any
 
 from django.db import connection
 
-from experiments.models import Experiment, Variant
-from tracking.models import Assignment, Event, VariantConflict
+from experiments.models import Experiment, ExperimentMetric, Variant
+from tracking.models import Assignment, Covariate, Event, VariantConflict
 
-# Rows per statement: 500 × 9 columns stays far below SQLite's and PostgreSQL's parameter limits.
+# Rows per statement: 500 × 10 columns stays far below SQLite's and PostgreSQL's parameter limits.
 CHUNK_ROWS = 500
 
 EVENT_COLUMNS = (
@@ -30,8 +35,10 @@ EVENT_COLUMNS = (
     "occurred_at",
     "received_at",
     "props",
+    "event_id",
 )
-EVENT_CONFLICT_KEY = ("experiment_id", "user_key", "event_type", "metric")
+# Unique among the rows of one insert (the caller removes in-batch repeats first): what RETURNING gives back.
+EVENT_RETURNING = ("experiment_id", "user_key", "event_type", "metric", "event_id")
 
 ASSIGNMENT_COLUMNS = ("experiment_id", "user_key", "variant_id", "assigned_at", "source")
 ASSIGNMENT_CONFLICT_KEY = ("experiment_id", "user_key")
@@ -48,16 +55,23 @@ CONFLICT_COLUMNS = (
 )
 CONFLICT_CONFLICT_KEY = ("experiment_id", "user_key", "event_type", "metric", "reported_variant_id")
 
+COVARIATE_COLUMNS = ("experiment_id", "variant_id", "user_key", "metric", "value")
+COVARIATE_CONFLICT_KEY = ("experiment_id", "user_key", "metric")
 
-def _insert_sql(table: str, columns: Sequence[str], conflict_key: Sequence[str], rows: int, returning: bool) -> str:
+
+def _insert_sql(
+    table: str, columns: Sequence[str], conflict_key: Sequence[str] | None, rows: int, returning: Sequence[str]
+) -> str:
+    """`conflict_key` None: no conflict target (any unique index, partial ones included)."""
     qn = connection.ops.quote_name
     row = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    target = f"({', '.join(qn(c) for c in conflict_key)}) " if conflict_key else ""
     sql = (
         f"INSERT INTO {qn(table)} ({', '.join(qn(c) for c in columns)}) VALUES {', '.join([row] * rows)} "
-        f"ON CONFLICT ({', '.join(qn(c) for c in conflict_key)}) DO NOTHING"
+        f"ON CONFLICT {target}DO NOTHING"
     )
     if returning:
-        sql += f" RETURNING {', '.join(qn(c) for c in conflict_key)}"
+        sql += f" RETURNING {', '.join(qn(c) for c in returning)}"
     return sql
 
 
@@ -67,7 +81,12 @@ def _chunks(rows: Sequence[tuple], size: int = CHUNK_ROWS) -> Iterator[Sequence[
 
 
 def _insert(
-    table: str, columns: Sequence[str], conflict_key: Sequence[str], rows: Sequence[tuple], *, returning: bool
+    table: str,
+    columns: Sequence[str],
+    conflict_key: Sequence[str] | None,
+    rows: Sequence[tuple],
+    *,
+    returning: Sequence[str] = (),
 ) -> set[tuple]:
     inserted: set[tuple] = set()
     with connection.cursor() as cursor:
@@ -96,39 +115,89 @@ def _dt_memo() -> Callable[[datetime], Any]:
 
 
 def events_insert(rows: Sequence[tuple]) -> set[tuple]:
-    """Insert events (tuples in EVENT_COLUMNS order, props a dict); return the conflict keys stored."""
+    """Insert events (tuples in EVENT_COLUMNS order, props a dict); return the EVENT_RETURNING tuples stored.
+
+    A row that repeats a stored event under either dedup rule is skipped (no conflict target).
+    """
     adapt_dt, adapt_json = _dt_memo(), connection.ops.adapt_json_value
     adapted = [
-        (e, v, u, t, m, val, adapt_dt(occ), adapt_dt(rec), adapt_json(props, None))
-        for e, v, u, t, m, val, occ, rec, props in rows
+        (e, v, u, t, m, val, adapt_dt(occ), adapt_dt(rec), adapt_json(props, None), eid)
+        for e, v, u, t, m, val, occ, rec, props, eid in rows
     ]
-    return _insert(Event._meta.db_table, EVENT_COLUMNS, EVENT_CONFLICT_KEY, adapted, returning=True)
+    return _insert(Event._meta.db_table, EVENT_COLUMNS, None, adapted, returning=EVENT_RETURNING)
 
 
 def assignments_insert(rows: Sequence[tuple]) -> set[tuple]:
     """Insert assignments (tuples in ASSIGNMENT_COLUMNS order); return the (experiment_id, user_key) stored."""
     adapted = [(e, u, v, _dt(at), s) for e, u, v, at, s in rows]
-    return _insert(Assignment._meta.db_table, ASSIGNMENT_COLUMNS, ASSIGNMENT_CONFLICT_KEY, adapted, returning=True)
+    return _insert(
+        Assignment._meta.db_table,
+        ASSIGNMENT_COLUMNS,
+        ASSIGNMENT_CONFLICT_KEY,
+        adapted,
+        returning=ASSIGNMENT_CONFLICT_KEY,
+    )
 
 
 def variant_conflicts_insert(rows: Sequence[tuple]) -> None:
     """Record rejected conflicting events (tuples in CONFLICT_COLUMNS order); repeats are ignored."""
     adapted = [(e, u, t, m, a, r, _dt(occ), _dt(rec)) for e, u, t, m, a, r, occ, rec in rows]
-    _insert(VariantConflict._meta.db_table, CONFLICT_COLUMNS, CONFLICT_CONFLICT_KEY, adapted, returning=False)
+    _insert(VariantConflict._meta.db_table, CONFLICT_COLUMNS, CONFLICT_CONFLICT_KEY, adapted)
+
+
+def covariates_insert(rows: Sequence[tuple]) -> None:
+    """Insert covariates (tuples in COVARIATE_COLUMNS order, sorted by COVARIATE_CONFLICT_KEY); repeats ignored."""
+    _insert(Covariate._meta.db_table, COVARIATE_COLUMNS, COVARIATE_CONFLICT_KEY, rows)
+
+
+def experiments_running_lock(experiment_ids: Sequence[int]) -> dict[int, str]:
+    """The status of each experiment, read inside the caller's write transaction so that it holds there.
+
+    PostgreSQL: `FOR SHARE` row locks, taken in id order. An ingest transaction and the end transition
+    (an UPDATE of the same row) then serialize: events either commit before the status changes, or see
+    the new status and are refused. SQLite: writes are serialized (IMMEDIATE transactions), so a plain
+    read inside the transaction is already current.
+    """
+    if not experiment_ids:
+        return {}
+    qn = connection.ops.quote_name
+    sql = (
+        f"SELECT id, status FROM {qn(Experiment._meta.db_table)} "
+        f"WHERE id IN ({', '.join(['%s'] * len(experiment_ids))}) ORDER BY id"
+    )
+    if connection.vendor == "postgresql":
+        sql += " FOR SHARE"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, sorted(experiment_ids))
+        return dict(cursor.fetchall())
 
 
 def experiments_with_variants(slugs: Sequence[str]) -> list[tuple]:
-    """(id, slug, status, primary_metric, salt, variant_id, key, weight) per variant; variant columns are
-    NULL for an experiment without variants. One query for the request path (instead of two ORM ones)."""
+    """The experiments by slug with their variants and planned metrics, in one query for the request path.
+
+    Rows (id, slug, status, primary_metric, salt, started_at, part, key, variant_id, weight, metric_kind):
+    `part` "v" for a variant (variant columns NULL for an experiment without variants; metric_kind NULL),
+    "m" for a planned metric (ExperimentMetric row: key and metric_kind; variant_id and weight NULL).
+    """
     if not slugs:
         return []
     qn = connection.ops.quote_name
     experiment, variant = qn(Experiment._meta.db_table), qn(Variant._meta.db_table)
+    metric = qn(ExperimentMetric._meta.db_table)
+    in_slugs = f"e.slug IN ({', '.join(['%s'] * len(slugs))})"
+    head = "e.id, e.slug, e.status, e.primary_metric, e.salt, e.started_at"
     sql = (
-        f"SELECT e.id, e.slug, e.status, e.primary_metric, e.salt, v.id, v.{qn('key')}, v.weight "
-        f"FROM {experiment} e LEFT JOIN {variant} v ON v.experiment_id = e.id "
-        f"WHERE e.slug IN ({', '.join(['%s'] * len(slugs))}) ORDER BY e.id, v.id"
+        f"SELECT {head}, 'v' AS part, v.{qn('key')}, v.id, v.weight, NULL "
+        f"FROM {experiment} e LEFT JOIN {variant} v ON v.experiment_id = e.id WHERE {in_slugs} "
+        f"UNION ALL "
+        f"SELECT {head}, 'm' AS part, m.{qn('key')}, NULL, NULL, m.kind "
+        f"FROM {experiment} e JOIN {metric} m ON m.experiment_id = e.id WHERE {in_slugs} "
+        f"ORDER BY 1, 7, 9, 8"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, list(slugs))
-        return cursor.fetchall()
+        cursor.execute(sql, [*slugs, *slugs])
+        rows = cursor.fetchall()
+    convert = connection.ops.convert_datetimefield_value if connection.vendor == "sqlite" else None
+    if convert is None:
+        return rows
+    return [(*row[:5], convert(row[5], None, connection) if row[5] else None, *row[6:]) for row in rows]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 
-from experiments.models import Experiment
+from experiments.models import Experiment, ExperimentMetric
 from tracking import queries
 
 
@@ -18,34 +19,43 @@ class IngestExperiment:
     status: str
     primary_metric: str
     salt: str
-    variant_ids: dict[str, int]  # variant key -> id
-    variant_weights: tuple[tuple[str, int], ...]  # (key, weight)
+    started_at: datetime | None = None
+    variant_ids: dict[str, int] = field(default_factory=dict)  # variant key -> id
+    variant_weights: tuple[tuple[str, int], ...] = ()  # (key, weight)
+    metric_kinds: dict[str, str] = field(default_factory=dict)  # planned metric key -> kind; empty: legacy plan
 
     @property
     def is_running(self) -> bool:
         return self.status == Experiment.Status.RUNNING
+
+    @property
+    def has_metric_plan(self) -> bool:
+        """True when the experiment has ExperimentMetric rows (else: legacy, any metric key is accepted)."""
+        return bool(self.metric_kinds)
+
+    def metric_is_planned(self, metric: str) -> bool:
+        return not self.metric_kinds or metric in self.metric_kinds
+
+    def metric_is_mean(self, metric: str) -> bool:
+        return self.metric_kinds.get(metric) == ExperimentMetric.Kind.MEAN
 
     def variant_key(self, variant_id: int) -> str:
         return next(key for key, pk in self.variant_ids.items() if pk == variant_id)
 
 
 def experiments_for_ingest(*, slugs: Iterable[str]) -> dict[str, IngestExperiment]:
-    """Experiments by slug with their variants, in one query whatever the number of slugs."""
+    """Experiments by slug with their variants and metric plan, in one query whatever the number of slugs."""
     rows = queries.experiments_with_variants(sorted(set(slugs)))
     found: dict[str, IngestExperiment] = {}
-    for pk, slug, status, primary_metric, salt, variant_id, key, weight in rows:
+    for pk, slug, status, primary_metric, salt, started_at, part, key, variant_id, weight, kind in rows:
         experiment = found.get(slug)
         if experiment is None:
             experiment = found[slug] = IngestExperiment(
-                id=pk,
-                slug=slug,
-                status=status,
-                primary_metric=primary_metric,
-                salt=salt,
-                variant_ids={},
-                variant_weights=(),
+                id=pk, slug=slug, status=status, primary_metric=primary_metric, salt=salt, started_at=started_at
             )
-        if variant_id is not None:
+        if part == "m":
+            experiment.metric_kinds[key] = kind
+        elif variant_id is not None:
             experiment.variant_ids[key] = variant_id
             object.__setattr__(experiment, "variant_weights", (*experiment.variant_weights, (key, weight)))
     return found

@@ -41,6 +41,7 @@ class Outcome(StrEnum):
     EXPERIMENT_NOT_FOUND = "experiment_not_found"
     EXPERIMENT_NOT_RUNNING = "experiment_not_running"
     UNKNOWN_VARIANT = "unknown_variant"
+    VALUE_REQUIRED = "value_required"
 
     @property
     def stored(self) -> bool:
@@ -59,6 +60,8 @@ class EventIn:
     metric: str | None = None
     value: float | None = None
     props: dict[str, Any] = field(default_factory=dict)
+    event_id: str | None = None
+    covariates: dict[str, float] = field(default_factory=dict)  # exposures only: metric key -> value
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,14 +81,46 @@ class _Row:
     value: float | None
     occurred_at: datetime
     props: dict[str, Any]
+    event_id: str | None = None
+    covariates: dict[str, float] = field(default_factory=dict)
 
     @property
     def pair(self) -> tuple[int, str]:
         return (self.experiment_id, self.user_key)
 
     @property
-    def dedup_key(self) -> tuple[int, str, str, str]:
+    def conflict_key(self) -> tuple[int, str, str, str]:
+        """What a variant conflict is recorded under (VariantConflict's dedup key, minus the variant)."""
         return (self.experiment_id, self.user_key, self.event_type, self.metric)
+
+    @property
+    def dedup_keys(self) -> tuple[tuple, ...]:
+        """The keys under which this event is a repeat, exactly as the two unique constraints say.
+
+        `event_dedup` (experiment, user, type, metric) for exposures and for conversions without event_id;
+        `event_dedup_event_id` (experiment, event_id) for every event with an event_id.
+        """
+        keys: tuple[tuple, ...] = ()
+        if self.event_id is None or self.event_type == Event.EventType.EXPOSURE:
+            keys = (("event", *self.conflict_key),)
+        if self.event_id is not None:
+            keys = (*keys, ("event_id", self.experiment_id, self.event_id))
+        return keys
+
+    @property
+    def returned(self) -> tuple[int, str, str, str, str | None]:
+        """The row as `queries.events_insert` returns it when stored (EVENT_RETURNING)."""
+        return (*self.conflict_key, self.event_id)
+
+    @property
+    def sort_key(self) -> tuple:
+        """Insert order: by user first, so concurrent writers lock `event_dedup` keys in one order.
+
+        Rows sharing an event_id share this prefix too when they are retries of one event (same user,
+        type and metric). An event_id reused for *different* content could still lock in another order;
+        the resulting deadlock is retried (`_with_retry`), never shown to the client.
+        """
+        return (*self.conflict_key, self.event_id is not None, self.event_id or "")
 
 
 class ExperimentNotFound(Exception):
@@ -140,6 +175,10 @@ def _resolve(index: int, event: EventIn, experiments: dict[str, IngestExperiment
     metric = ""
     if event.event_type == Event.EventType.CONVERSION:
         metric = event.metric or experiment.primary_metric
+        if event.value is None and experiment.metric_is_mean(metric):
+            return EventResult(
+                Outcome.VALUE_REQUIRED, f"Metric '{metric}' is a mean metric: its conversions need a numeric value."
+            )
     return _Row(
         index=index,
         experiment_id=experiment.id,
@@ -150,6 +189,8 @@ def _resolve(index: int, event: EventIn, experiments: dict[str, IngestExperiment
         value=event.value,
         occurred_at=event.occurred_at,
         props=event.props,
+        event_id=event.event_id,
+        covariates=event.covariates if event.event_type == Event.EventType.EXPOSURE else {},
     )
 
 
@@ -175,26 +216,41 @@ def _assignments_fix(rows: Sequence[_Row], now: datetime) -> dict[tuple[int, str
     return assigned
 
 
+def _split_conflicts_and_repeats(
+    rows: Sequence[_Row], assigned: dict[tuple[int, str], int], variant_keys: dict[int, str], now: datetime
+) -> tuple[list[_Row], dict[int, EventResult]]:
+    """The rows to insert (first of each dedup key), and results for conflicts and in-batch repeats.
+
+    Conflicts are recorded in VariantConflict. A row repeats an earlier one when any of its dedup keys
+    was taken by an earlier row of the batch (the same rule as the two unique constraints).
+    """
+    results: dict[int, EventResult] = {}
+    conflicts: dict[tuple, tuple] = {}
+    taken: set[tuple] = set()
+    first: list[_Row] = []
+    for row in rows:
+        variant_id = assigned.get(row.pair, row.variant_id)
+        if variant_id != row.variant_id:
+            detail = f"User '{row.user_key}' is already assigned to variant '{variant_keys[variant_id]}'."
+            results[row.index] = EventResult(Outcome.VARIANT_CONFLICT, detail)
+            key = (*row.conflict_key, row.variant_id)
+            conflicts.setdefault(key, (*row.conflict_key, variant_id, row.variant_id, row.occurred_at, now))
+        elif taken.intersection(row.dedup_keys):
+            results[row.index] = EventResult(Outcome.DUPLICATE)
+        else:
+            taken.update(row.dedup_keys)
+            first.append(row)
+    if conflicts:
+        queries.variant_conflicts_insert([conflicts[k] for k in sorted(conflicts)])
+    return first, results
+
+
 def _store(rows: Sequence[_Row], variant_keys: dict[int, str]) -> dict[int, EventResult]:
     with transaction.atomic():
         now = timezone.now()
         assigned = _assignments_fix(rows, now)
-        results: dict[int, EventResult] = {}
-        conflicts: dict[tuple, tuple] = {}
-        first_by_key: dict[tuple, _Row] = {}
-        for row in rows:
-            variant_id = assigned.get(row.pair, row.variant_id)
-            if variant_id != row.variant_id:
-                detail = f"User '{row.user_key}' is already assigned to variant '{variant_keys[variant_id]}'."
-                results[row.index] = EventResult(Outcome.VARIANT_CONFLICT, detail)
-                key = (*row.dedup_key, row.variant_id)
-                conflicts.setdefault(key, (*row.dedup_key, variant_id, row.variant_id, row.occurred_at, now))
-            elif row.dedup_key in first_by_key:
-                results[row.index] = EventResult(Outcome.DUPLICATE)
-            else:
-                first_by_key[row.dedup_key] = row
-        if conflicts:
-            queries.variant_conflicts_insert([conflicts[k] for k in sorted(conflicts)])
+        first, results = _split_conflicts_and_repeats(rows, assigned, variant_keys, now)
+        first.sort(key=lambda r: r.sort_key)
         inserted = queries.events_insert(
             [
                 (
@@ -207,12 +263,21 @@ def _store(rows: Sequence[_Row], variant_keys: dict[int, str]) -> dict[int, Even
                     r.occurred_at,
                     now,
                     r.props,
+                    r.event_id,
                 )
-                for _, r in sorted(first_by_key.items())
+                for r in first
             ]
         )
-        for key, row in first_by_key.items():
-            results[row.index] = EventResult(Outcome.CREATED if key in inserted else Outcome.DUPLICATE)
+        covariates = []
+        for row in first:
+            created = row.returned in inserted
+            results[row.index] = EventResult(Outcome.CREATED if created else Outcome.DUPLICATE)
+            if created and row.covariates:  # first exposure wins: a repeat's covariates are ignored
+                covariates += [
+                    (row.experiment_id, row.variant_id, row.user_key, m, v) for m, v in row.covariates.items()
+                ]
+        if covariates:
+            queries.covariates_insert(sorted(covariates, key=lambda c: (c[0], c[2], c[3])))
         return results
 
 
@@ -222,7 +287,13 @@ def events_ingest(*, events: Sequence[EventIn]) -> list[EventResult]:
     - The first exposure of a user fixes their variant (`Assignment`, source `upstream`).
     - An event whose variant differs from the user's assignment is rejected (`variant_conflict`) and
       recorded in `VariantConflict`; this wins over "duplicate".
-    - A repeat of a stored event, or of an earlier event in the same batch, is a `duplicate`.
+    - A repeat of a stored event, or of an earlier event in the same batch, is a `duplicate`: an
+      exposure repeats the user's exposure (one per user, whatever its event_id); a conversion with an
+      `event_id` repeats any event of the experiment with that event_id (even one with other content);
+      a conversion without one repeats the user's conversion on the same metric.
+    - A conversion on a planned `mean` metric without a `value` is rejected (`value_required`).
+    - A new exposure's `covariates` are stored (`Covariate`) in the same transaction; covariates of a
+      repeated exposure are ignored (first exposure wins).
     - Conversions without an exposure are stored (events arrive out of order).
     """
     experiments = experiments_for_ingest(slugs={event.experiment for event in events})

@@ -45,6 +45,10 @@ event_like = st.fixed_dictionaries(
         "value": field(st.floats() | st.integers()),
         "occurred_at": field(extreme_times | any_text),
         "props": field(st.dictionaries(any_text, json_values, max_size=5)),
+        "event_id": field(st.sampled_from(["o-1", "a:b.c_d-e", ""]) | any_text),
+        "covariates": field(
+            st.dictionaries(st.sampled_from(["revenue", "a b", ""]) | any_text, json_values, max_size=3)
+        ),
         "unexpected": json_values,
     },
 )
@@ -98,14 +102,17 @@ plain_like = st.fixed_dictionaries(
     {
         "experiment": st.sampled_from(["checkout", "", "x" * 101]) | st.text(max_size=3),
         "variant": st.sampled_from(["control", "treatment"]) | st.text(max_size=3),
-        "user_key": st.text(max_size=5) | st.sampled_from(["u1", "x" * 255, "x" * 256, "a\x00b"]),
+        "user_key": st.text(max_size=5) | st.sampled_from(["u1", "x" * 255, "x" * 256, "a\x00b", "  ", " u1", "u1\n"]),
         "event_type": st.sampled_from(["exposure", "conversion", "Exposure"]),
     },
     optional={
         "metric": st.none() | st.sampled_from(["purchase", "", "a b", "é"]) | json_values,
         "value": st.none() | st.integers() | st.floats() | st.booleans() | st.text(max_size=2),
-        "props": st.none() | st.just({}) | st.dictionaries(st.text(max_size=2), st.integers(), max_size=1),
+        "props": st.none()
+        | st.sampled_from([{}, [], 0, "", False, 0.0])
+        | st.dictionaries(st.text(max_size=2), st.integers(), max_size=1),
         "occurred_at": st.none() | st.just("2026-01-01T00:00:00Z"),
+        "event_id": st.none() | st.sampled_from(["o-1", "", "a b", "x" * 100, "x" * 101, "é"]) | json_values,
     },
 )
 
