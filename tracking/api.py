@@ -230,6 +230,19 @@ class EventInputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         )
 
 
+def event_validate(data: Any, now: datetime | None = None) -> EventIn:
+    """The one validator of an event, for `/api/track` bodies and every batch item alike.
+
+    Raises `ValidationError` whose detail is always `{field: [messages]}` (a body or item that is not a
+    JSON object, `null` included, is `{"non_field_errors": ["Must be a JSON object."]}`).
+    """
+    if not isinstance(data, Mapping):
+        raise serializers.ValidationError({api_settings.NON_FIELD_ERRORS_KEY: ["Must be a JSON object."]})
+    serializer = EventInputSerializer(data=data)
+    serializer.is_valid(raise_exception=True)
+    return EventInputSerializer.to_event(serializer.validated_data, now)
+
+
 class ErrorSerializer(serializers.Serializer):
     error = serializers.CharField()
     detail = serializers.CharField(required=False)
@@ -267,9 +280,13 @@ _ERROR_FIELD = {
     Outcome.UNKNOWN_VARIANT: "variant",
     Outcome.VARIANT_CONFLICT: "variant",
     Outcome.VALUE_REQUIRED: "value",
+    Outcome.UNKNOWN_METRIC: "metric",
+    Outcome.OCCURRED_BEFORE_START: "occurred_at",
 }
 # Rejections caused by the event's content, judged against the experiment: 400 on /api/track.
-_INPUT_OUTCOMES = frozenset({Outcome.UNKNOWN_VARIANT, Outcome.VALUE_REQUIRED})
+_INPUT_OUTCOMES = frozenset(
+    {Outcome.UNKNOWN_VARIANT, Outcome.VALUE_REQUIRED, Outcome.UNKNOWN_METRIC, Outcome.OCCURRED_BEFORE_START}
+)
 
 
 # --- Views ----------------------------------------------------------------------------------------
@@ -310,9 +327,7 @@ class TrackApi(ServiceAPIView):
         ],
     )
     def post(self, request):
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        result = event_ingest(event=EventInputSerializer.to_event(serializer.validated_data))
+        result = event_ingest(event=event_validate(request.data))
         self.log_outcome = result.outcome.value
         return self._response(result)
 
@@ -330,7 +345,12 @@ class TrackApi(ServiceAPIView):
 
 @extend_schema_field(EventInputSerializer)
 class _AnyJSON(serializers.Field):
-    """Each batch item is validated on its own (per-index errors), so the envelope passes it through."""
+    """Each batch item is validated on its own (per-index errors), so the envelope passes it through
+    (`null` included: a malformed item is that item's error, never the whole batch's)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("allow_null", True)
+        super().__init__(**kwargs)
 
     def to_internal_value(self, data):
         return data
@@ -380,7 +400,6 @@ class TrackBatchApi(ServiceAPIView):
         envelope = self.InputSerializer(data=request.data)
         envelope.is_valid(raise_exception=True)
         items = envelope.validated_data["events"]
-        child = EventInputSerializer()
         now = timezone.now()
         valid: list[tuple[int, EventIn]] = []
         rejected: list[dict[str, Any]] = []
@@ -390,9 +409,9 @@ class TrackBatchApi(ServiceAPIView):
                 valid.append((index, plain))
                 continue
             try:
-                valid.append((index, EventInputSerializer.to_event(child.run_validation(item), now)))
+                valid.append((index, event_validate(item, now)))
             except serializers.ValidationError as exc:
-                rejected.append({"index": index, "errors": exc.detail})
+                rejected.append({"index": index, "errors": exc.detail, "error": "invalid"})
         results = events_ingest(events=[event for _, event in valid])
         for (index, _), result in zip(valid, results, strict=True):
             if not result.outcome.stored:

@@ -13,6 +13,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 PROPS_MAX_BYTES = 8 * 1024
+PROPS_MAX_DEPTH = 5
 COVARIATES_MAX_KEYS = 20
 EVENT_ID_RE = re.compile(r"\A[A-Za-z0-9._:-]+\Z")
 SLUG_RE = re.compile(r"\A[-a-zA-Z0-9_]+\Z")
@@ -53,8 +54,8 @@ class StrictCharField(serializers.CharField):
 
 class StrictChoiceField(serializers.ChoiceField):
     def to_internal_value(self, data):
-        if not isinstance(data, str):
-            self.fail("invalid_choice", input=str(data)[:50])
+        if not isinstance(data, str):  # never str() the input: a deeply nested list would recurse
+            self.fail("invalid_choice", input=f"<{type(data).__name__}>")
         return super().to_internal_value(data)
 
 
@@ -147,37 +148,58 @@ class StrictDateTimeField(serializers.DateTimeField):
         return parsed
 
 
-def _walk_storable(value: Any) -> bool:
-    if isinstance(value, str):
-        return _encodable(value)
-    if isinstance(value, dict):
-        return all(_encodable(k) and _walk_storable(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_walk_storable(v) for v in value)
-    return True
+def props_problem(data: dict) -> str | None:
+    """Why `props` cannot be stored ("too_deep", "unstorable"), or None. Iterative: no input can recurse.
+
+    Depth counts containers: the props object is level 1, an object or array inside it level 2, and so
+    on, at most PROPS_MAX_DEPTH levels. Stops at the first problem.
+    """
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > PROPS_MAX_DEPTH:
+                return "too_deep"
+            if isinstance(value, dict):
+                if not all(_encodable(key) for key in value):
+                    return "unstorable"
+                value = value.values()
+            stack.extend((child, depth + 1) for child in value)
+        elif isinstance(value, str) and not _encodable(value):
+            return "unstorable"
+    return None
 
 
-@extend_schema_field({"type": "object", "additionalProperties": True})
+@extend_schema_field(
+    {
+        "type": "object",
+        "additionalProperties": True,
+        "description": f"JSON object, at most {PROPS_MAX_BYTES} bytes as compact UTF-8 JSON and at most "
+        f"{PROPS_MAX_DEPTH} levels of nested objects/arrays (the object itself is level 1).",
+    }
+)
 class PropsField(serializers.Field):
-    """A JSON object of at most 8 KB (compact UTF-8 encoding)."""
+    """A JSON object of at most 8 KB (compact UTF-8 encoding) and PROPS_MAX_DEPTH levels of nesting."""
 
     default_error_messages = {
         "invalid": "Must be a JSON object.",
         "too_large": f"Must be at most {PROPS_MAX_BYTES} bytes when encoded as JSON.",
+        "too_deep": f"Must be nested at most {PROPS_MAX_DEPTH} levels deep (objects and arrays).",
         "unstorable": "Contains characters that cannot be stored.",
     }
 
     def to_internal_value(self, data):
         if not isinstance(data, dict):
             self.fail("invalid")
-        try:
+        problem = props_problem(data)
+        if problem:
+            self.fail(problem)
+        try:  # safe: at most PROPS_MAX_DEPTH levels
             encoded = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
-        except (UnicodeEncodeError, RecursionError, ValueError):
+        except ValueError:
             self.fail("unstorable")
         if len(encoded) > PROPS_MAX_BYTES:
             self.fail("too_large")
-        if not _walk_storable(data):
-            self.fail("unstorable")
         return data
 
     def to_representation(self, value):

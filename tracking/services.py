@@ -12,7 +12,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -32,6 +32,9 @@ T = TypeVar("T")
 # SQLSTATEs worth retrying: serialization_failure, deadlock_detected.
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 MAX_ATTEMPTS = 6
+# Clients' clocks run a little ahead or behind: an event may say it happened up to this long before
+# the experiment started (and, checked by the API, up to this long in the future).
+CLOCK_SKEW = timedelta(minutes=5)
 
 
 class Outcome(StrEnum):
@@ -42,6 +45,8 @@ class Outcome(StrEnum):
     EXPERIMENT_NOT_RUNNING = "experiment_not_running"
     UNKNOWN_VARIANT = "unknown_variant"
     VALUE_REQUIRED = "value_required"
+    UNKNOWN_METRIC = "unknown_metric"
+    OCCURRED_BEFORE_START = "occurred_before_start"
 
     @property
     def stored(self) -> bool:
@@ -161,24 +166,46 @@ def _with_retry(operation: Callable[[], T]) -> T:
 
 
 # --- Events ---------------------------------------------------------------------------------------
-def _resolve(index: int, event: EventIn, experiments: dict[str, IngestExperiment]) -> _Row | EventResult:
+def _not_running(experiment: IngestExperiment, status: str | None = None) -> EventResult:
+    status = status or experiment.status
+    return EventResult(Outcome.EXPERIMENT_NOT_RUNNING, f"Experiment '{experiment.slug}' is {status}, not running.")
+
+
+def _metric_problem(experiment: IngestExperiment, metric: str, value: float | None) -> EventResult | None:
+    if not experiment.metric_is_planned(metric):
+        planned = ", ".join(sorted(experiment.metric_kinds))
+        return EventResult(
+            Outcome.UNKNOWN_METRIC, f"Experiment '{experiment.slug}' plans no metric '{metric}' (planned: {planned})."
+        )
+    if value is None and experiment.metric_is_mean(metric):
+        return EventResult(
+            Outcome.VALUE_REQUIRED, f"Metric '{metric}' is a mean metric: its conversions need a numeric value."
+        )
+    return None
+
+
+def _resolve(
+    index: int, event: EventIn, experiments: dict[str, IngestExperiment], allow_before_start: bool
+) -> _Row | EventResult:
     experiment = experiments.get(event.experiment)
     if experiment is None:
         return EventResult(Outcome.EXPERIMENT_NOT_FOUND, f"No experiment with slug '{event.experiment}'.")
     if not experiment.is_running:
-        return EventResult(
-            Outcome.EXPERIMENT_NOT_RUNNING, f"Experiment '{experiment.slug}' is {experiment.status}, not running."
-        )
+        return _not_running(experiment)
     variant_id = experiment.variant_ids.get(event.variant)
     if variant_id is None:
         return EventResult(Outcome.UNKNOWN_VARIANT, f"Experiment '{experiment.slug}' has no variant '{event.variant}'.")
+    if not allow_before_start and experiment.started_at and event.occurred_at < experiment.started_at - CLOCK_SKEW:
+        return EventResult(
+            Outcome.OCCURRED_BEFORE_START,
+            f"occurred_at is before experiment '{experiment.slug}' started ({experiment.started_at.isoformat()}).",
+        )
     metric = ""
     if event.event_type == Event.EventType.CONVERSION:
         metric = event.metric or experiment.primary_metric
-        if event.value is None and experiment.metric_is_mean(metric):
-            return EventResult(
-                Outcome.VALUE_REQUIRED, f"Metric '{metric}' is a mean metric: its conversions need a numeric value."
-            )
+        problem = _metric_problem(experiment, metric, event.value)
+        if problem:
+            return problem
     return _Row(
         index=index,
         experiment_id=experiment.id,
@@ -245,11 +272,22 @@ def _split_conflicts_and_repeats(
     return first, results
 
 
-def _store(rows: Sequence[_Row], variant_keys: dict[int, str]) -> dict[int, EventResult]:
+def _store(rows: Sequence[_Row], experiments: dict[int, IngestExperiment]) -> dict[int, EventResult]:
     with transaction.atomic():
         now = timezone.now()
+        # Re-check "running" inside the write transaction (FOR SHARE on PostgreSQL): an event never
+        # lands after the end transition has committed.
+        statuses = queries.experiments_running_lock(sorted({row.experiment_id for row in rows}))
+        results = {
+            row.index: _not_running(experiments[row.experiment_id], statuses.get(row.experiment_id, "deleted"))
+            for row in rows
+            if statuses.get(row.experiment_id) != Experiment.Status.RUNNING
+        }
+        rows = [row for row in rows if row.index not in results]
+        variant_keys = {pk: key for exp in experiments.values() for key, pk in exp.variant_ids.items()}
         assigned = _assignments_fix(rows, now)
-        first, results = _split_conflicts_and_repeats(rows, assigned, variant_keys, now)
+        first, split_results = _split_conflicts_and_repeats(rows, assigned, variant_keys, now)
+        results.update(split_results)
         first.sort(key=lambda r: r.sort_key)
         inserted = queries.events_insert(
             [
@@ -281,7 +319,7 @@ def _store(rows: Sequence[_Row], variant_keys: dict[int, str]) -> dict[int, Even
         return results
 
 
-def events_ingest(*, events: Sequence[EventIn]) -> list[EventResult]:
+def events_ingest(*, events: Sequence[EventIn], allow_before_start: bool = False) -> list[EventResult]:
     """Store valid events, atomically deduplicated; one result per input event, in input order.
 
     - The first exposure of a user fixes their variant (`Assignment`, source `upstream`).
@@ -295,19 +333,25 @@ def events_ingest(*, events: Sequence[EventIn]) -> list[EventResult]:
     - A new exposure's `covariates` are stored (`Covariate`) in the same transaction; covariates of a
       repeated exposure are ignored (first exposure wins).
     - Conversions without an exposure are stored (events arrive out of order).
+    - With a metric plan (ExperimentMetric rows), a conversion on a metric the plan does not name is
+      rejected (`unknown_metric`); without one (legacy), any metric key is accepted.
+    - An event that says it happened before the experiment started (beyond CLOCK_SKEW) is rejected
+      (`occurred_before_start`), unless `allow_before_start` (trusted backfills such as demo data).
+    - The experiment must be running when the events commit: its status is re-read, and on PostgreSQL
+      share-locked, inside the write transaction (`experiment_not_running` otherwise).
     """
     experiments = experiments_for_ingest(slugs={event.experiment for event in events})
     results: dict[int, EventResult] = {}
     rows: list[_Row] = []
     for index, event in enumerate(events):
-        resolved = _resolve(index, event, experiments)
+        resolved = _resolve(index, event, experiments, allow_before_start)
         if isinstance(resolved, EventResult):
             results[index] = resolved
         else:
             rows.append(resolved)
     if rows:
-        variant_keys = {pk: key for exp in experiments.values() for key, pk in exp.variant_ids.items()}
-        results.update(_with_retry(lambda: _store(rows, variant_keys)))
+        by_id = {experiment.id: experiment for experiment in experiments.values()}
+        results.update(_with_retry(lambda: _store(rows, by_id)))
     return [results[index] for index in range(len(events))]
 
 
@@ -326,6 +370,9 @@ class AssignmentResult:
 
 def _assignment_store(experiment: IngestExperiment, user_key: str) -> AssignmentResult:
     with transaction.atomic():
+        status = queries.experiments_running_lock([experiment.id]).get(experiment.id)
+        if status != Experiment.Status.RUNNING:  # ended since it was read: never assign after the end
+            raise ExperimentNotRunning(status)
         variant_key = assign_variant(experiment.salt, user_key, experiment.variant_weights)
         created = queries.assignments_insert(
             [(experiment.id, user_key, experiment.variant_ids[variant_key], timezone.now(), Assignment.Source.HASH)]

@@ -8,6 +8,7 @@ import json
 import pytest
 from django.utils import timezone
 
+from experiments.models import Experiment
 from tests.tracking.conftest import event, make_experiment
 from tracking.models import Assignment, Event, VariantConflict
 
@@ -36,8 +37,8 @@ def test_track__new_exposure__returns_201_created_and_fixes_assignment(api, expe
 def test_track__duplicate_event__returns_200_duplicate(api, experiment):
     # Given a stored exposure
     post(api, event())
-    # When the same exposure is sent again
-    response = post(api, event(occurred_at="2026-01-01T00:00:00Z"))
+    # When the same exposure is sent again, saying another time
+    response = post(api, event(occurred_at=experiment.started_at.isoformat()))
     # Then it is reported as a duplicate and not stored twice
     assert response.status_code == 200
     assert response.json() == {"status": "duplicate", "duplicate": True}
@@ -63,6 +64,8 @@ def test_track__conversions_of_two_metrics__both_created(api, experiment):
 
 
 def test_track__occurred_at__stored_as_given(api, experiment):
+    # Given an experiment running since 2026-01-01
+    Experiment.objects.filter(pk=experiment.pk).update(started_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
     # When an event says when it happened
     post(api, event(occurred_at="2026-03-01T10:00:00+02:00"))
     # Then that time is stored (in UTC)

@@ -218,9 +218,10 @@ def test_track__query_count__metric_plan_read_with_the_experiment(api, planned, 
     assert response.status_code == 201
 
 
-# key lookup, experiment+variants+metrics, transaction (savepoint-free: begin/commit are not queries
-# on SQLite; PostgreSQL counts none either), assignments insert, events insert
-_TRACK_QUERIES = 6
+# API key (1), experiment + variants + metric plan (1), then the write transaction (a savepoint and its
+# release inside the test's transaction): running-status re-check (FOR SHARE on PostgreSQL), assignment
+# read, events insert. No exposure: no assignments insert.
+_TRACK_QUERIES = 7
 
 
 # --- covariates -------------------------------------------------------------------------------------
