@@ -17,6 +17,7 @@ install: $(STAMP)
 
 demo: install
 	$(PY) manage.py migrate --noinput
+	$(PY) manage.py createcachetable
 	$(PY) manage.py seed_demo
 	$(PY) manage.py collectstatic --noinput -v0
 	@echo "Serving Signal Dash on http://127.0.0.1:8000  (Ctrl-C to stop)"

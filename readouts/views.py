@@ -28,6 +28,7 @@ from readouts.selectors import (
     readout_get,
 )
 from signaldash.permissions import CanReadExperiments, experiment_read_required, private_no_store
+from signaldash.ratelimit.throttles import ReadoutRateThrottle, readout_throttled
 from tracking.auth import APIKeyAuthentication
 
 REGENERATE_PERMISSION = "readouts.regenerate_narrative"
@@ -47,6 +48,7 @@ BAD_METRIC = "metric must be a metric key (letters, digits, '-' and '_', at most
 
 @require_GET
 @experiment_read_required
+@readout_throttled
 @private_no_store
 def readout_page(request: HttpRequest, slug: str) -> HttpResponse:
     readout = _readout(request, slug, by_day=True)
@@ -74,6 +76,7 @@ class ReadoutApi(APIView):
 
     authentication_classes = [APIKeyAuthentication, SessionAuthentication]
     permission_classes = [CanReadExperiments]
+    throttle_classes = [ReadoutRateThrottle]
 
     class VariantSerializer(serializers.Serializer):
         key = serializers.CharField()
@@ -143,6 +146,7 @@ readout_api = login_not_required(private_no_store(ReadoutApi.as_view()))
 
 @require_GET
 @experiment_read_required
+@readout_throttled
 @private_no_store
 def readout_csv_export(request: HttpRequest, slug: str) -> HttpResponse:
     readout = _readout(request, slug)
@@ -155,6 +159,7 @@ def readout_csv_export(request: HttpRequest, slug: str) -> HttpResponse:
 
 @require_GET
 @experiment_read_required
+@readout_throttled
 @private_no_store
 def readout_bundle_download(request: HttpRequest, slug: str) -> HttpResponse:
     readout = _readout(request, slug)
@@ -178,6 +183,7 @@ def _narrative_response(request: HttpRequest, readout: Readout, view) -> HttpRes
 
 @require_http_methods(["GET", "POST"])
 @experiment_read_required
+@readout_throttled
 @private_no_store
 def readout_narrative(request: HttpRequest, slug: str) -> HttpResponse:
     """GET: the cached narrative or the fallback. POST: generate it (one provider call at most, cached)."""
@@ -191,6 +197,7 @@ def readout_narrative(request: HttpRequest, slug: str) -> HttpResponse:
 
 @require_POST
 @experiment_read_required
+@readout_throttled
 @private_no_store
 def readout_narrative_regenerate(request: HttpRequest, slug: str) -> HttpResponse:
     """Ops only: ask the provider again for the current numbers, even if a narrative is cached."""

@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "experiments",
     "tracking",
     "readouts",
+    "signaldash.ratelimit",
 ]
 
 MIDDLEWARE = [
@@ -113,12 +114,15 @@ if _db["ENGINE"] == "django.db.backends.postgresql":
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# --- Cache (shared by throttling across app servers when REDIS_URL is set) -------------------
+# --- Cache: shared by every worker and app server (never per-process memory) ------------------------
+# Redis when REDIS_URL is set; otherwise Django's database cache in the table `signaldash_cache`
+# (`manage.py createcachetable`, run by `make demo`; the test runner creates it in the test database).
+# Rate limits count in signaldash.ratelimit (Redis INCR, or an atomic upsert in the database), not here.
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "signaldash"}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "signaldash_cache"}}
 
 # --- Auth -----------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -145,8 +149,16 @@ WHITENOISE_USE_FINDERS = True
 
 # --- REST framework -------------------------------------------------------------------------
 # Requests per API key (a batch counts once), DRF rate syntax: N/s, N/min, N/hour, N/day. Default 6000/min
-# (100 requests/s per service). Counted in CACHES (above), so app servers sharing REDIS_URL share it.
+# (100 requests/s per service). Counted by signaldash.ratelimit in the database (or Redis with REDIS_URL),
+# so every worker and app server shares one count.
 SIGNALDASH_THROTTLE_RATE = env_str("SIGNALDASH_THROTTLE_RATE", "6000/min")
+# Readout API, page, CSV, bundle and narrative requests per API key or per user.
+SIGNALDASH_READOUT_THROTTLE_RATE = env_str("SIGNALDASH_READOUT_THROTTLE_RATE", "120/min")
+# Login attempts per user name and per client address (signaldash/ratelimit/login.py).
+SIGNALDASH_LOGIN_RATE = env_str("SIGNALDASH_LOGIN_RATE", "10/15min")
+SIGNALDASH_LOGIN_IP_RATE = env_str("SIGNALDASH_LOGIN_IP_RATE", "100/15min")
+# Proxies whose X-Forwarded-For names the client (the login limit per address); same variable as gunicorn's.
+SIGNALDASH_TRUSTED_PROXIES = env_list("FORWARDED_ALLOW_IPS", ["127.0.0.1", "::1"])
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
@@ -155,7 +167,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_THROTTLE_RATES": {"api_key": SIGNALDASH_THROTTLE_RATE},
+    "DEFAULT_THROTTLE_RATES": {"api_key": SIGNALDASH_THROTTLE_RATE, "readout": SIGNALDASH_READOUT_THROTTLE_RATE},
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {

@@ -169,10 +169,10 @@ def test_readout_api__unknown_experiment__404(client, member):
 
 
 def test_readout_api__query_count__constant(member, client, seeded, django_assert_num_queries):
-    # session + user lookups are Django's, then the user's and groups' permissions (view_experiment);
-    # readout: experiment, variants, aggregate, [conflicts]
+    # session + user lookups are Django's, then the user's and groups' permissions (view_experiment), the
+    # throttle's counter upsert and purge; readout: experiment, variants, aggregate, [conflicts]
     client.get("/api/experiments/checkout/readout")  # warm up the session
-    with django_assert_num_queries(2 + 2 + 3 + (1 if HAS_CONFLICTS else 0)):
+    with django_assert_num_queries(2 + 2 + 2 + 3 + (1 if HAS_CONFLICTS else 0)):
         client.get("/api/experiments/checkout/readout")
 
 
