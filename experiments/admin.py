@@ -20,11 +20,22 @@ from django_fsm.admin import FSMAdminMixin
 
 from experiments import services
 from experiments.forms import DecisionForm, RequestChangesForm
-from experiments.models import AuditLog, Decision, Experiment, Variant
+from experiments.models import AuditLog, Decision, Experiment, ExperimentMetric, Variant
 from experiments.templatetags.workflow import pretty_json, transition_label
 from signaldash.admin import ReadOnlyAdminMixin
 
 PLAN_FIELDS = ("name", "slug", "owner", "hypothesis", "primary_metric")
+POWER_FIELDS = (
+    "analysis",
+    "alpha",
+    "power",
+    "mde",
+    "baseline_rate",
+    "baseline_mean",
+    "baseline_sd",
+    "expected_daily_users",
+    "dimensions",
+)
 
 
 def _badge(status: str, label: str) -> str:
@@ -39,13 +50,8 @@ class VariantInlineFormSet(BaseInlineFormSet):
             raise forms.ValidationError("Only one variant can be the control.")
 
 
-class VariantInline(admin.TabularInline):
-    model = Variant
-    formset = VariantInlineFormSet
-    fields = ("key", "name", "is_control", "weight")
-
-    def get_extra(self, request, obj=None, **kwargs):
-        return 2 if obj is None else 0
+class PlanInlineMixin:
+    """Plan rows (variants, metrics) are editable only while the experiment is a draft."""
 
     def _plan_locked(self, obj) -> bool:
         return obj is not None and not obj.is_plan_editable
@@ -60,6 +66,34 @@ class VariantInline(admin.TabularInline):
         return not self._plan_locked(obj) and super().has_delete_permission(request, obj)
 
 
+class VariantInline(PlanInlineMixin, admin.TabularInline):
+    model = Variant
+    formset = VariantInlineFormSet
+    fields = ("key", "name", "is_control", "weight")
+
+    def get_extra(self, request, obj=None, **kwargs):
+        return 2 if obj is None else 0
+
+
+class MetricInlineFormSet(BaseInlineFormSet):
+    def clean(self):
+        super().clean()
+        kept = [f for f in self.forms if f.cleaned_data and not f.cleaned_data.get("DELETE")]
+        if sum(1 for f in kept if f.cleaned_data.get("role") == ExperimentMetric.Role.PRIMARY) > 1:
+            raise forms.ValidationError("Only one metric can be the primary metric.")
+
+
+class ExperimentMetricInline(PlanInlineMixin, admin.TabularInline):
+    model = ExperimentMetric
+    formset = MetricInlineFormSet
+    fields = ("key", "role", "kind", "direction")
+    verbose_name = "planned metric"
+    verbose_name_plural = "Metric plan (primary, secondary and guardrail metrics)"
+
+    def get_extra(self, request, obj=None, **kwargs):
+        return 1 if obj is None or obj.is_plan_editable else 0
+
+
 @admin.register(Experiment)
 class ExperimentAdmin(FSMAdminMixin, admin.ModelAdmin):
     fsm_fields = ["status"]
@@ -68,8 +102,16 @@ class ExperimentAdmin(FSMAdminMixin, admin.ModelAdmin):
     list_filter = ("status", "owner")
     list_select_related = ("owner",)
     search_fields = ("name", "slug", "hypothesis", "owner__username")
-    inlines = [VariantInline]
-    readonly_fields = ("status_badge", "created_at", "updated_at", "started_at", "ended_at", "decision_summary")
+    inlines = [ExperimentMetricInline, VariantInline]
+    readonly_fields = (
+        "status_badge",
+        "created_at",
+        "updated_at",
+        "started_at",
+        "ended_at",
+        "decision_summary",
+        "power_plan_summary",
+    )
 
     class Media:
         css = {"all": ("experiments/admin.css",)}
@@ -105,6 +147,14 @@ class ExperimentAdmin(FSMAdminMixin, admin.ModelAdmin):
             history_url,
         )
 
+    @admin.display(description="Power plan")
+    def power_plan_summary(self, obj: Experiment | None) -> str:
+        if obj is None or obj.pk is None:
+            return "Save the draft to see the power plan."
+        from readouts.selectors import power_plan_get  # readouts depends on experiments, not back
+
+        return power_plan_get(experiment=obj).sentence
+
     @admin.display(description="Decision")
     def decision_summary(self, obj: Experiment) -> str:
         decision = Decision.objects.filter(experiment=obj).select_related("decided_by").first()
@@ -122,10 +172,12 @@ class ExperimentAdmin(FSMAdminMixin, admin.ModelAdmin):
     # --- form layout ----------------------------------------------------------------------------
     def get_fieldsets(self, request, obj=None):
         plan = (None, {"fields": PLAN_FIELDS})
+        power = ("Analysis and power plan", {"fields": (*POWER_FIELDS, "power_plan_summary")})
         if obj is None:
-            return [plan]
+            return [plan, power]
         return [
             plan,
+            power,
             ("Workflow", {"fields": ("status_badge", "started_at", "ended_at", "created_at", "updated_at")}),
             ("Decision and audit history", {"fields": ("decision_summary", "audit_history")}),
         ]
@@ -133,7 +185,7 @@ class ExperimentAdmin(FSMAdminMixin, admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         fields = [*super().get_readonly_fields(request, obj), "audit_history"]
         if obj is not None and not obj.is_plan_editable:
-            fields += PLAN_FIELDS
+            fields += (*PLAN_FIELDS, *POWER_FIELDS)
         return tuple(fields)
 
     def get_prepopulated_fields(self, request, obj=None):
@@ -163,14 +215,25 @@ class ExperimentAdmin(FSMAdminMixin, admin.ModelAdmin):
             services.experiment_save_plan(experiment=obj, actor=request.user)
 
     def save_formset(self, request, form, formset, change):
-        if formset.model is not Variant:
+        if formset.model not in (Variant, ExperimentMetric):
             return super().save_formset(request, form, formset, change)
+        if formset.model is ExperimentMetric:
+            return self._save_metric_formset(request, formset)
         instances = formset.save(commit=False)
         for variant in formset.deleted_objects:
             services.variant_delete(variant=variant, actor=request.user)
         # Un-set a control before setting the new one (one control per experiment, in the DB).
         for variant in sorted(instances, key=lambda v: v.is_control):
             services.variant_save(variant=variant, actor=request.user)
+        formset.save_m2m()
+
+    def _save_metric_formset(self, request, formset):
+        instances = formset.save(commit=False)
+        for metric in formset.deleted_objects:
+            services.experiment_metric_delete(metric=metric, actor=request.user)
+        # Demote a primary before promoting the new one (one primary per experiment, in the DB).
+        for metric in sorted(instances, key=lambda m: m.role == ExperimentMetric.Role.PRIMARY):
+            services.experiment_metric_save(metric=metric, actor=request.user)
         formset.save_m2m()
 
     # --- transitions: django-fsm-2's admin buttons and forms, executed by our services -----------

@@ -269,7 +269,7 @@ def _decide(*, experiment: Experiment, actor: AbstractBaseUser, rationale: str, 
     def take_readout(exp: Experiment) -> None:
         # Under the row lock, before the status changes: the numbers the decision is based on.
         # Imported here: readouts depends on experiments, not the other way round.
-        from readouts.selectors import readout_decision_record
+        from readouts.exports import readout_decision_record
 
         evidence["snapshot"], evidence["bundle"] = readout_decision_record(experiment=exp)
 

@@ -25,8 +25,9 @@ from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from readouts.formatting import p_value_exact as format_p
 from readouts.models import Narrative
-from readouts.selectors import Readout, format_p
+from readouts.selectors import Readout
 
 logger = logging.getLogger(__name__)
 

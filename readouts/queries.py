@@ -4,11 +4,25 @@ Table names come from ``Model._meta.db_table`` (quoted by the connection), value
 as parameters. The SQL is portable between SQLite and PostgreSQL except the day bucket, which has
 one expression per vendor.
 
-Distinct users: the ``event_dedup`` constraint on ``tracking.Event`` (experiment, user_key,
-event_type, metric) guarantees at most one exposure row per user and at most one conversion row
-per user and metric, so after the per-user join every row *is* one distinct user and ``COUNT(*)``
-counts users, not events — without the cost of ``COUNT(DISTINCT ...)`` on ten million rows.
-A conversion counts only when the same user's exposure happened at or before it.
+**The interface between SQL and statistics** is a set of per-variant *sufficient statistics* of
+per-user values, per metric and UTC day (``SumsRow``): the statistics in ``readouts/stats.py`` never
+see events, only these sums. A user's value for a metric is
+
+- *binary*: 1 if they have at least one counted conversion on the metric, else 0;
+- *mean*: the sum of ``value`` over their counted conversions (0 when none);
+
+where a conversion is *counted* when the same user's exposure happened at or before it. The
+``event_dedup`` constraints keep one exposure row per user, so exposure rows are distinct users.
+
+Per day, every quantity is an additive *increment*, so the cumulative sums at any day are prefix sums
+of the rows (the performance work keeps the same rows up to date incrementally):
+
+- exposure rows: ``users`` = users first exposed that day (their covariates on the same day);
+- conversion rows, per user and day with counted conversions worth ``t`` (cumulative ``c`` after the
+  day): ``users`` += 1 on the user's first counted day; ``total`` += t; ``total_sq`` += c² − (c − t)²
+  (so the prefix sum is Σ c² at any day); ``products`` += X·t and ``products_bin`` += X on the first
+  day (X the user's covariate for the metric, 0 without one);
+- ``late`` / ``unexposed``: conversions not counted (before the exposure / never exposed).
 """
 
 from __future__ import annotations
@@ -18,52 +32,73 @@ from datetime import date
 
 from django.db import connection
 
-from tracking.models import Event
+from tracking.models import Covariate, Event
 
-# One query for every variant and metric: exposed users per variant (kind='exposure'), and converted
-# users per variant and metric (each conversion joined to the same user's exposure). Conversions with
-# no exposure come back with a NULL variant (``unexposed``), conversions that precede the user's
-# exposure as ``late``. Written without a CTE so PostgreSQL can run it as a parallel hash join (a
-# materialised CTE is parallel-restricted). Portable to SQLite as is. Used by the API and decisions.
+# One query for every variant, metric and day. Four branches:
+#   exposure  — exposed users per variant and exposure day;
+#   covariate — users with a covariate, Σ X and Σ X², per variant, metric and exposure day;
+#   conversion — the per-user-per-day increments described above, from the per-user join (each
+#                conversion row joined to the same user's single exposure row);
+#   uncounted — conversions with no exposure at or before them, per metric and day.
+# The window functions (running sum per user and metric over days) are in SQLite >= 3.25 and PostgreSQL.
+# "Counted" (exposure at or before the conversion) is a CASE + HAVING, not a join condition: as a join
+# condition SQLite's planner drives the join by the time index instead of the user key (quadratic).
 READOUT_AGGREGATE_SQL = """
-SELECT 'exposure' AS kind, variant_id, '' AS metric, NULL AS day,
-       COUNT(*) AS users, 0 AS late, 0 AS unexposed
+SELECT 'exposure' AS kind, x.variant_id, '' AS metric, {day_x} AS day,
+       COUNT(*) AS users, 0.0 AS total, 0.0 AS total_sq, 0.0 AS products, 0.0 AS products_bin,
+       0 AS late, 0 AS unexposed
 FROM {event} x
-WHERE experiment_id = %(experiment_id)s AND event_type = %(exposure)s AND metric = ''
-GROUP BY variant_id
+WHERE x.experiment_id = %(experiment_id)s AND x.event_type = %(exposure)s AND x.metric = ''
+GROUP BY x.variant_id, {day_x}
 UNION ALL
-SELECT 'conversion' AS kind, x.variant_id, c.metric, NULL AS day,
-       SUM(CASE WHEN x.occurred_at <= c.occurred_at THEN 1 ELSE 0 END) AS users,
-       SUM(CASE WHEN x.occurred_at > c.occurred_at THEN 1 ELSE 0 END) AS late,
+SELECT 'covariate' AS kind, k.variant_id, k.metric, {day_x} AS day,
+       COUNT(*) AS users, SUM(k.value) AS total, SUM(k.value * k.value) AS total_sq, 0.0 AS products,
+       0.0 AS products_bin, 0 AS late, 0 AS unexposed
+FROM {covariate} k
+JOIN {event} x
+  ON x.experiment_id = k.experiment_id AND x.event_type = %(exposure)s AND x.metric = ''
+ AND x.user_key = k.user_key
+WHERE k.experiment_id = %(experiment_id)s
+GROUP BY k.variant_id, k.metric, {day_x}
+UNION ALL
+SELECT 'conversion' AS kind, d.variant_id, d.metric, d.day,
+       SUM(CASE WHEN d.first_day = 1 THEN 1 ELSE 0 END) AS users,
+       SUM(d.day_total) AS total,
+       SUM(d.cum * d.cum - (d.cum - d.day_total) * (d.cum - d.day_total)) AS total_sq,
+       SUM(d.day_total * COALESCE(k.value, 0.0)) AS products,
+       SUM(CASE WHEN d.first_day = 1 THEN COALESCE(k.value, 0.0) ELSE 0.0 END) AS products_bin,
+       0 AS late, 0 AS unexposed
+FROM (
+    SELECT u.variant_id, u.user_key, u.metric, u.day, u.day_total,
+           SUM(u.day_total) OVER (PARTITION BY u.user_key, u.metric ORDER BY u.day) AS cum,
+           ROW_NUMBER() OVER (PARTITION BY u.user_key, u.metric ORDER BY u.day) AS first_day
+    FROM (
+        SELECT x.variant_id, c.user_key, c.metric, {day_c} AS day,
+               SUM(CASE WHEN x.occurred_at <= c.occurred_at THEN COALESCE(c.value, 0.0) ELSE 0.0 END) AS day_total
+        FROM {event} c
+        JOIN {event} x
+          ON x.experiment_id = c.experiment_id AND x.event_type = %(exposure)s AND x.metric = ''
+         AND x.user_key = c.user_key
+        WHERE c.experiment_id = %(experiment_id)s AND c.event_type = %(conversion)s
+        GROUP BY x.variant_id, c.user_key, c.metric, {day_c}
+        HAVING SUM(CASE WHEN x.occurred_at <= c.occurred_at THEN 1 ELSE 0 END) > 0
+    ) u
+) d
+LEFT JOIN {covariate} k
+  ON k.experiment_id = %(experiment_id)s AND k.user_key = d.user_key AND k.metric = d.metric
+GROUP BY d.variant_id, d.metric, d.day
+UNION ALL
+SELECT 'uncounted' AS kind, NULL AS variant_id, c.metric, {day_c} AS day,
+       0 AS users, 0.0 AS total, 0.0 AS total_sq, 0.0 AS products, 0.0 AS products_bin,
+       SUM(CASE WHEN x.user_key IS NULL THEN 0 ELSE 1 END) AS late,
        SUM(CASE WHEN x.user_key IS NULL THEN 1 ELSE 0 END) AS unexposed
 FROM {event} c
 LEFT JOIN {event} x
-       ON x.experiment_id = c.experiment_id AND x.event_type = %(exposure)s AND x.metric = ''
-      AND x.user_key = c.user_key
+  ON x.experiment_id = c.experiment_id AND x.event_type = %(exposure)s AND x.metric = ''
+ AND x.user_key = c.user_key
 WHERE c.experiment_id = %(experiment_id)s AND c.event_type = %(conversion)s
-GROUP BY x.variant_id, c.metric
-"""
-
-# The same query, split by UTC day (exposure day for exposures, conversion day for conversions).
-# The readout page sums the days for its table and draws the cumulative chart from them, so the page
-# also needs one pass over the events. The day expression ({day_x}, {day_c}) is per vendor.
-READOUT_AGGREGATE_BY_DAY_SQL = """
-SELECT 'exposure' AS kind, variant_id, '' AS metric, {day_x} AS day,
-       COUNT(*) AS users, 0 AS late, 0 AS unexposed
-FROM {event} x
-WHERE experiment_id = %(experiment_id)s AND event_type = %(exposure)s AND metric = ''
-GROUP BY variant_id, {day_x}
-UNION ALL
-SELECT 'conversion' AS kind, x.variant_id, c.metric, {day_c} AS day,
-       SUM(CASE WHEN x.occurred_at <= c.occurred_at THEN 1 ELSE 0 END) AS users,
-       SUM(CASE WHEN x.occurred_at > c.occurred_at THEN 1 ELSE 0 END) AS late,
-       SUM(CASE WHEN x.user_key IS NULL THEN 1 ELSE 0 END) AS unexposed
-FROM {event} c
-LEFT JOIN {event} x
-       ON x.experiment_id = c.experiment_id AND x.event_type = %(exposure)s AND x.metric = ''
-      AND x.user_key = c.user_key
-WHERE c.experiment_id = %(experiment_id)s AND c.event_type = %(conversion)s
-GROUP BY x.variant_id, c.metric, {day_c}
+  AND (x.user_key IS NULL OR x.occurred_at > c.occurred_at)
+GROUP BY c.metric, {day_c}
 """
 
 # Variant conflicts rejected at ingest for this experiment (tracking's conflict table, if present).
@@ -79,12 +114,18 @@ DAY_EXPRESSION = {
 
 
 @dataclass(frozen=True)
-class AggregateRow:
-    kind: str  # 'exposure' | 'conversion'
+class SumsRow:
+    """One row of the aggregate: additive increments for (kind, variant, metric, UTC day)."""
+
+    kind: str  # 'exposure' | 'covariate' | 'conversion' | 'uncounted'
     variant_id: int | None
     metric: str
-    day: date | None  # None from READOUT_AGGREGATE_SQL (totals)
+    day: date
     users: int
+    total: float
+    total_sq: float
+    products: float
+    products_bin: float
     late: int
     unexposed: int
 
@@ -98,17 +139,15 @@ class BoundQuery:
 
 
 def _tables() -> dict[str, str]:
-    return {"event": connection.ops.quote_name(Event._meta.db_table)}
+    qn = connection.ops.quote_name
+    return {"event": qn(Event._meta.db_table), "covariate": qn(Covariate._meta.db_table)}
 
 
-def readout_aggregate_query(*, experiment_id: int, by_day: bool = False) -> BoundQuery:
-    if by_day:
-        day = DAY_EXPRESSION[connection.vendor]
-        sql = READOUT_AGGREGATE_BY_DAY_SQL.format(
-            day_x=day.format(col="x.occurred_at"), day_c=day.format(col="c.occurred_at"), **_tables()
-        )
-    else:
-        sql = READOUT_AGGREGATE_SQL.format(**_tables())
+def readout_aggregate_query(*, experiment_id: int) -> BoundQuery:
+    day = DAY_EXPRESSION[connection.vendor]
+    sql = READOUT_AGGREGATE_SQL.format(
+        day_x=day.format(col="x.occurred_at"), day_c=day.format(col="c.occurred_at"), **_tables()
+    )
     return BoundQuery(
         sql=sql.strip(),
         params={"experiment_id": experiment_id, "exposure": "exposure", "conversion": "conversion"},
@@ -135,19 +174,23 @@ def _fetch(query: BoundQuery) -> list[dict]:
         return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
 
-def _day(value) -> date | None:
+def _day(value) -> date:
     return date.fromisoformat(value) if isinstance(value, str) else value  # SQLite returns 'YYYY-MM-DD'
 
 
-def readout_aggregate(query: BoundQuery) -> list[AggregateRow]:
+def readout_aggregate(query: BoundQuery) -> list[SumsRow]:
     """Run the aggregate (one query, whatever the number of variants, metrics and days)."""
     return [
-        AggregateRow(
+        SumsRow(
             kind=r["kind"],
             variant_id=r["variant_id"],
             metric=r["metric"],
             day=_day(r["day"]),
             users=int(r["users"] or 0),
+            total=float(r["total"] or 0.0),
+            total_sq=float(r["total_sq"] or 0.0),
+            products=float(r["products"] or 0.0),
+            products_bin=float(r["products_bin"] or 0.0),
             late=int(r["late"] or 0),
             unexposed=int(r["unexposed"] or 0),
         )

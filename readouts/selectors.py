@@ -1,34 +1,103 @@
-"""Readout reads: the aggregate turned into statistics, warnings, JSON, CSV and the readout bundle."""
+"""Readout assembly: the aggregate's sufficient statistics turned into per-metric results.
+
+One aggregate query serves every planned metric (the scorecard), the selected metric, the warnings and
+the cumulative series; statistics come from ``readouts.stats`` (pure). Presentation (JSON, CSV,
+Markdown, bundle) lives in ``readouts.exports``.
+"""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import re
-import zipfile
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
 
 from django.apps import apps
 from django.utils import timezone
 
-from experiments.models import Experiment, Variant
-from readouts import queries, stats
+from experiments.models import Experiment, PlannedMetric, Variant
+from readouts import formatting, queries, stats
 
-METRIC_KEY_RE = re.compile(r"^[-a-zA-Z0-9_]{1,100}$")
+METRIC_KEY_RE = re.compile(r"[-a-zA-Z0-9_]{1,100}")
+ROLE_ORDER = {"primary": 0, "secondary": 1, "guardrail": 2, "exploratory": 3}
+EXPLORATORY = "exploratory"
+
+
+@dataclass(frozen=True)
+class VariantInfo:
+    id: int
+    key: str
+    name: str
+    is_control: bool
+    weight: int
 
 
 @dataclass(frozen=True)
 class VariantReadout:
+    """One variant on one metric: exposed users, converted users and the per-user-value summary."""
+
     id: int
     key: str
     name: str
     is_control: bool
     weight: int
     exposures: int
-    conversions: int
-    rate: stats.RateResult
+    conversions: int  # users with at least one counted conversion
+    rate: stats.RateResult  # conversions / exposures with its Wilson interval
+    sums: stats.SampleSums
+    summary: stats.ArmSummary
+
+
+@dataclass(frozen=True)
+class MetricComparison:
+    """One treatment against the control on one metric (field names of ``stats.Comparison`` kept)."""
+
+    variant: str
+    control: str
+    diff: float | None
+    diff_ci: stats.Interval | None
+    lift: float | None  # percent (legacy field); rel_lift is the fraction
+    z: float | None  # binary: pooled z; mean: Welch t
+    p_value: float | None
+    lift_reason: str
+    test_reason: str
+    rel: stats.RelativeLift
+    sequential: stats.Sequential
+    bayes: stats.Bayes
+    cuped: stats.Cuped | None
+    df: float | None = None
+    p_value_adjusted: float | None = None
+    sequential_p_adjusted: float | None = None
+    outcome: str = stats.INCONCLUSIVE
+
+
+@dataclass(frozen=True)
+class MetricReadout:
+    key: str
+    role: str  # primary | secondary | guardrail | exploratory
+    kind: str  # binary | mean
+    direction: str  # increase | decrease
+    variants: list[VariantReadout]
+    comparisons: list[MetricComparison]
+    late: int
+    unexposed: int
+
+    @property
+    def planned(self) -> bool:
+        return self.role != EXPLORATORY
+
+    @property
+    def in_family(self) -> bool:
+        return self.role in ("primary", "secondary")
+
+
+@dataclass(frozen=True)
+class PlanProgress:
+    users_per_arm: int | None
+    expected_days: int | None
+    progress: float | None
+    sentence: str
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -37,28 +106,227 @@ class Readout:
     experiment_slug: str
     experiment_name: str
     experiment_status: str
+    analysis: str
+    alpha: float
     metric: str
-    metrics: list[str]
+    metrics: list[str]  # planned metrics first, then other metric keys seen in events
+    results: list[MetricReadout]  # the planned metrics in scorecard order, then the selected one if unplanned
     computed_at: datetime
-    variants: list[VariantReadout]
-    comparisons: list[stats.Comparison]
     srm: stats.SRMResult
     warnings: list[dict]
-    conversions_late: int
-    conversions_unexposed: int
     variant_conflicts: int | None
+    plan: PlanProgress
+    family_size: int
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
     queries: list[queries.BoundQuery] = field(default_factory=list)
-    rows: list[queries.AggregateRow] = field(default_factory=list, repr=False)  # per day, for the charts
+    rows: list[queries.SumsRow] = field(default_factory=list, repr=False)
+
+    @property
+    def selected(self) -> MetricReadout:
+        return next(r for r in self.results if r.key == self.metric)
+
+    @property
+    def scorecard(self) -> list[MetricReadout]:
+        return [r for r in self.results if r.planned]
+
+    @property
+    def variants(self) -> list[VariantReadout]:
+        return self.selected.variants
+
+    @property
+    def comparisons(self) -> list[MetricComparison]:
+        return self.selected.comparisons
 
     @property
     def control(self) -> VariantReadout | None:
         return next((v for v in self.variants if v.is_control), None)
 
+    @property
+    def metric_kind(self) -> str:
+        return self.selected.kind
+
+    @property
+    def conversions_late(self) -> int:
+        return self.selected.late
+
+    @property
+    def conversions_unexposed(self) -> int:
+        return self.selected.unexposed
+
 
 def metric_key_is_valid(metric: str) -> bool:
-    return bool(METRIC_KEY_RE.match(metric))
+    return bool(METRIC_KEY_RE.fullmatch(metric))
 
 
+# --- sums ----------------------------------------------------------------------------------------
+@dataclass
+class _Acc:
+    users: int = 0
+    total: float = 0.0
+    total_sq: float = 0.0
+    products: float = 0.0
+    products_bin: float = 0.0
+
+    def add(self, row: queries.SumsRow) -> None:
+        self.users += row.users
+        self.total += row.total
+        self.total_sq += row.total_sq
+        self.products += row.products
+        self.products_bin += row.products_bin
+
+
+@dataclass
+class _Totals:
+    """The aggregate rows summed up to a day (all days when ``until`` is None)."""
+
+    exposures: dict[int | None, int] = field(default_factory=dict)
+    conversions: dict[tuple[int | None, str], _Acc] = field(default_factory=lambda: defaultdict(_Acc))
+    covariates: dict[tuple[int | None, str], _Acc] = field(default_factory=lambda: defaultdict(_Acc))
+    late: dict[str, int] = field(default_factory=dict)
+    unexposed: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, rows: list[queries.SumsRow], until: date | None = None) -> _Totals:
+        t = cls()
+        for r in rows:
+            if until is not None and r.day > until:
+                continue
+            if r.kind == "exposure":
+                t.exposures[r.variant_id] = t.exposures.get(r.variant_id, 0) + r.users
+            elif r.kind == "conversion":
+                t.conversions[(r.variant_id, r.metric)].add(r)
+            elif r.kind == "covariate":
+                t.covariates[(r.variant_id, r.metric)].add(r)
+            else:
+                t.late[r.metric] = t.late.get(r.metric, 0) + r.late
+                t.unexposed[r.metric] = t.unexposed.get(r.metric, 0) + r.unexposed
+        return t
+
+    def has_covariate(self, metric: str) -> bool:
+        return any(m == metric and acc.users for (_, m), acc in self.covariates.items())
+
+    def sums(self, variant_id: int, metric: str, kind: str) -> stats.SampleSums:
+        conv = self.conversions.get((variant_id, metric)) or _Acc()
+        cov = self.covariates.get((variant_id, metric)) or _Acc()
+        binary = kind == stats.BINARY
+        return stats.SampleSums(
+            n=self.exposures.get(variant_id, 0),
+            sum=float(conv.users) if binary else conv.total,
+            sum_squares=float(conv.users) if binary else conv.total_sq,
+            cov_sum=cov.total,
+            cov_sum_squares=cov.total_sq,
+            sum_products=conv.products_bin if binary else conv.products,
+            has_covariate=self.has_covariate(metric),
+        )
+
+
+# --- per-metric statistics ------------------------------------------------------------------------
+def _variant_readout(v: VariantInfo, t: _Totals, metric: str, kind: str) -> VariantReadout:
+    sums = t.sums(v.id, metric, kind)
+    conv = t.conversions.get((v.id, metric))
+    converted = conv.users if conv else 0
+    return VariantReadout(
+        id=v.id,
+        key=v.key,
+        name=v.name,
+        is_control=v.is_control,
+        weight=v.weight,
+        exposures=sums.n,
+        conversions=converted,
+        rate=stats.rate_with_ci(conversions=converted, exposures=sums.n),
+        sums=sums,
+        summary=stats.arm_summary(sums, kind=kind),
+    )
+
+
+def _absolute(control: VariantReadout, treatment: VariantReadout, kind: str, alpha: float) -> dict:
+    """diff, diff_ci, z/t, p: binary keeps the Wald interval and pooled z-test; mean uses Welch."""
+    if kind == stats.BINARY:
+        c = stats.compare(
+            control=stats.Arm(control.key, control.exposures, control.conversions),
+            treatment=stats.Arm(treatment.key, treatment.exposures, treatment.conversions),
+        )
+        return {
+            "diff": c.diff,
+            "diff_ci": c.diff_ci,
+            "z": c.z,
+            "df": None,
+            "p_value": c.p_value,
+            "test_reason": c.test_reason,
+        }
+    w = stats.welch_diff(control=control.sums, treatment=treatment.sums, alpha=alpha)
+    return {"diff": w.diff, "diff_ci": w.diff_ci, "z": w.t, "df": w.df, "p_value": w.p_value, "test_reason": w.reason}
+
+
+def _compare(control: VariantReadout, treatment: VariantReadout, spec: PlannedMetric, alpha: float) -> MetricComparison:
+    a, b, kind = control.sums, treatment.sums, spec.kind
+    rel = stats.relative_lift(control=a, treatment=b, kind=kind, alpha=alpha)
+    lift, lift_reason = None, "No relative lift: an arm has no exposed users."
+    if control.summary.mean is not None and treatment.summary.mean is not None:  # today's lift (%), kept
+        lift, lift_reason = stats.lift_percent(control_rate=control.summary.mean, treatment_rate=treatment.summary.mean)
+    return MetricComparison(
+        variant=treatment.key,
+        control=control.key,
+        lift=lift,
+        lift_reason=lift_reason,
+        rel=rel,
+        sequential=stats.sequential_lift(control=a, treatment=b, kind=kind, alpha=alpha),
+        bayes=stats.bayes_lift(control=a, treatment=b, kind=kind, direction=spec.direction, alpha=alpha),
+        cuped=stats.cuped_lift(control=a, treatment=b, kind=kind, alpha=alpha),
+        **_absolute(control, treatment, kind, alpha),
+    )
+
+
+def _metric_readout(spec: PlannedMetric, variants: list[VariantInfo], t: _Totals, alpha: float) -> MetricReadout:
+    vr = [_variant_readout(v, t, spec.key, spec.kind) for v in variants]
+    control = next((v for v in vr if v.is_control), None)
+    comparisons = [] if control is None else [_compare(control, v, spec, alpha) for v in vr if not v.is_control]
+    return MetricReadout(
+        key=spec.key,
+        role=spec.role,
+        kind=spec.kind,
+        direction=spec.direction,
+        variants=vr,
+        comparisons=comparisons,
+        late=t.late.get(spec.key, 0),
+        unexposed=t.unexposed.get(spec.key, 0),
+    )
+
+
+def _effect(c: MetricComparison) -> float | None:
+    return c.rel.rel_lift if c.rel.rel_lift is not None else c.diff
+
+
+def _with_corrections(results: list[MetricReadout], *, alpha: float, analysis: str) -> list[MetricReadout]:
+    """Holm over every treatment × primary and secondary metric; outcomes read with each metric's direction.
+
+    Fixed analysis: the outcome uses the Holm-adjusted p (raw p for guardrails and exploratory metrics).
+    Sequential analysis: the same rule on the always-valid p-values (Holm-adjusted over the same family).
+    """
+    family = [(i, j) for i, r in enumerate(results) if r.in_family for j in range(len(r.comparisons))]
+    adjusted = stats.holm_adjust([results[i].comparisons[j].p_value for i, j in family])
+    seq_adjusted = stats.holm_adjust([results[i].comparisons[j].sequential.p_value for i, j in family])
+    adj = dict(zip(family, adjusted, strict=True))
+    seq_adj = dict(zip(family, seq_adjusted, strict=True))
+    out = []
+    for i, r in enumerate(results):
+        comparisons = []
+        for j, c in enumerate(r.comparisons):
+            p_adj, s_adj = adj.get((i, j)), seq_adj.get((i, j))
+            if analysis == "sequential":
+                decisive = s_adj if r.in_family else c.sequential.p_value
+            else:
+                decisive = p_adj if r.in_family else c.p_value
+            verdict = stats.outcome(p_value=decisive, effect=_effect(c), alpha=alpha, direction=r.direction)
+            comparisons.append(
+                replace(c, p_value_adjusted=p_adj, sequential_p_adjusted=s_adj, outcome=verdict),
+            )
+        out.append(replace(r, comparisons=comparisons))
+    return out
+
+
+# --- warnings ---------------------------------------------------------------------------------------
 def _variant_conflict_count(*, experiment_id: int) -> tuple[int | None, queries.BoundQuery | None]:
     """Rejected variant conflicts, if tracking records them (``tracking.VariantConflict``)."""
     try:
@@ -69,24 +337,59 @@ def _variant_conflict_count(*, experiment_id: int) -> tuple[int | None, queries.
     return queries.readout_count(query), query
 
 
-def _warnings(r: dict) -> list[dict]:
-    out: list[dict] = []
-    srm: stats.SRMResult = r["srm"]
-    if srm.mismatch:
-        out.append(
-            {
-                "code": "srm",
-                "message": (
-                    "Sample ratio mismatch: the exposures per variant do not match the configured traffic "
-                    f"weights (chi-square p = {format_p(srm.p_value)}, below {stats.SRM_P_THRESHOLD}). "
-                    "Assignment or logging is probably broken; do not trust the comparison until it is explained."
-                ),
-                "chi2": srm.chi2,
-                "p_value": srm.p_value,
-            }
-        )
-    missing = [v.key for v in r["variants"] if v.exposures == 0]
-    if missing:
+def _srm_warning(srm: stats.SRMResult) -> list[dict]:
+    if not srm.mismatch:
+        return []
+    return [
+        {
+            "code": "srm",
+            "message": (
+                "Sample ratio mismatch: the exposures per variant do not match the configured traffic "
+                f"weights (chi-square p = {formatting.p_value_exact(srm.p_value)}, below {stats.SRM_P_THRESHOLD}). "
+                "Assignment or logging is probably broken; do not trust the comparison until it is explained."
+            ),
+            "chi2": srm.chi2,
+            "p_value": srm.p_value,
+        }
+    ]
+
+
+def _small_sample_warning(variants: list[VariantReadout]) -> list[dict]:
+    small = stats.small_samples([stats.Arm(v.key, v.exposures, v.conversions) for v in variants])
+    if not small:
+        return []
+    limits = []
+    for s in small:
+        failing = []
+        if s.exposures < stats.SMALL_SAMPLE_MIN_EXPOSURES:
+            failing.append(f"{s.exposures:,} exposed users (needs {stats.SMALL_SAMPLE_MIN_EXPOSURES})")
+        if s.conversions < stats.SMALL_SAMPLE_MIN_CONVERSIONS:
+            failing.append(f"{s.conversions:,} conversions (needs {stats.SMALL_SAMPLE_MIN_CONVERSIONS})")
+        if s.non_conversions < stats.SMALL_SAMPLE_MIN_NON_CONVERSIONS:
+            failing.append(f"{s.non_conversions:,} non-conversions (needs {stats.SMALL_SAMPLE_MIN_NON_CONVERSIONS})")
+        limits.append(f"{s.arm} has {' and '.join(failing)}")
+    return [
+        {
+            "code": "small_sample",
+            "message": (
+                f"Small sample: {'; '.join(limits)}. Below these limits the intervals and tests are not "
+                "reliable; treat these numbers as early and noisy."
+            ),
+            "variants": [s.arm for s in small],
+            "thresholds": {
+                "min_exposures": stats.SMALL_SAMPLE_MIN_EXPOSURES,
+                "min_conversions": stats.SMALL_SAMPLE_MIN_CONVERSIONS,
+                "min_non_conversions": stats.SMALL_SAMPLE_MIN_NON_CONVERSIONS,
+            },
+        }
+    ]
+
+
+def _warnings(*, srm: stats.SRMResult, selected: MetricReadout, conflicts: int | None, started: bool) -> list[dict]:
+    out: list[dict] = _srm_warning(srm)
+    variants = selected.variants
+    missing = [v.key for v in variants if v.exposures == 0]
+    if missing and (started or len(missing) < len(variants)):  # nothing is missing before anyone was exposed
         out.append(
             {
                 "code": "missing_exposures",
@@ -94,348 +397,146 @@ def _warnings(r: dict) -> list[dict]:
                 "variants": missing,
             }
         )
-    small = stats.small_samples([stats.Arm(v.key, v.exposures, v.conversions) for v in r["variants"]])
-    if small:
-        out.append(
-            {
-                "code": "small_sample",
-                "message": (
-                    f"Small sample in: {', '.join(s.arm for s in small)}. Each arm needs at least "
-                    f"{stats.SMALL_SAMPLE_MIN_EXPOSURES} exposed users, {stats.SMALL_SAMPLE_MIN_CONVERSIONS} "
-                    f"conversions and {stats.SMALL_SAMPLE_MIN_NON_CONVERSIONS} non-conversions for the intervals "
-                    "and the z-test to be reliable; treat these numbers as early and noisy."
-                ),
-                "variants": [s.arm for s in small],
-                "thresholds": {
-                    "min_exposures": stats.SMALL_SAMPLE_MIN_EXPOSURES,
-                    "min_conversions": stats.SMALL_SAMPLE_MIN_CONVERSIONS,
-                    "min_non_conversions": stats.SMALL_SAMPLE_MIN_NON_CONVERSIONS,
-                },
-            }
-        )
-    orphan = r["late"] + r["unexposed"]
+    out += _small_sample_warning(variants)
+    orphan = selected.late + selected.unexposed
     if orphan:
         out.append(
             {
                 "code": "conversion_without_exposure",
                 "message": (
-                    f"{orphan} {r['metric']} conversion(s) were not counted because the user had no exposure "
-                    f"at or before the conversion ({r['unexposed']} never exposed, {r['late']} converted before "
-                    "being exposed)."
+                    f"{orphan:,} {selected.key} conversion(s) were not counted because the user had no exposure "
+                    f"at or before the conversion ({selected.unexposed:,} never exposed, {selected.late:,} "
+                    "converted before being exposed)."
                 ),
                 "count": orphan,
-                "never_exposed": r["unexposed"],
-                "before_exposure": r["late"],
+                "never_exposed": selected.unexposed,
+                "before_exposure": selected.late,
             }
         )
-    if r["conflicts"]:
+    if conflicts:
         out.append(
             {
                 "code": "variant_conflict",
                 "message": (
-                    f"{r['conflicts']} event(s) were rejected because they named a different variant than the "
+                    f"{conflicts:,} event(s) were rejected because they named a different variant than the "
                     "user's assignment."
                 ),
-                "count": r["conflicts"],
+                "count": conflicts,
             }
         )
-    if r["variants"] and not any(v.is_control for v in r["variants"]):
+    if variants and not any(v.is_control for v in variants):
         out.append({"code": "no_control", "message": "No variant is marked as control, so nothing is compared."})
     return out
 
 
-def readout_get(*, experiment: Experiment, metric: str | None = None, by_day: bool = False) -> Readout:
-    """The readout of one metric (the primary one by default). Query count is constant.
+# --- the power plan ---------------------------------------------------------------------------------
+def power_plan_get(
+    *, experiment: Experiment, variants: list[VariantInfo] | None = None, plan: list[PlannedMetric] | None = None
+) -> PlanProgress:
+    """Users per arm and expected days for the primary metric (statsmodels' solver), in one sentence."""
+    if variants is None:
+        variants = _variant_infos(experiment)
+    primary = (plan or experiment.metric_plan())[0]
+    control_index = next((i for i, v in enumerate(variants) if v.is_control), None)
+    if experiment.mde is None or control_index is None or len(variants) < 2:
+        missing = "a minimum detectable effect" if experiment.mde is None else "a control and a treatment"
+        reason = f"No power plan: the plan needs {missing}."
+        return PlanProgress(None, None, None, reason, reason)
+    plan = stats.power_plan(
+        kind=primary.kind,
+        alpha=experiment.alpha,
+        power=experiment.power,
+        mde=experiment.mde,
+        weights=[v.weight for v in variants],
+        control_index=control_index,
+        baseline_rate=experiment.baseline_rate,
+        baseline_mean=experiment.baseline_mean,
+        baseline_sd=experiment.baseline_sd,
+        expected_daily_users=experiment.expected_daily_users,
+    )
+    if plan.users_per_arm is None:
+        return PlanProgress(None, None, None, plan.reason or "No power plan.", plan.reason)
+    days = (
+        f", about {plan.expected_days:,} days at {experiment.expected_daily_users:,} users a day"
+        if plan.expected_days is not None
+        else " (give the expected daily users to see how many days)"
+    )
+    sentence = (
+        f"Needs {plan.users_per_arm:,} users per arm (control) to detect a {formatting.signed_pct(experiment.mde, 1)} "
+        f"relative change in {primary.key} with {experiment.power:.0%} power at alpha {experiment.alpha:g}{days}."
+    )
+    return PlanProgress(plan.users_per_arm, plan.expected_days, None, sentence)
 
-    ``by_day`` runs the per-day variant of the aggregate (same totals) so ``readout_daily_series``
-    can draw the cumulative chart without another pass over the events.
+
+def _with_progress(plan: PlanProgress, variants: list[VariantReadout]) -> PlanProgress:
+    if plan.users_per_arm is None or not variants:
+        return plan
+    smallest = min(v.exposures for v in variants)
+    return replace(plan, progress=smallest / plan.users_per_arm)
+
+
+# --- the readout ----------------------------------------------------------------------------------
+def _variant_infos(experiment: Experiment) -> list[VariantInfo]:
+    return [
+        VariantInfo(v.pk, v.key, v.name, v.is_control, v.weight)
+        for v in Variant.objects.filter(experiment=experiment).order_by("-is_control", "key")
+    ]
+
+
+def _specs(plan: list[PlannedMetric], metric: str, seen: set[str]) -> tuple[list[PlannedMetric], list[str]]:
+    planned_keys = [m.key for m in plan]
+    specs = list(plan)
+    if metric not in planned_keys:
+        specs.append(PlannedMetric(metric, EXPLORATORY, stats.BINARY, stats.INCREASE))
+    return specs, [*planned_keys, *sorted(seen - set(planned_keys))]
+
+
+def readout_get(*, experiment: Experiment, metric: str | None = None, by_day: bool = True) -> Readout:  # noqa: ARG001
+    """The readout of every planned metric plus ``metric`` (the primary one by default).
+
+    Query count is constant: the variants, the metric plan, one aggregate (per UTC day, so the page's
+    cumulative charts and the time series need no further pass) and the conflict count.
     """
     metric = metric or experiment.primary_metric
-    variants = list(Variant.objects.filter(experiment=experiment).order_by("-is_control", "key"))
-    agg_query = queries.readout_aggregate_query(experiment_id=experiment.pk, by_day=by_day)
+    variants = _variant_infos(experiment)
+    agg_query = queries.readout_aggregate_query(experiment_id=experiment.pk)
     rows = queries.readout_aggregate(agg_query)
     conflicts, conflict_query = _variant_conflict_count(experiment_id=experiment.pk)
-
-    exposures: dict[int | None, int] = {}
-    conversions: dict[int | None, int] = {}
-    for r in rows:  # the aggregate is per day: sum the days
-        if r.kind == "exposure":
-            exposures[r.variant_id] = exposures.get(r.variant_id, 0) + r.users
-        elif r.metric == metric:
-            conversions[r.variant_id] = conversions.get(r.variant_id, 0) + r.users
-    late = sum(r.late for r in rows if r.kind == "conversion" and r.metric == metric)
-    unexposed = sum(r.unexposed for r in rows if r.kind == "conversion" and r.metric == metric)
-    seen_metrics = {r.metric for r in rows if r.kind == "conversion"}
-    metrics = [experiment.primary_metric, *sorted(seen_metrics - {experiment.primary_metric})]
-
-    vr = []
-    for v in variants:
-        n, c = exposures.get(v.pk, 0), conversions.get(v.pk, 0)
-        vr.append(
-            VariantReadout(
-                v.pk, v.key, v.name, v.is_control, v.weight, n, c, stats.rate_with_ci(conversions=c, exposures=n)
-            )
-        )
-    control = next((v for v in vr if v.is_control), None)
-    comparisons = []
-    if control is not None:
-        c_arm = stats.Arm(control.key, control.exposures, control.conversions)
-        comparisons = [
-            stats.compare(control=c_arm, treatment=stats.Arm(v.key, v.exposures, v.conversions))
-            for v in vr
-            if not v.is_control
-        ]
-    srm = stats.srm_test(exposures=[v.exposures for v in vr], weights=[v.weight for v in vr])
-    warnings = _warnings(
-        {"srm": srm, "variants": vr, "metric": metric, "late": late, "unexposed": unexposed, "conflicts": conflicts}
-    )
+    totals = _Totals.of(rows)
+    plan = experiment.metric_plan()
+    specs, metrics = _specs(plan, metric, {r.metric for r in rows if r.kind in ("conversion", "uncounted")})
+    results = [_metric_readout(spec, variants, totals, experiment.alpha) for spec in specs]
+    results = _with_corrections(results, alpha=experiment.alpha, analysis=experiment.analysis)
+    selected = next(r for r in results if r.key == metric)
+    srm = stats.srm_test(exposures=[v.exposures for v in selected.variants], weights=[v.weight for v in variants])
+    family_size = sum(len(r.comparisons) for r in results if r.in_family)
     return Readout(
         experiment_id=experiment.pk,
         experiment_slug=experiment.slug,
         experiment_name=experiment.name,
         experiment_status=experiment.status,
+        analysis=experiment.analysis,
+        alpha=experiment.alpha,
         metric=metric,
         metrics=metrics,
+        results=results,
         computed_at=timezone.now(),
-        variants=vr,
-        comparisons=comparisons,
         srm=srm,
-        warnings=warnings,
-        conversions_late=late,
-        conversions_unexposed=unexposed,
+        warnings=_warnings(srm=srm, selected=selected, conflicts=conflicts, started=experiment.started_at is not None),
         variant_conflicts=conflicts,
+        plan=_with_progress(power_plan_get(experiment=experiment, variants=variants, plan=plan), selected.variants),
+        family_size=family_size,
+        started_at=experiment.started_at,
+        ended_at=experiment.ended_at,
         queries=[q for q in (agg_query, conflict_query) if q is not None],
         rows=rows,
     )
 
 
-# --- Presentation helpers (shared by the API, the page, the narrative and the bundle) -----------
-
-
-def format_p(p: float | None) -> str:
-    if p is None:
-        return "n/a"
-    if p == 0:
-        return "0 (below floating-point precision)"
-    if p < 0.0001:
-        return f"{p:.2e}"
-    return f"{p:.4f}"
-
-
-def _interval(i: stats.Interval | None) -> list[float] | None:
-    return i.as_list() if i is not None else None
-
-
-def readout_as_json(readout: Readout) -> dict:
-    """The API body (and the decision snapshot)."""
-    return {
-        "experiment": {
-            "slug": readout.experiment_slug,
-            "name": readout.experiment_name,
-            "status": readout.experiment_status,
-        },
-        "metric": readout.metric,
-        "metrics": readout.metrics,
-        "computed_at": readout.computed_at.isoformat(),
-        "variants": [
-            {
-                "key": v.key,
-                "name": v.name,
-                "is_control": v.is_control,
-                "weight": v.weight,
-                "exposures": v.exposures,
-                "conversions": v.conversions,
-                "rate": v.rate.rate,
-                "rate_ci": _interval(v.rate.ci),
-                **({"note": v.rate.reason} if v.rate.reason else {}),
-            }
-            for v in readout.variants
-        ],
-        "comparisons": [
-            {
-                "variant": c.variant,
-                "control": c.control,
-                "diff": c.diff,
-                "diff_ci": _interval(c.diff_ci),
-                "lift": c.lift,
-                "z": c.z,
-                "p_value": c.p_value,
-                **({"lift_note": c.lift_reason} if c.lift_reason else {}),
-                **({"note": c.test_reason} if c.test_reason else {}),
-            }
-            for c in readout.comparisons
-        ],
-        "warnings": readout.warnings,
-        "srm": {
-            "chi2": readout.srm.chi2,
-            "p_value": readout.srm.p_value,
-            **({"note": readout.srm.reason} if readout.srm.reason else {}),
-        },
-        "data_quality": {
-            "conversions_without_exposure": readout.conversions_late + readout.conversions_unexposed,
-            "variant_conflicts": readout.variant_conflicts,
-        },
-    }
-
-
-CSV_COLUMNS = [
-    "variant",
-    "name",
-    "is_control",
-    "weight",
-    "exposures",
-    "conversions",
-    "rate",
-    "rate_ci_low",
-    "rate_ci_high",
-    "diff_vs_control",
-    "diff_ci_low",
-    "diff_ci_high",
-    "lift_percent",
-    "z",
-    "p_value",
-]
-
-
-def _csv_safe(text: str) -> str:
-    """Neutralise spreadsheet formulas in untrusted text (CSV injection)."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
-def _blank(x) -> str:
-    return "" if x is None else repr(x) if isinstance(x, float) else str(x)
-
-
-def readout_csv(readout: Readout) -> str:
-    by_variant = {c.variant: c for c in readout.comparisons}
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for v in readout.variants:
-        c = by_variant.get(v.key)
-        rate_ci = v.rate.ci
-        diff_ci = c.diff_ci if c else None
-        writer.writerow(
-            [
-                _csv_safe(v.key),
-                _csv_safe(v.name),
-                "true" if v.is_control else "false",
-                v.weight,
-                v.exposures,
-                v.conversions,
-                _blank(v.rate.rate),
-                _blank(rate_ci.low if rate_ci else None),
-                _blank(rate_ci.high if rate_ci else None),
-                _blank(c.diff if c else None),
-                _blank(diff_ci.low if diff_ci else None),
-                _blank(diff_ci.high if diff_ci else None),
-                _blank(c.lift if c else None),
-                _blank(c.z if c else None),
-                _blank(c.p_value if c else None),
-            ]
-        )
-    return buf.getvalue()
-
-
-def _pct(x: float | None, digits: int = 2) -> str:
-    return "n/a" if x is None else f"{x * 100:.{digits}f}%"
-
-
-def readout_markdown(readout: Readout, *, narrative_text: str = "") -> str:
-    lines = [
-        f"# Readout: {readout.experiment_name} ({readout.experiment_slug})",
-        "",
-        f"- Metric: `{readout.metric}`",
-        f"- Computed at: {readout.computed_at.isoformat()}",
-        f"- Status: {readout.experiment_status}",
-        "",
-        "## Warnings",
-        "",
-        *([f"- **{w['code']}**: {w['message']}" for w in readout.warnings] or ["- none"]),
-        "",
-        "## Variants",
-        "",
-        "| Variant | Control | Exposed users | Converted users | Rate | 95% CI (Wilson) |",
-        "|---|---|---:|---:|---:|---|",
-    ]
-    for v in readout.variants:
-        ci = v.rate.ci
-        ci_text = f"{_pct(ci.low)} – {_pct(ci.high)}" if ci else "n/a"
-        lines.append(
-            f"| {v.key} ({v.name}) | {'yes' if v.is_control else ''} | {v.exposures} | {v.conversions} "
-            f"| {_pct(v.rate.rate)} | {ci_text} |"
-        )
-    lines += ["", "## Comparisons (treatment minus control)", ""]
-    for c in readout.comparisons:
-        ci = f"{_pct(c.diff_ci.low)} to {_pct(c.diff_ci.high)}" if c.diff_ci else "n/a"
-        lift = f"{c.lift:.2f}%" if c.lift is not None else (c.lift_reason or "n/a")
-        lines.append(
-            f"- {c.variant} vs {c.control}: difference {_pct(c.diff)} (95% CI {ci}), lift {lift}, "
-            f"z = {'n/a' if c.z is None else f'{c.z:.3f}'}, p = {format_p(c.p_value)}"
-            + (f" — {c.test_reason}" if c.test_reason else "")
-        )
-    srm = readout.srm
-    lines += [
-        "",
-        "## Sample ratio (SRM) check",
-        "",
-        f"- chi-square = {'n/a' if srm.chi2 is None else f'{srm.chi2:.3f}'}, p = {format_p(srm.p_value)}"
-        + (f" ({srm.reason})" if srm.reason else ""),
-    ]
-    if narrative_text:
-        lines += ["", "## Narrative", "", narrative_text]
-    lines += [
-        "",
-        "Statistics are defined in docs/metrics.md (Readout statistics). Files: readout.json, variants.csv, "
-        "query.sql, query_params.json.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def _json_default(o):
-    if isinstance(o, datetime | date):
-        return o.isoformat()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def readout_bundle(readout: Readout, *, narrative_text: str = "") -> bytes:
-    """A zip: summary.md, readout.json, variants.csv, query.sql and query_params.json."""
-    sql = "\n\n".join(f"-- query {i + 1}\n{q.sql};" for i, q in enumerate(readout.queries))
-    params = [{"query": i + 1, "params": q.params} for i, q in enumerate(readout.queries)]
-    files = {
-        "summary.md": readout_markdown(readout, narrative_text=narrative_text),
-        "readout.json": json.dumps(readout_as_json(readout), indent=2, default=_json_default),
-        "variants.csv": readout_csv(readout),
-        "query.sql": sql + "\n",
-        "query_params.json": json.dumps(params, indent=2, default=_json_default),
-    }
-    stamp = readout.computed_at.astimezone(UTC).timetuple()[:6]
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name, text in files.items():
-            info = zipfile.ZipInfo(name, date_time=stamp)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, text.encode("utf-8"))
-    return buf.getvalue()
-
-
-def readout_decision_record(*, experiment: Experiment) -> tuple[dict, bytes]:
-    """The primary-metric readout JSON and the readout bundle zip, for a recorded decision."""
-    readout = readout_get(experiment=experiment)
-    from readouts.narrative import narrative_fallback_text  # local: narrative imports this module
-
-    return readout_as_json(readout), readout_bundle(readout, narrative_text=narrative_fallback_text(readout))
-
-
+# --- over time (no further query) -------------------------------------------------------------------
 def readout_daily_series(*, readout: Readout) -> dict:
-    """Cumulative exposed and converted users (on the readout's metric) per variant and UTC day.
-
-    Built from the per-day rows of ``readout_get(..., by_day=True)``: no further query.
-    """
-    if any(r.day is None for r in readout.rows):
-        raise ValueError("readout_daily_series needs readout_get(..., by_day=True)")
-    rows = [r for r in readout.rows if r.kind == "exposure" or r.metric == readout.metric]
+    """Cumulative exposed and converted users (on the readout's metric) per variant and UTC day."""
+    rows = [r for r in readout.rows if r.kind == "exposure" or (r.kind == "conversion" and r.metric == readout.metric)]
     days = sorted({r.day for r in rows if r.users})
     series: dict[str, dict[str, list[int]]] = {"exposure": {}, "conversion": {}}
     for kind, per_variant in series.items():
@@ -450,3 +551,40 @@ def readout_daily_series(*, readout: Readout) -> dict:
                 points.append(total)
             per_variant[v.key] = points
     return {"days": days, "exposures": series["exposure"], "conversions": series["conversion"]}
+
+
+def readout_timeseries(*, readout: Readout) -> dict:
+    """Per UTC day, cumulative per treatment: rel_lift with its fixed-horizon and always-valid intervals."""
+    selected = readout.selected
+    variants = [VariantInfo(v.id, v.key, v.name, v.is_control, v.weight) for v in selected.variants]
+    spec = PlannedMetric(selected.key, selected.role, selected.kind, selected.direction)
+    days = sorted({r.day for r in readout.rows if r.users or r.total})
+    points: dict[str, list[dict]] = {v.key: [] for v in variants if not v.is_control}
+    for d in days:
+        result = _metric_readout(spec, variants, _Totals.of(readout.rows, until=d), readout.alpha)
+        for c in result.comparisons:
+            points[c.variant].append(
+                {
+                    "day": d.isoformat(),
+                    "rel_lift": c.rel.rel_lift,
+                    "rel_lift_ci": _interval(c.rel.rel_lift_ci),
+                    "sequential": {"rel_lift_ci": _interval(c.sequential.rel_lift_ci)},
+                    "n": {c.control: _n(result, c.control), c.variant: _n(result, c.variant)},
+                }
+            )
+    return {
+        "experiment": readout.experiment_slug,
+        "metric": selected.key,
+        "metric_kind": selected.kind,
+        "alpha": readout.alpha,
+        "days": [d.isoformat() for d in days],
+        "treatments": [{"variant": key, "points": pts} for key, pts in points.items()],
+    }
+
+
+def _n(result: MetricReadout, key: str) -> int:
+    return next(v.exposures for v in result.variants if v.key == key)
+
+
+def _interval(i: stats.Interval | None) -> list[float] | None:
+    return i.as_list() if i is not None else None

@@ -14,4 +14,5 @@ urlpatterns = [
         name="narrative_regenerate",
     ),
     path("api/experiments/<slug:slug>/readout", views.readout_api, name="api"),
+    path("api/experiments/<slug:slug>/readout/timeseries", views.readout_timeseries_api, name="api_timeseries"),
 ]

@@ -8,8 +8,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonR
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
-from rest_framework import serializers
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
@@ -17,16 +16,16 @@ from rest_framework.views import APIView
 
 from experiments.models import Experiment
 from readouts import charts
+from readouts.exports import readout_as_json, readout_bundle, readout_csv
 from readouts.narrative import narrative_fallback_text, narrative_for_page, narrative_generate
 from readouts.selectors import (
     Readout,
     metric_key_is_valid,
-    readout_as_json,
-    readout_bundle,
-    readout_csv,
     readout_daily_series,
     readout_get,
+    readout_timeseries,
 )
+from readouts.serializers import ReadoutSerializer, TimeseriesSerializer
 from signaldash.permissions import CanReadExperiments, experiment_read_required, private_no_store
 from signaldash.ratelimit.throttles import ReadoutRateThrottle, readout_throttled
 from tracking.auth import APIKeyAuthentication
@@ -78,61 +77,10 @@ class ReadoutApi(APIView):
     permission_classes = [CanReadExperiments]
     throttle_classes = [ReadoutRateThrottle]
 
-    class VariantSerializer(serializers.Serializer):
-        key = serializers.CharField()
-        name = serializers.CharField()
-        is_control = serializers.BooleanField()
-        weight = serializers.IntegerField()
-        exposures = serializers.IntegerField(help_text="Distinct exposed users.")
-        conversions = serializers.IntegerField(help_text="Distinct users converting at or after their exposure.")
-        rate = serializers.FloatField(allow_null=True, help_text="Fraction; null without exposures.")
-        rate_ci = serializers.ListField(
-            child=serializers.FloatField(), allow_null=True, help_text="95% Wilson [low, high]."
-        )
-
-    class ComparisonSerializer(serializers.Serializer):
-        variant = serializers.CharField()
-        control = serializers.CharField()
-        diff = serializers.FloatField(allow_null=True, help_text="Treatment rate minus control rate (fraction).")
-        diff_ci = serializers.ListField(child=serializers.FloatField(), allow_null=True, help_text="95% Wald.")
-        lift = serializers.FloatField(allow_null=True, help_text="Percent; null when undefined (see lift_note).")
-        z = serializers.FloatField(allow_null=True)
-        p_value = serializers.FloatField(allow_null=True, help_text="Two-sided, pooled z-test; 0 on underflow.")
-
-    class WarningSerializer(serializers.Serializer):
-        code = serializers.ChoiceField(
-            choices=[
-                "small_sample",
-                "srm",
-                "missing_exposures",
-                "conversion_without_exposure",
-                "variant_conflict",
-                "no_control",
-            ]
-        )
-        message = serializers.CharField()
-
-    class SRMSerializer(serializers.Serializer):
-        chi2 = serializers.FloatField(allow_null=True)
-        p_value = serializers.FloatField(allow_null=True)
-
     @extend_schema(
         operation_id="experiment_readout",
         parameters=[OpenApiParameter("metric", str, description="Metric key (default: the primary metric).")],
-        responses={
-            200: inline_serializer(
-                "Readout",
-                {
-                    "metric": serializers.CharField(),
-                    "metrics": serializers.ListField(child=serializers.CharField()),
-                    "computed_at": serializers.DateTimeField(),
-                    "variants": VariantSerializer(many=True),
-                    "comparisons": ComparisonSerializer(many=True),
-                    "warnings": WarningSerializer(many=True),
-                    "srm": SRMSerializer(),
-                },
-            )
-        },
+        responses={200: ReadoutSerializer},
     )
     def get(self, request, slug: str) -> Response:
         readout = _readout(request, slug)
@@ -142,6 +90,24 @@ class ReadoutApi(APIView):
 
 
 readout_api = login_not_required(private_no_store(ReadoutApi.as_view()))
+
+
+class ReadoutTimeseriesApi(ReadoutApi):
+    """GET /api/experiments/<slug>/readout/timeseries[?metric=<key>]: cumulative lift and intervals per UTC day."""
+
+    @extend_schema(
+        operation_id="experiment_readout_timeseries",
+        parameters=[OpenApiParameter("metric", str, description="Metric key (default: the primary metric).")],
+        responses={200: TimeseriesSerializer},
+    )
+    def get(self, request, slug: str) -> Response:
+        readout = _readout(request, slug)
+        if readout is None:
+            raise ValidationError({"metric": BAD_METRIC})
+        return Response(readout_timeseries(readout=readout))
+
+
+readout_timeseries_api = login_not_required(private_no_store(ReadoutTimeseriesApi.as_view()))
 
 
 @require_GET

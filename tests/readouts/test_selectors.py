@@ -10,13 +10,14 @@ from datetime import timedelta
 import pytest
 from django.apps import apps
 
-from readouts.selectors import readout_as_json, readout_csv, readout_decision_record, readout_get
+from readouts.exports import readout_as_json, readout_csv, readout_decision_record
+from readouts.selectors import readout_get
 from tests.readouts.conftest import T0
 
 pytestmark = pytest.mark.django_db
 
 HAS_CONFLICTS = "variantconflict" in {m._meta.model_name for m in apps.get_app_config("tracking").get_models()}
-READOUT_QUERIES = 2 + (1 if HAS_CONFLICTS else 0)  # variants, the aggregate, [variant conflicts]
+READOUT_QUERIES = 3 + (1 if HAS_CONFLICTS else 0)  # variants, the metric plan, the aggregate, [variant conflicts]
 
 
 def _event(exp, variant_key, user, kind, minutes, metric=""):
@@ -172,7 +173,7 @@ def test_readout_csv__formula_like_variant_name__neutralised(make_experiment, ad
     # When
     text = readout_csv(readout_get(experiment=exp))
     # Then
-    assert text.splitlines()[0].startswith("variant,name,is_control,weight,exposures,conversions,rate")
+    assert text.splitlines()[0].startswith("metric,role,kind,direction,variant,name,is_control,weight,exposures")
     assert "'=HYPERLINK(1)" in text
 
 

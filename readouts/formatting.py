@@ -1,0 +1,73 @@
+"""The one home of number formatting for people (pages, Markdown, narrative, admin).
+
+The API and exports keep exact numbers; everything a person reads goes through these functions so the
+same quantity always reads the same way: rates in %, differences of rates in percentage points (pp),
+relative lifts in % with a sign, p-values as "< 0.001" below a thousandth.
+"""
+
+from __future__ import annotations
+
+MINUS = "\u2212"  # a true minus sign for people; the API keeps '-'
+
+
+def _signed(text: str) -> str:
+    return MINUS + text[1:] if text.startswith("-") else text
+
+
+def pct(x: float | None, digits: int = 2) -> str:
+    """A fraction as a percentage: 0.1234 → '12.34%'."""
+    return "n/a" if x is None else _signed(f"{x * 100:.{digits}f}%")
+
+
+def signed_pct(x: float | None, digits: int = 2) -> str:
+    """A relative change (fraction) with its sign: 0.05 → '+5.00%'."""
+    return "n/a" if x is None else _signed(f"{x * 100:+.{digits}f}%")
+
+
+def pp(x: float | None, digits: int = 2) -> str:
+    """A difference of two rates (fraction) in percentage points: 0.012 → '+1.20 pp'."""
+    return "n/a" if x is None else _signed(f"{x * 100:+.{digits}f} pp")
+
+
+def number(x: float | None, digits: int = 2) -> str:
+    """A plain quantity with thousands separators: 12345.678 → '12,345.68'."""
+    return "n/a" if x is None else _signed(f"{x:,.{digits}f}")
+
+
+def signed_number(x: float | None, digits: int = 2) -> str:
+    return "n/a" if x is None else _signed(f"{x:+,.{digits}f}")
+
+
+def count(n: int | None) -> str:
+    """A count of users or events: 12345 → '12,345'."""
+    return "n/a" if n is None else f"{n:,}"
+
+
+def p_value(p: float | None) -> str:
+    """A p-value for people: '< 0.001' below a thousandth, otherwise three decimals."""
+    if p is None:
+        return "n/a"
+    if p < 0.001:
+        return "< 0.001"
+    return f"{p:.3f}"
+
+
+def p_value_exact(p: float | None) -> str:
+    """A p-value with its precision kept (narrative prompt, Markdown bundle): '2.58e-06', '0.0123'."""
+    if p is None:
+        return "n/a"
+    if p == 0:
+        return "0 (below floating-point precision)"
+    if p < 0.0001:
+        return f"{p:.2e}"
+    return f"{p:.4f}"
+
+
+def effect(x: float | None, *, kind: str) -> str:
+    """An absolute difference: pp for binary metrics (rates), a signed number for mean metrics."""
+    return pp(x) if kind == "binary" else signed_number(x)
+
+
+def level(x: float | None, *, kind: str) -> str:
+    """A per-variant level: a rate in % for binary metrics, a mean for mean metrics."""
+    return pct(x) if kind == "binary" else number(x)
