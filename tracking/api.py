@@ -18,6 +18,7 @@ from typing import Any
 from django.core.exceptions import RequestDataTooBig
 from django.core.validators import RegexValidator, validate_slug
 from django.utils import timezone
+from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiResponse,
@@ -37,6 +38,8 @@ from tracking.auth import APIKeyAuthentication
 from tracking.fast_validation import plain_event
 from tracking.fields import (
     EVENT_ID_RE,
+    PROPS_MAX_BYTES,
+    PROPS_MAX_DEPTH,
     USER_KEY_MESSAGE,
     USER_KEY_RE,
     CovariatesField,
@@ -111,8 +114,31 @@ class AsciiJSONRenderer(JSONRenderer):
     ensure_ascii = True
 
 
+# The rules the serializers enforce across fields, stated in the schema: exposures name no metric,
+# conversions carry no covariates ("not a string/object" on a nullable property: absent or null;
+# "not the other type" rather than an inline enum, which drf-spectacular would hoist into a component).
+EVENT_TYPE_RULES = [
+    {"properties": {"event_type": {"not": {"enum": ["conversion"]}}, "metric": {"not": {"type": "string"}}}},
+    {"properties": {"event_type": {"not": {"enum": ["exposure"]}}, "covariates": {"not": {"type": "object"}}}},
+]
+
+
+class ServiceAutoSchema(AutoSchema):
+    """The schema says what the serializers enforce: unknown keys refused, and the event-type rules."""
+
+    def _map_basic_serializer(self, serializer, direction):
+        schema = super()._map_basic_serializer(serializer, direction)
+        if isinstance(serializer, RejectUnknownFieldsMixin):
+            schema["additionalProperties"] = False
+        if isinstance(serializer, EventInputSerializer):
+            schema["anyOf"] = EVENT_TYPE_RULES
+        return schema
+
+
 class ServiceAPIView(APIView):
     """Base of the service-to-service endpoints: API key auth, per-key throttle, strict JSON, one log line."""
+
+    schema = ServiceAutoSchema()
 
     authentication_classes = [APIKeyAuthentication]
     permission_classes = [IsAuthenticated]
@@ -166,8 +192,8 @@ class RejectUnknownFieldsMixin:
 
 @extend_schema_serializer(component_name="TrackEvent")
 class EventInputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
-    experiment = StrictCharField(max_length=100, help_text="Experiment slug.")
-    variant = StrictCharField(max_length=64, help_text="Variant key of that experiment.")
+    experiment = StrictCharField(min_length=1, max_length=100, help_text="Experiment slug.")
+    variant = StrictCharField(min_length=1, max_length=64, help_text="Variant key of that experiment.")
     user_key = StrictCharField(
         min_length=1,
         max_length=255,
@@ -186,7 +212,12 @@ class EventInputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     occurred_at = StrictDateTimeField(
         required=False, allow_null=True, help_text="ISO 8601; default now; at most 5 minutes in the future."
     )
-    props = PropsField(required=False, allow_null=True, help_text="JSON object, at most 8 KB.")
+    props = PropsField(
+        required=False,
+        allow_null=True,
+        help_text=f"JSON object, at most {PROPS_MAX_BYTES} bytes as compact UTF-8 JSON and at most "
+        f"{PROPS_MAX_DEPTH} levels of nested objects/arrays (the object itself is level 1).",
+    )
     event_id = StrictCharField(
         min_length=1,
         max_length=100,
@@ -243,19 +274,57 @@ def event_validate(data: Any, now: datetime | None = None) -> EventIn:
     return EventInputSerializer.to_event(serializer.validated_data, now)
 
 
+_ERROR_FIELD = {
+    Outcome.EXPERIMENT_NOT_FOUND: "experiment",
+    Outcome.EXPERIMENT_NOT_RUNNING: "experiment",
+    Outcome.UNKNOWN_VARIANT: "variant",
+    Outcome.VARIANT_CONFLICT: "variant",
+    Outcome.VALUE_REQUIRED: "value",
+    Outcome.UNKNOWN_METRIC: "metric",
+    Outcome.OCCURRED_BEFORE_START: "occurred_at",
+}
+# Rejections caused by the event's content, judged against the experiment: 400 on /api/track.
+_INPUT_OUTCOMES = frozenset(
+    {Outcome.UNKNOWN_VARIANT, Outcome.VALUE_REQUIRED, Outcome.UNKNOWN_METRIC, Outcome.OCCURRED_BEFORE_START}
+)
+
+
 class ErrorSerializer(serializers.Serializer):
     error = serializers.CharField()
     detail = serializers.CharField(required=False)
 
 
 class ValidationErrorSerializer(serializers.Serializer):
-    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
+    errors = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        help_text="Field name (or `non_field_errors`) → messages.",
+    )
+
+
+@extend_schema_serializer(component_name="TrackValidationError")
+class TrackValidationErrorSerializer(ValidationErrorSerializer):
+    error = serializers.ChoiceField(
+        choices=[o.value for o in sorted(_INPUT_OUTCOMES)],
+        required=False,
+        help_text="Present when the event is well-formed but wrong for its experiment: `unknown_variant`, "
+        "`unknown_metric` (the experiment has a metric plan that does not name it), `value_required` (a mean "
+        "metric's conversion without `value`), `occurred_before_start` (more than 5 minutes before the "
+        "experiment started).",
+    )
 
 
 def _error_responses(*codes: int) -> dict[int, OpenApiResponse]:
     described = {
         400: OpenApiResponse(ValidationErrorSerializer, description="Invalid input: `{errors: {field: [messages]}}`."),
         401: OpenApiResponse(ErrorSerializer, description="Missing, invalid or revoked API key."),
+        411: OpenApiResponse(ErrorSerializer, description="Body sent without Content-Length (`length_required`)."),
+        415: OpenApiResponse(
+            ErrorSerializer,
+            description="Not JSON, or a charset that is not a text encoding (`unsupported_media_type`).",
+        ),
+        503: OpenApiResponse(
+            ErrorSerializer, description="Database unavailable (`database_unavailable`); see `Retry-After`."
+        ),
         404: OpenApiResponse(ErrorSerializer, description="Unknown experiment (`experiment_not_found`)."),
         413: OpenApiResponse(ErrorSerializer, description="Request body too large."),
         429: OpenApiResponse(ErrorSerializer, description="Throttled; see the `Retry-After` header."),
@@ -273,20 +342,6 @@ EVENT_EXAMPLE = {
     "occurred_at": "2026-01-01T12:00:00Z",
     "props": {"plan": "pro"},
 }
-
-_ERROR_FIELD = {
-    Outcome.EXPERIMENT_NOT_FOUND: "experiment",
-    Outcome.EXPERIMENT_NOT_RUNNING: "experiment",
-    Outcome.UNKNOWN_VARIANT: "variant",
-    Outcome.VARIANT_CONFLICT: "variant",
-    Outcome.VALUE_REQUIRED: "value",
-    Outcome.UNKNOWN_METRIC: "metric",
-    Outcome.OCCURRED_BEFORE_START: "occurred_at",
-}
-# Rejections caused by the event's content, judged against the experiment: 400 on /api/track.
-_INPUT_OUTCOMES = frozenset(
-    {Outcome.UNKNOWN_VARIANT, Outcome.VALUE_REQUIRED, Outcome.UNKNOWN_METRIC, Outcome.OCCURRED_BEFORE_START}
-)
 
 
 # --- Views ----------------------------------------------------------------------------------------
@@ -309,11 +364,16 @@ class TrackApi(ServiceAPIView):
         responses={
             201: OpenApiResponse(OutputSerializer, description="Stored."),
             200: OpenApiResponse(OutputSerializer, description="A repeat of a stored event (not stored again)."),
+            400: OpenApiResponse(
+                TrackValidationErrorSerializer,
+                description="Invalid event: `{errors: {field: [messages]}}`, with `error` when the event is "
+                "well-formed but wrong for its experiment.",
+            ),
             409: OpenApiResponse(
                 ErrorSerializer,
                 description="`experiment_not_running`, or `variant_conflict` (user in another variant).",
             ),
-            **_error_responses(400, 401, 404, 413, 429),
+            **_error_responses(401, 404, 411, 413, 415, 429, 503),
         },
         examples=[
             OpenApiExample("Conversion", EVENT_EXAMPLE, request_only=True),
@@ -371,9 +431,16 @@ class TrackBatchApi(ServiceAPIView):
     @extend_schema_serializer(component_name="TrackBatchResult")
     class OutputSerializer(serializers.Serializer):
         class RejectedSerializer(serializers.Serializer):
-            index = serializers.IntegerField()
-            errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
-            error = serializers.CharField(required=False, help_text="Machine code for a non-validation rejection.")
+            index = serializers.IntegerField(help_text="Position of the item in `events` (0-based).")
+            errors = serializers.DictField(
+                child=serializers.ListField(child=serializers.CharField()),
+                help_text="Field name (or `non_field_errors`) → messages, as `/api/track` would answer.",
+            )
+            error = serializers.ChoiceField(
+                choices=["invalid", *_ERROR_FIELD],
+                help_text="`invalid`: the item fails validation (what `/api/track` answers with 400). Otherwise "
+                "what `/api/track` answers with 400, 404 or 409 for it.",
+            )
 
         accepted = serializers.IntegerField(help_text="Events newly stored.")
         duplicates = serializers.IntegerField(help_text="Repeats of stored events or of earlier events in the batch.")
@@ -383,7 +450,20 @@ class TrackBatchApi(ServiceAPIView):
         operation_id="track_batch",
         summary="Record up to 1000 events; valid ones are stored even if others are rejected",
         request=InputSerializer,
-        responses={200: OutputSerializer, **_error_responses(400, 401, 413, 429)},
+        responses={
+            200: OpenApiResponse(
+                OutputSerializer,
+                description="Every item accounted for: stored (`accepted`), a repeat (`duplicates`), or rejected "
+                "with its index, its field errors and an `error` code.",
+            ),
+            400: OpenApiResponse(
+                ValidationErrorSerializer,
+                description="Invalid envelope (not an object, `events` missing or not a list, over "
+                f"{BATCH_MAX_EVENTS} items, unknown keys): `{{errors: {{field: [messages]}}}}`. Items are never "
+                "a reason for a 400: each is judged on its own.",
+            ),
+            **_error_responses(401, 411, 413, 415, 429, 503),
+        },
         examples=[
             OpenApiExample(
                 "Two events", {"events": [EVENT_EXAMPLE, {**EVENT_EXAMPLE, "user_key": "user-43"}]}, request_only=True
@@ -436,7 +516,7 @@ class AssignApi(ServiceAPIView):
 
     @extend_schema_serializer(component_name="AssignRequest")
     class InputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
-        experiment = StrictCharField(max_length=100)
+        experiment = StrictCharField(min_length=1, max_length=100)
         user_key = StrictCharField(
             min_length=1, max_length=255, validators=[RegexValidator(USER_KEY_RE, USER_KEY_MESSAGE)]
         )
@@ -453,8 +533,10 @@ class AssignApi(ServiceAPIView):
         request=InputSerializer,
         responses={
             200: OutputSerializer,
-            409: OpenApiResponse(ErrorSerializer, description="`experiment_not_running`."),
-            **_error_responses(400, 401, 404, 413, 429),
+            409: OpenApiResponse(
+                ErrorSerializer, description="`experiment_not_running` or `experiment_has_no_variants`."
+            ),
+            **_error_responses(400, 401, 404, 411, 413, 415, 429, 503),
         },
         examples=[
             OpenApiExample("Assign", {"experiment": "checkout-button", "user_key": "user-42"}, request_only=True),
