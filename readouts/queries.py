@@ -21,7 +21,7 @@ of the rows (the performance work keeps the same rows up to date incrementally):
 - conversion rows, per user and day with counted conversions worth ``t`` (cumulative ``c`` after the
   day): ``users`` += 1 on the user's first counted day; ``total`` += t; ``total_sq`` += c² − (c − t)²
   (so the prefix sum is Σ c² at any day); ``products`` += X·t and ``products_bin`` += X on the first
-  day (X the user's covariate for the metric, 0 without one);
+  day (X the user's covariate for the metric, 0 without one); ``events`` += counted conversion events;
 - ``late`` / ``unexposed``: conversions not counted (before the exposure / never exposed).
 """
 
@@ -46,14 +46,14 @@ from tracking.models import Covariate, Event
 READOUT_AGGREGATE_SQL = """
 SELECT 'exposure' AS kind, x.variant_id, '' AS metric, {day_x} AS day,
        COUNT(*) AS users, 0.0 AS total, 0.0 AS total_sq, 0.0 AS products, 0.0 AS products_bin,
-       0 AS late, 0 AS unexposed
+       0 AS events, 0 AS late, 0 AS unexposed
 FROM {event} x
 WHERE x.experiment_id = %(experiment_id)s AND x.event_type = %(exposure)s AND x.metric = ''
 GROUP BY x.variant_id, {day_x}
 UNION ALL
 SELECT 'covariate' AS kind, k.variant_id, k.metric, {day_x} AS day,
        COUNT(*) AS users, SUM(k.value) AS total, SUM(k.value * k.value) AS total_sq, 0.0 AS products,
-       0.0 AS products_bin, 0 AS late, 0 AS unexposed
+       0.0 AS products_bin, 0 AS events, 0 AS late, 0 AS unexposed
 FROM {covariate} k
 JOIN {event} x
   ON x.experiment_id = k.experiment_id AND x.event_type = %(exposure)s AND x.metric = ''
@@ -67,14 +67,15 @@ SELECT 'conversion' AS kind, d.variant_id, d.metric, d.day,
        SUM(d.cum * d.cum - (d.cum - d.day_total) * (d.cum - d.day_total)) AS total_sq,
        SUM(d.day_total * COALESCE(k.value, 0.0)) AS products,
        SUM(CASE WHEN d.first_day = 1 THEN COALESCE(k.value, 0.0) ELSE 0.0 END) AS products_bin,
-       0 AS late, 0 AS unexposed
+       SUM(d.day_events) AS events, 0 AS late, 0 AS unexposed
 FROM (
-    SELECT u.variant_id, u.user_key, u.metric, u.day, u.day_total,
+    SELECT u.variant_id, u.user_key, u.metric, u.day, u.day_total, u.day_events,
            SUM(u.day_total) OVER (PARTITION BY u.user_key, u.metric ORDER BY u.day) AS cum,
            ROW_NUMBER() OVER (PARTITION BY u.user_key, u.metric ORDER BY u.day) AS first_day
     FROM (
         SELECT x.variant_id, c.user_key, c.metric, {day_c} AS day,
-               SUM(CASE WHEN x.occurred_at <= c.occurred_at THEN COALESCE(c.value, 0.0) ELSE 0.0 END) AS day_total
+               SUM(CASE WHEN x.occurred_at <= c.occurred_at THEN COALESCE(c.value, 0.0) ELSE 0.0 END) AS day_total,
+               SUM(CASE WHEN x.occurred_at <= c.occurred_at THEN 1 ELSE 0 END) AS day_events
         FROM {event} c
         JOIN {event} x
           ON x.experiment_id = c.experiment_id AND x.event_type = %(exposure)s AND x.metric = ''
@@ -89,7 +90,7 @@ LEFT JOIN {covariate} k
 GROUP BY d.variant_id, d.metric, d.day
 UNION ALL
 SELECT 'uncounted' AS kind, NULL AS variant_id, c.metric, {day_c} AS day,
-       0 AS users, 0.0 AS total, 0.0 AS total_sq, 0.0 AS products, 0.0 AS products_bin,
+       0 AS users, 0.0 AS total, 0.0 AS total_sq, 0.0 AS products, 0.0 AS products_bin, 0 AS events,
        SUM(CASE WHEN x.user_key IS NULL THEN 0 ELSE 1 END) AS late,
        SUM(CASE WHEN x.user_key IS NULL THEN 1 ELSE 0 END) AS unexposed
 FROM {event} c
@@ -126,6 +127,7 @@ class SumsRow:
     total_sq: float
     products: float
     products_bin: float
+    events: int  # conversion rows: counted conversion events (a user's repeat purchases each count)
     late: int
     unexposed: int
 
@@ -191,6 +193,7 @@ def readout_aggregate(query: BoundQuery) -> list[SumsRow]:
             total_sq=float(r["total_sq"] or 0.0),
             products=float(r["products"] or 0.0),
             products_bin=float(r["products_bin"] or 0.0),
+            events=int(r["events"] or 0),
             late=int(r["late"] or 0),
             unexposed=int(r["unexposed"] or 0),
         )

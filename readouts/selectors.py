@@ -81,6 +81,7 @@ class MetricReadout:
     comparisons: list[MetricComparison]
     late: int
     unexposed: int
+    counted_events: int = 0  # conversion events counted (at or after the user's exposure)
 
     @property
     def planned(self) -> bool:
@@ -167,8 +168,10 @@ class _Acc:
     total_sq: float = 0.0
     products: float = 0.0
     products_bin: float = 0.0
+    events: int = 0
 
     def add(self, row: queries.SumsRow) -> None:
+        self.events += row.events
         self.users += row.users
         self.total += row.total
         self.total_sq += row.total_sq
@@ -291,6 +294,7 @@ def _metric_readout(spec: PlannedMetric, variants: list[VariantInfo], t: _Totals
         comparisons=comparisons,
         late=t.late.get(spec.key, 0),
         unexposed=t.unexposed.get(spec.key, 0),
+        counted_events=sum(acc.events for (_, m), acc in t.conversions.items() if m == spec.key),
     )
 
 
