@@ -29,10 +29,9 @@ def experiment_read_required(view: Callable) -> Callable:
 private_no_store = cache_control(private=True, no_store=True)
 
 
-def api_key_has_scope(api_key: object, scope: str) -> bool:
-    """True when the API key carries `scope`."""
-    scopes = getattr(api_key, "scopes", None)
-    return True if scopes is None else scope in scopes
+def api_key_has_scope(api_key, scope: str) -> bool:
+    """True when the API key (a `tracking.models.ServiceAPIKey`) carries `scope`."""
+    return scope in api_key.scope_set
 
 
 class CanReadExperiments(BasePermission):

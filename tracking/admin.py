@@ -7,7 +7,8 @@ from tracking.models import Assignment, Event, ServiceAPIKey, VariantConflict
 
 @admin.register(ServiceAPIKey)
 class ServiceAPIKeyAdmin(APIKeyModelAdmin):
-    pass
+    list_display = (*APIKeyModelAdmin.list_display, "scopes")
+    list_filter = (*APIKeyModelAdmin.list_filter, "scopes")
 
 
 @admin.register(Assignment)

@@ -27,13 +27,13 @@ from drf_spectacular.utils import (
     extend_schema_serializer,
 )
 from rest_framework import exceptions, serializers, status
-from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from signaldash.permissions import CanTrack
 from tracking.auth import APIKeyAuthentication
 from tracking.fast_validation import plain_event
 from tracking.fields import (
@@ -141,7 +141,7 @@ class ServiceAPIView(APIView):
     schema = ServiceAutoSchema()
 
     authentication_classes = [APIKeyAuthentication]
-    permission_classes = [IsAuthenticated]
+    permission_classes = [CanTrack]  # an API key with the `track` scope
     throttle_classes = [APIKeyRateThrottle]
     parser_classes = [LimitedJSONParser]
     renderer_classes = [AsciiJSONRenderer]

@@ -160,8 +160,28 @@ class VariantConflict(models.Model):
 
 
 class ServiceAPIKey(AbstractAPIKey):
-    """A per-service API key, stored hashed (djangorestframework-api-key). Revocable in the admin."""
+    """A per-service API key, stored hashed (djangorestframework-api-key). Revocable in the admin.
+
+    Scopes: `track` keys track events and get assignments; `read` keys read readouts. Keys created before
+    scopes existed got `track` only (they were tracking keys; reading readouts now needs a `read` key).
+    """
+
+    class Scopes(models.TextChoices):
+        TRACK = "track", "track (track events, assign)"
+        READ = "read", "read (read readouts)"
+        TRACK_READ = "track,read", "track and read"
+
+    scopes = models.CharField(max_length=16, choices=Scopes.choices, default=Scopes.TRACK)
 
     class Meta(AbstractAPIKey.Meta):
         verbose_name = "service API key"
         verbose_name_plural = "service API keys"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(scopes__in=["track", "read", "track,read"]), name="serviceapikey_scopes_valid"
+            )
+        ]
+
+    @property
+    def scope_set(self) -> frozenset[str]:
+        return frozenset(self.scopes.split(","))

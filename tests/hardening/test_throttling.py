@@ -239,9 +239,7 @@ def test_readout_limit__per_api_key__429_json(make_experiment, settings):
 
     settings.REST_FRAMEWORK = _rates(readout="2/min")
     experiment = make_experiment("key-throttled", status="running")
-    api_key, key = ServiceAPIKey.objects.create_key(name="reader-service")
-    if hasattr(api_key, "scopes"):
-        ServiceAPIKey.objects.filter(pk=api_key.pk).update(scopes=["read"])
+    _, key = ServiceAPIKey.objects.create_key(name="reader-service", scopes="read")
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
     statuses = [api.get(f"/api/experiments/{experiment.slug}/readout").status_code for _ in range(3)]

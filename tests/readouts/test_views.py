@@ -121,8 +121,8 @@ def test_readout_api__session__contract_fields(client, member, seeded):
 def test_readout_api__bearer_api_key__200(client, seeded):
     from tracking.models import ServiceAPIKey
 
-    # Given a service key
-    _, key = ServiceAPIKey.objects.create_key(name="warehouse")
+    # Given a service key with the read scope
+    _, key = ServiceAPIKey.objects.create_key(name="warehouse", scopes="read")
     # When
     response = client.get("/api/experiments/checkout/readout", HTTP_AUTHORIZATION=f"Bearer {key}")
     # Then
