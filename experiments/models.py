@@ -103,6 +103,9 @@ class Experiment(ConcurrentTransitionMixin, models.Model):
     dimensions = models.JSONField(
         default=list, blank=True, help_text="Pre-registered breakdowns: up to 5 exposure props keys."
     )
+    # The plan as approved (hypothesis, metrics, variants, alpha, MDE, power plan, analysis, dimensions):
+    # written once, by ``experiment_approve_and_start``, and never changed (the plan is locked after draft).
+    preregistration = models.JSONField(null=True, blank=True, editable=False)
 
     objects = ExperimentQuerySet.as_manager()
 
@@ -388,12 +391,22 @@ class Decision(models.Model):
     decided_at = models.DateTimeField(auto_now_add=True)
     readout_snapshot = models.JSONField(default=dict, blank=True)
     readout_bundle = models.BinaryField(null=True, blank=True, editable=False)
+    shipped_variant = models.ForeignKey(
+        Variant, on_delete=models.PROTECT, null=True, blank=True, related_name="+", help_text="The variant shipped."
+    )
+    override_reason = models.TextField(
+        blank=True, help_text="Why the ship went ahead despite blocking problems (empty: nothing was overridden)."
+    )
 
     class Meta:
         ordering = ["-decided_at"]
         constraints = [
             models.CheckConstraint(condition=Q(outcome__in=["shipped", "killed"]), name="decision_outcome_valid"),
             models.CheckConstraint(condition=~Q(rationale=""), name="decision_rationale_not_empty"),
+            models.CheckConstraint(
+                condition=Q(outcome="shipped") | Q(shipped_variant__isnull=True, override_reason=""),
+                name="decision_ship_fields_only_when_shipped",
+            ),
         ]
 
     def __str__(self) -> str:

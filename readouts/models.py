@@ -1,7 +1,8 @@
-"""Cached AI narratives, keyed by a fingerprint of the readout numbers they were written from."""
+"""Cached AI narratives (keyed by a fingerprint of the readout numbers) and recorded readout views (peeking)."""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
@@ -42,3 +43,35 @@ class Narrative(models.Model):
 
     def __str__(self) -> str:
         return f"{self.experiment_id} {self.source} {self.fingerprint[:8]}"
+
+
+class ReadoutView(models.Model):
+    """A person (session user, never an API key) opened an experiment's readout: page or API.
+
+    The peeking check counts the views made while the experiment was running (fixed-horizon analysis);
+    views of metrics or dimensions that were not pre-registered are reported as exploratory deviations.
+    Written only by ``readouts.governance.readout_view_record``.
+    """
+
+    class Source(models.TextChoices):
+        PAGE = "page", "Readout page"
+        API = "api", "Readout API"
+
+    experiment = models.ForeignKey("experiments.Experiment", on_delete=models.CASCADE, related_name="readout_views")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    viewed_at = models.DateTimeField(auto_now_add=True)
+    status_at_view = models.CharField(max_length=16)
+    source = models.CharField(max_length=8, choices=Source.choices)
+    metric = models.CharField(max_length=100, blank=True)
+    dimension = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        ordering = ["-viewed_at"]
+        indexes = [models.Index(fields=["experiment", "status_at_view"], name="readoutview_experiment_status")]
+        constraints = [
+            models.CheckConstraint(condition=Q(source__in=["page", "api"]), name="readoutview_source_valid"),
+            models.CheckConstraint(condition=~Q(status_at_view=""), name="readoutview_status_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.experiment_id} viewed by {self.user_id} while {self.status_at_view}"
