@@ -75,3 +75,55 @@ class ReadoutView(models.Model):
 
     def __str__(self) -> str:
         return f"{self.experiment_id} viewed by {self.user_id} while {self.status_at_view}"
+
+
+class RollupWatermark(models.Model):
+    """How far the incremental readout sums (``Rollup``) have read an experiment's events and covariates.
+
+    Row-locked (``SELECT … FOR UPDATE``) by every catch-up of the experiment, so catch-ups of one
+    experiment run one at a time. Written only by ``readouts.rollups``.
+    """
+
+    experiment = models.OneToOneField(
+        "experiments.Experiment", on_delete=models.CASCADE, primary_key=True, related_name="rollup_watermark"
+    )
+    event_id = models.BigIntegerField(default=0, help_text="Events with id up to this are in the rollups.")
+    covariate_id = models.BigIntegerField(default=0, help_text="Covariates with id up to this are in the rollups.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.experiment_id}: events ≤ {self.event_id}, covariates ≤ {self.covariate_id}"
+
+
+class Rollup(models.Model):
+    """The readout aggregate's rows (``readouts.queries.SumsRow``) kept up to date incrementally.
+
+    One row per (experiment, kind, variant, metric, UTC day) holding the additive increments the
+    aggregate query defines; ``variant_id`` 0 stands for "no variant" (uncounted conversions), so the
+    unique key has no NULL. Derived data: ``manage.py recompute_readouts`` rebuilds it from the events.
+    """
+
+    experiment = models.ForeignKey("experiments.Experiment", on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=16)
+    variant_id = models.BigIntegerField()  # 0: none (uncounted); not a foreign key: derived data
+    metric = models.CharField(max_length=100, blank=True)
+    day = models.DateField()
+    users = models.BigIntegerField(default=0)
+    total = models.FloatField(default=0.0)
+    total_sq = models.FloatField(default=0.0)
+    products = models.FloatField(default=0.0)
+    products_bin = models.FloatField(default=0.0)
+    events = models.BigIntegerField(default=0)
+    late = models.BigIntegerField(default=0)
+    unexposed = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "kind", "variant_id", "metric", "day"], name="rollup_key"),
+            models.CheckConstraint(
+                condition=Q(kind__in=["exposure", "covariate", "conversion", "uncounted"]), name="rollup_kind_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.experiment_id} {self.kind} {self.variant_id} {self.metric} {self.day}"
