@@ -592,3 +592,144 @@ def _n(result: MetricReadout, key: str) -> int:
 
 def _interval(i: stats.Interval | None) -> list[float] | None:
     return i.as_list() if i is not None else None
+
+
+# --- the verdict and the next step (what the page leads with) -----------------------------------------
+@dataclass(frozen=True)
+class Verdict:
+    variant: str
+    label: str  # Won | Lost | Inconclusive | Untrustworthy
+    tone: str  # good | bad | neutral | warn (CSS, never the only signal: the label says it in words)
+    reason: str
+
+
+def _p_phrase(p: float | None) -> str:
+    text = formatting.p_value(p)
+    return text if text.startswith("<") else f"= {text}"
+
+
+def _lift_phrase(c: MetricComparison, alpha: float, *, adjusted: bool) -> str:
+    ci = c.rel.rel_lift_ci
+    rel = c.rel.rel_lift if c.rel.rel_lift is not None else (None if c.lift is None else c.lift / 100.0)
+    interval = f" (95% CI {formatting.signed_pct(ci.low)} to {formatting.signed_pct(ci.high)})" if ci else ""
+    use_adjusted = adjusted and c.p_value_adjusted is not None
+    p = c.p_value_adjusted if use_adjusted else c.p_value
+    which = "Holm-adjusted p" if use_adjusted else "p"
+    return f"{formatting.signed_pct(rel)}{interval}, {which} {_p_phrase(p)} (alpha {alpha:g})"
+
+
+def readout_verdicts(readout: Readout, *, failing_checks: list[str] | None = None) -> list[Verdict]:
+    """One headline per treatment, judged on the primary metric and read with its direction.
+
+    Untrustworthy wins over everything: a sample-ratio mismatch or any failing health check.
+    A treatment that wins on the primary metric but makes a guardrail worse says so in its reason.
+    """
+    primary = next((r for r in readout.results if r.role == "primary"), readout.results[0])
+    failing = list(failing_checks or [])
+    if readout.srm.mismatch and "srm" not in failing:
+        failing.insert(0, "srm")
+    guardrails_worse = {
+        c.variant: r.key
+        for r in readout.results
+        if r.role == "guardrail"
+        for c in r.comparisons
+        if c.outcome == "worse"
+    }
+    out = []
+    for c in primary.comparisons:
+        phrase = f"{primary.key} {_lift_phrase(c, readout.alpha, adjusted=primary.in_family)}"
+        if failing:
+            label, tone = "Untrustworthy", "warn"
+            reason = (
+                f"Do not act on these numbers: {', '.join(failing)} failed (see the checks). As measured, {phrase}."
+            )
+        elif c.outcome == stats.BETTER:
+            label, tone, reason = "Won", "good", f"{primary.key} improved: {phrase}."
+            if c.variant in guardrails_worse:
+                reason += f" But guardrail {guardrails_worse[c.variant]} got worse."
+        elif c.outcome == stats.WORSE:
+            label, tone, reason = "Lost", "bad", f"{primary.key} got worse: {phrase}."
+        else:
+            label, tone = "Inconclusive", "neutral"
+            reason = f"No clear difference on {primary.key} yet: {phrase}." if c.diff is not None else c.test_reason
+        out.append(Verdict(c.variant, label, tone, reason))
+    return out
+
+
+VIEW_SENTENCES = {
+    "fixed": (
+        "Fixed-horizon view: the p-values and 95% intervals are valid once, at the planned sample. "
+        "Decide only when the plan is reached; looking daily and stopping early inflates false wins."
+    ),
+    "sequential": (
+        "Always-valid (sequential) view: the intervals stay valid at every look, so you may look daily "
+        "and stop as soon as a result is clear."
+    ),
+}
+
+
+@dataclass(frozen=True)
+class NextStep:
+    text: str
+    link_label: str = ""
+    url: str = ""
+
+
+def readout_next_step(readout: Readout, *, user, verdicts: list[Verdict]) -> NextStep:
+    """What the viewer can do next, for their role (links go to the admin change page or the review page)."""
+    from django.urls import reverse  # presentation helper; the readout itself needs no URLs
+
+    status = readout.experiment_status
+    admin_url = reverse("admin:experiments_experiment_change", args=[readout.experiment_id])
+    if status in ("draft", "review"):
+        return NextStep(
+            "Not started: nobody has been exposed yet.",
+            "Review page" if status == "review" else "",
+            reverse("experiments:review_detail", args=[readout.experiment_slug]) if status == "review" else "",
+        )
+    if status in ("shipped", "killed"):
+        return NextStep("Decided: the decision and the numbers it was based on are on the timeline.")
+    untrustworthy = any(v.label == "Untrustworthy" for v in verdicts)
+    if status == "running":
+        plan = readout.plan
+        if readout.analysis == "fixed" and plan.progress is not None and plan.progress < 1:
+            return NextStep(
+                f"Keep collecting: the smallest arm has {plan.progress:.0%} of the planned "
+                f"{plan.users_per_arm:,} users. Decide at the planned sample, not before."
+            )
+        if user.has_perm("experiments.end_experiment"):
+            text = "Fix the data problem before deciding." if untrustworthy else "Ready to decide → end for readout."
+            return NextStep(text, "End for readout (admin)", admin_url)
+        return NextStep("Running: ops end it for readout when it is ready.")
+    if user.has_perm("experiments.ship_experiment"):
+        text = (
+            "Do not ship on these numbers until the failing check is explained; killing is always possible."
+            if untrustworthy
+            else "Ready to decide → ship or kill."
+        )
+        return NextStep(text, "Ship or kill (admin)", admin_url)
+    return NextStep("Waiting for ops to decide (ship or kill).")
+
+
+def readout_page_get(*, readout: Readout, user) -> dict:
+    """What the readout page shows around the numbers: verdicts, next step, view, decision, series."""
+    from experiments.models import Decision
+
+    verdicts = readout_verdicts(readout)
+    bounds = [
+        abs(b)
+        for r in readout.scorecard
+        for c in r.comparisons
+        if c.rel.rel_lift_ci is not None
+        for b in (c.rel.rel_lift_ci.low, c.rel.rel_lift_ci.high)
+    ]
+    return {
+        "verdicts": verdicts,
+        "next_step": readout_next_step(readout, user=user, verdicts=verdicts),
+        "view_sentence": VIEW_SENTENCES.get(readout.analysis, ""),
+        "decision": Decision.objects.filter(experiment_id=readout.experiment_id).select_related("decided_by").first()
+        if readout.experiment_status in ("shipped", "killed")
+        else None,
+        "scorecard_scale": max(bounds, default=0.0) or 0.1,
+        "timeseries": readout_timeseries(readout=readout),
+    }

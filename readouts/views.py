@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 
 from experiments.models import Experiment
 from readouts import charts
+from readouts.docs import metrics_doc_html
 from readouts.exports import readout_as_json, readout_bundle, readout_csv
 from readouts.narrative import narrative_fallback_text, narrative_for_page, narrative_generate
 from readouts.selectors import (
@@ -23,6 +24,7 @@ from readouts.selectors import (
     metric_key_is_valid,
     readout_daily_series,
     readout_get,
+    readout_page_get,
     readout_timeseries,
 )
 from readouts.serializers import ReadoutSerializer, TimeseriesSerializer
@@ -54,8 +56,10 @@ def readout_page(request: HttpRequest, slug: str) -> HttpResponse:
     if readout is None:
         return HttpResponseBadRequest(BAD_METRIC)
     series = readout_daily_series(readout=readout)
+    page = readout_page_get(readout=readout, user=request.user)
     context = {
         "readout": readout,
+        **page,
         "narrative": narrative_for_page(readout=readout),
         "rate_chart": charts.rate_chart_svg(readout),
         "exposure_chart": charts.cumulative_chart_svg(readout, series, kind="exposures"),
@@ -64,6 +68,12 @@ def readout_page(request: HttpRequest, slug: str) -> HttpResponse:
         "timeout_s": _timeout_s(),
     }
     return render(request, "readouts/readout.html", context)
+
+
+@require_GET
+def metrics_doc(request: HttpRequest) -> HttpResponse:
+    """docs/metrics.md as a page, so readouts link to definitions instead of printing a repository path."""
+    return render(request, "readouts/metrics_doc.html", {"body": metrics_doc_html()})
 
 
 def _timeout_s() -> float:

@@ -42,8 +42,10 @@ def test_readout_page__logged_in__table_comparison_charts_and_fallback_narrative
     assert response.status_code == 200
     assert 'id="variants-table"' in html and 'data-variant="treatment"' in html
     assert "10.00%" in html and "14.52%" in html  # 30/300 and 45/310
-    assert html.count("<svg") == 3
-    assert "suggests" in html or "No clear difference" in html
+    assert html.count('class="chart') >= 3  # rate and two cumulative charts (plus lift charts)
+    assert 'id="scorecard"' in html and 'data-metric="purchase"' in html
+    assert 'data-verdict="Inconclusive"' in html and 'id="next-step"' in html
+    assert "Fixed-horizon view" in html
     assert "proves" not in html
     assert 'data-field="source">fallback<' in html
 
