@@ -47,6 +47,7 @@ MATRIX = [
     ("GET", f"/experiments/{S}/readout/narrative", "experiments/<slug:slug>/readout/narrative", PAGE),
     ("GET", f"/api/experiments/{S}/readout", "api/experiments/<slug:slug>/readout", READ_API),
     ("GET", f"/api/experiments/{S}/readout/timeseries", "api/experiments/<slug:slug>/readout/timeseries", READ_API),
+    ("GET", "/docs/metrics", "docs/metrics", (302, 200, 200, 200, 200, 302, 302)),  # documentation: login only
     ("GET", "/api/schema/", "api/schema/", (401, 200, 200, 200, 200, 200, 200)),
     ("GET", "/api/docs/", "api/docs/", (302, 200, 200, 200, 200, 302, 302)),
     ("POST", "/api/track", "api/track", TRACK_API),
