@@ -270,4 +270,3 @@ def test_track__covariates_for_unplanned_metrics__stored(api, planned):
     # Covariates are pre-exposure data: an unplanned key is kept (the readout ignores it), never a reason
     # to lose the exposure
     assert post(api, event(covariates={"made-up": 1})).status_code == 201
-
