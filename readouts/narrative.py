@@ -13,8 +13,6 @@ import hashlib
 import importlib
 import json
 import logging
-import math
-import re
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -25,7 +23,9 @@ from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from readouts import formatting
 from readouts.formatting import p_value_exact as format_p
+from readouts.guard import narrative_guard
 from readouts.models import Narrative
 from readouts.selectors import Readout
 
@@ -54,36 +54,87 @@ def _pp(x: float | None) -> str:
     return "n/a" if x is None else f"{x * 100:+.2f} percentage points"
 
 
+def _ci(i, fmt) -> list[str] | None:
+    return [fmt(i.low), fmt(i.high)] if i is not None else None
+
+
+def _variant_numbers(v, kind: str) -> dict:
+    out = {
+        "key": v.key,
+        "name": v.name,
+        "is_control": v.is_control,
+        "exposed_users": v.exposures,
+        "converted_users": v.conversions,
+    }
+    if kind == "binary":
+        out["rate"] = _pct(v.rate.rate)
+        out["rate_ci_95"] = [_pct(v.rate.ci.low), _pct(v.rate.ci.high)] if v.rate.ci else None
+    else:
+        out["mean"] = formatting.number(v.summary.mean).replace(formatting.MINUS, "-")
+        out["sd"] = formatting.number(v.summary.sd).replace(formatting.MINUS, "-")
+    return out
+
+
+def _lift(x: float | None) -> str:
+    return "undefined" if x is None else f"{x * 100:+.2f}%"
+
+
+def _comparison_numbers(c, kind: str) -> dict:
+    diff = _pp if kind == "binary" else (lambda x: "n/a" if x is None else f"{x:+,.2f}")
+    out = {
+        "variant": c.variant,
+        "control": c.control,
+        "difference": diff(c.diff),
+        "difference_ci_95": _ci(c.diff_ci, diff),
+        "lift": "undefined" if c.lift is None else f"{c.lift:+.2f}%",
+        "lift_note": c.lift_reason,
+        "lift_ci_95": _ci(c.rel.rel_lift_ci, _lift),
+        ("z" if kind == "binary" else "t"): "n/a" if c.z is None else f"{c.z:.3f}",
+        "p_value": format_p(c.p_value),
+        "p_value_holm": format_p(c.p_value_adjusted),
+        "always_valid_lift_ci_95": _ci(c.sequential.rel_lift_ci, _lift),
+        "chance_to_beat": "n/a" if c.bayes.chance_to_beat is None else f"{c.bayes.chance_to_beat * 100:.1f}%",
+        "outcome": c.outcome,
+        "test_note": c.test_reason,
+    }
+    if c.cuped is not None:
+        out["cuped_lift"] = _lift(c.cuped.rel_lift)
+        out["cuped_lift_ci_95"] = _ci(c.cuped.rel_lift_ci, _lift)
+    return out
+
+
 def readout_numbers(readout: Readout) -> dict:
-    """The numbers a narrative may state, formatted once; stored with each narrative and fingerprinted."""
+    """The numbers a narrative may state, formatted once; stored with each narrative and fingerprinted.
+
+    Keys name the quantity (``readouts.guard.KEY_KINDS``): the guard holds each stated number to the
+    readout's value of that kind, for that arm, with that sign.
+    """
+    kind = readout.metric_kind
     return {
         "experiment": readout.experiment_slug,
         "metric": readout.metric,
-        "variants": [
+        "metric_kind": kind,
+        "alpha": readout.alpha,
+        "variants": [_variant_numbers(v, kind) for v in readout.variants],
+        "comparisons": [_comparison_numbers(c, kind) for c in readout.comparisons],
+        "scorecard": [
             {
-                "key": v.key,
-                "name": v.name,
-                "is_control": v.is_control,
-                "exposed_users": v.exposures,
-                "converted_users": v.conversions,
-                "rate": _pct(v.rate.rate),
-                "rate_ci_95": [_pct(v.rate.ci.low), _pct(v.rate.ci.high)] if v.rate.ci else None,
+                "metric": r.key,
+                "role": r.role,
+                "direction": r.direction,
+                "comparisons": [
+                    {
+                        "variant": c.variant,
+                        "lift": _lift(c.rel.rel_lift),
+                        "lift_ci_95": _ci(c.rel.rel_lift_ci, _lift),
+                        "p_value_holm": format_p(c.p_value_adjusted),
+                        "outcome": c.outcome,
+                    }
+                    for c in r.comparisons
+                ],
             }
-            for v in readout.variants
-        ],
-        "comparisons": [
-            {
-                "variant": c.variant,
-                "control": c.control,
-                "difference": _pp(c.diff),
-                "difference_ci_95": [_pp(c.diff_ci.low), _pp(c.diff_ci.high)] if c.diff_ci else None,
-                "lift": "undefined" if c.lift is None else f"{c.lift:+.2f}%",
-                "lift_note": c.lift_reason,
-                "z": "n/a" if c.z is None else f"{c.z:.3f}",
-                "p_value": format_p(c.p_value),
-                "test_note": c.test_reason,
-            }
-            for c in readout.comparisons
+            for r in readout.scorecard
+            if r.key != readout.metric
         ],
         "srm": {
             "chi2": "n/a" if readout.srm.chi2 is None else f"{readout.srm.chi2:.3f}",
@@ -100,107 +151,55 @@ def fingerprint(numbers: dict) -> str:
 # --- Deterministic fallback ---------------------------------------------------------------------
 
 
-def _comparison_sentence(c) -> str:
+def _comparison_sentence(c, kind: str, alpha: float) -> str:
     if c.diff is None:
         return f"{c.variant} cannot be compared with {c.control}: {c.test_reason}"
+    diff = _pp if kind == "binary" else (lambda x: f"{x:+,.2f} per user")
     lift = f"{c.lift_reason}." if c.lift is None else f"The relative lift is {c.lift:+.2f}%."
     text = (
-        f"{c.variant} differs from {c.control} by {_pp(c.diff)} "
-        f"(95% CI {_pp(c.diff_ci.low)} to {_pp(c.diff_ci.high)}). {lift}"
+        f"{c.variant} differs from {c.control} by {diff(c.diff)} "
+        f"(95% CI {diff(c.diff_ci.low)} to {diff(c.diff_ci.high)}). {lift}"
     )
     if c.p_value is None:
         return f"{text} {c.test_reason}"
-    if c.p_value < SIGNIFICANCE_ALPHA:
+    p = c.p_value_adjusted if c.p_value_adjusted is not None else c.p_value
+    if p < alpha:
         verdict = "suggests a real difference, though it does not prove one"
     else:
         verdict = "does not show a clear difference"
-    return f"{text} The two-sided z-test gives z = {c.z:.3f}, p = {format_p(c.p_value)}, which {verdict}."
+    test = f"z = {c.z:.3f}" if kind == "binary" else f"t = {c.z:.3f}"
+    holm = f", Holm-adjusted p = {format_p(c.p_value_adjusted)}" if c.p_value_adjusted is not None else ""
+    return f"{text} The two-sided test gives {test}, p = {format_p(c.p_value)}{holm}, which {verdict}."
+
+
+def _variant_sentence(v, kind: str) -> str:
+    label = f"{v.key} (control)" if v.is_control else v.key
+    if v.exposures == 0:
+        return f"{label} has no exposed users yet."
+    if kind == "binary":
+        return f"{label}: {v.conversions} of {v.exposures} exposed users converted ({_pct(v.rate.rate)})."
+    return f"{label}: {v.exposures} exposed users, a mean of {v.summary.mean:,.2f} per user."
+
+
+def _scorecard_sentence(readout: Readout) -> str:
+    others = [r for r in readout.scorecard if r.key != readout.metric]
+    parts = [f"{r.key} ({r.role}) is {c.outcome} for {c.variant}" for r in others for c in r.comparisons]
+    return f"Other planned metrics: {'; '.join(parts)}." if parts else ""
 
 
 def narrative_fallback_text(readout: Readout) -> str:
     """A plain summary built only from the readout numbers (no provider involved)."""
+    kind = readout.metric_kind
     parts = [f"Readout of {readout.experiment_name} on metric {readout.metric}."]
-    for v in readout.variants:
-        label = f"{v.key} (control)" if v.is_control else v.key
-        if v.exposures == 0:
-            parts.append(f"{label} has no exposed users yet.")
-        else:
-            parts.append(f"{label}: {v.conversions} of {v.exposures} exposed users converted ({_pct(v.rate.rate)}).")
-    parts += [_comparison_sentence(c) for c in readout.comparisons]
+    parts += [_variant_sentence(v, kind) for v in readout.variants]
+    parts += [_comparison_sentence(c, kind, readout.alpha) for c in readout.comparisons]
+    if scorecard := _scorecard_sentence(readout):
+        parts.append(scorecard)
     if readout.warnings:
         parts.append("Warnings: " + " ".join(w["message"] for w in readout.warnings))
     else:
         parts.append("No data-quality warnings.")
     return " ".join(parts)
-
-
-# --- Guard: every number stated must be a number of the readout ----------------------------------
-
-NUMBER_RE = re.compile(r"(?<![\w.])[-+\u2212]?\d(?:[\d,]*\d)?(?:\.\d+)?(?:[eE][-+]?\d+)?")
-# Numbers a narrative may state without them being readout values: the confidence level and the
-# conventional thresholds it may cite.
-ALLOWED_CONSTANTS = (95.0, 0.05, 0.001, 0.0)
-
-
-def _strings(obj):
-    if isinstance(obj, dict):
-        for value in obj.values():
-            yield from _strings(value)
-    elif isinstance(obj, list | tuple):
-        for value in obj:
-            yield from _strings(value)
-    elif isinstance(obj, bool) or obj is None:
-        return
-    else:
-        yield str(obj)
-
-
-def _identifiers(numbers: dict) -> list[str]:
-    names = [numbers.get("experiment", ""), numbers.get("experiment_name", ""), numbers.get("metric", "")]
-    for v in numbers.get("variants", []):
-        names += [v["key"], v["name"]]
-    return sorted({n for n in names if n}, key=len, reverse=True)
-
-
-def _parse(token: str) -> tuple[float, int, bool]:
-    """(absolute value, decimals written, scientific?) of a number token."""
-    text = token.lstrip("+-\u2212").replace(",", "")
-    scientific = "e" in text.lower()
-    mantissa = text.lower().split("e")[0]
-    decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
-    return abs(float(text)), decimals, scientific
-
-
-def _allowed_values(numbers: dict) -> list[float]:
-    values = set(ALLOWED_CONSTANTS)
-    for s in _strings({k: v for k, v in numbers.items() if k not in ("experiment", "experiment_name", "metric")}):
-        for token in NUMBER_RE.findall(_strip_identifiers(s, _identifiers(numbers))):
-            values.add(_parse(token)[0])
-    return sorted(values)
-
-
-def _strip_identifiers(text: str, identifiers: list[str]) -> str:
-    for name in identifiers:
-        text = text.replace(name, " ")
-    return text
-
-
-def _matches(value: float, decimals: int, scientific: bool, allowed: float) -> bool:
-    if scientific or allowed and abs(allowed) < 1e-4:
-        return math.isclose(value, allowed, rel_tol=0.01, abs_tol=0.0) or value == allowed
-    # Written with `decimals` places: it matches a readout value rounded to that many places.
-    return abs(round(allowed, decimals) - value) < 0.5 * 10 ** (-decimals - 3) or abs(allowed - value) < 1e-9
-
-
-def narrative_guard(text: str, numbers: dict) -> list[str]:
-    """The numbers stated in ``text`` that are not readout numbers (empty list: the text may be shown)."""
-    allowed = _allowed_values(numbers)
-    bad = []
-    for token in NUMBER_RE.findall(_strip_identifiers(text, _identifiers(numbers))):
-        value, decimals, scientific = _parse(token)
-        if not any(_matches(value, decimals, scientific, a) for a in allowed):
-            bad.append(token)
-    return bad
 
 
 # --- The one function that talks to a provider ---------------------------------------------------
