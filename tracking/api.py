@@ -317,6 +317,7 @@ def _error_responses(*codes: int) -> dict[int, OpenApiResponse]:
     described = {
         400: OpenApiResponse(ValidationErrorSerializer, description="Invalid input: `{errors: {field: [messages]}}`."),
         401: OpenApiResponse(ErrorSerializer, description="Missing, invalid or revoked API key."),
+        403: OpenApiResponse(ErrorSerializer, description="The API key lacks the `track` scope (`permission_denied`)."),
         411: OpenApiResponse(ErrorSerializer, description="Body sent without Content-Length (`length_required`)."),
         415: OpenApiResponse(
             ErrorSerializer,
@@ -373,7 +374,7 @@ class TrackApi(ServiceAPIView):
                 ErrorSerializer,
                 description="`experiment_not_running`, or `variant_conflict` (user in another variant).",
             ),
-            **_error_responses(401, 404, 411, 413, 415, 429, 503),
+            **_error_responses(401, 403, 404, 411, 413, 415, 429, 503),
         },
         examples=[
             OpenApiExample("Conversion", EVENT_EXAMPLE, request_only=True),
@@ -462,7 +463,7 @@ class TrackBatchApi(ServiceAPIView):
                 f"{BATCH_MAX_EVENTS} items, unknown keys): `{{errors: {{field: [messages]}}}}`. Items are never "
                 "a reason for a 400: each is judged on its own.",
             ),
-            **_error_responses(401, 411, 413, 415, 429, 503),
+            **_error_responses(401, 403, 411, 413, 415, 429, 503),
         },
         examples=[
             OpenApiExample(
@@ -536,7 +537,7 @@ class AssignApi(ServiceAPIView):
             409: OpenApiResponse(
                 ErrorSerializer, description="`experiment_not_running` or `experiment_has_no_variants`."
             ),
-            **_error_responses(400, 401, 404, 411, 413, 415, 429, 503),
+            **_error_responses(400, 401, 403, 404, 411, 413, 415, 429, 503),
         },
         examples=[
             OpenApiExample("Assign", {"experiment": "checkout-button", "user_key": "user-42"}, request_only=True),
