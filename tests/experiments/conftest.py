@@ -7,9 +7,39 @@ from html.parser import HTMLParser
 from importlib import import_module
 
 import pytest
+from django.utils import timezone
 
 from experiments import services
 from experiments.models import Experiment, Variant
+
+
+def add_winning_events(experiment: Experiment, *, users: int = 400, control_rate=0.10, green_rate=0.25) -> None:
+    """Clean evidence that `green` beats `control` on the primary metric (equal arms, no SRM): ship is not blocked.
+
+    Written with bulk_create, so it works whatever the status (the tracking API only takes events while running).
+    """
+    from tracking.models import Event
+
+    now, events = timezone.now(), []
+    for key, rate in (("control", control_rate), ("green", green_rate)):
+        variant = experiment.variants.get(key=key)
+        for i in range(users):
+            user = f"{key}-w{i}"
+            events.append(
+                Event(experiment=experiment, variant=variant, user_key=user, event_type="exposure", occurred_at=now)
+            )
+            if i < users * rate:
+                events.append(
+                    Event(
+                        experiment=experiment,
+                        variant=variant,
+                        user_key=user,
+                        event_type="conversion",
+                        metric=experiment.primary_metric,
+                        occurred_at=now,
+                    )
+                )
+    Event.objects.bulk_create(events, batch_size=2000)
 
 
 def ensure_workflow_groups() -> None:
@@ -22,6 +52,7 @@ def ensure_workflow_groups() -> None:
 
     migration = import_module("experiments.migrations.0003_workflow_groups")
     migration.create_groups(apps, None)
+    import_module("experiments.migrations.0006_metric_plan_permissions").grant(apps, None)
 
 
 @pytest.fixture
@@ -90,6 +121,7 @@ def make_experiment(ops, approver):
         if target == "readout":
             services.experiment_end_for_readout(experiment=experiment, actor=ops)
         if status == "shipped":
+            add_winning_events(experiment)
             services.experiment_ship(experiment=experiment, actor=ops, rationale="Clear win.")
         if status == "killed":
             services.experiment_kill(experiment=experiment, actor=ops, rationale="No effect.")
