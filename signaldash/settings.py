@@ -112,6 +112,16 @@ if _db["ENGINE"] == "django.db.backends.postgresql":
         filter(None, [_pg_options.get("options"), f"-c statement_timeout={int(DB_STATEMENT_TIMEOUT_S * 1000)}"])
     )
 DATABASES = {"default": _db}
+# DATABASE_REPLICA_URL: a streaming replica of the same database; readout sums are read there
+# (signaldash/routers.py), with the primary's timeouts. Tests mirror it onto the default database.
+DATABASE_REPLICA_URL = env_str("DATABASE_REPLICA_URL")
+if DATABASE_REPLICA_URL:
+    DATABASES["replica"] = {
+        **dj_database_url.parse(DATABASE_REPLICA_URL, conn_max_age=_db["CONN_MAX_AGE"]),
+        "OPTIONS": dict(_db.get("OPTIONS", {})),
+        "TEST": {"MIRROR": "default"},
+    }
+DATABASE_ROUTERS = ["signaldash.routers.ReadoutReplicaRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache: shared by every worker and app server (never per-process memory) ------------------------
@@ -171,6 +181,8 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
+    # One schema name per choice set that several readout fields share (`kind` and `metric_kind`).
+    "ENUM_NAME_OVERRIDES": {"MetricKindEnum": ["binary", "mean"]},
     "TITLE": "Signal Dash API",
     "DESCRIPTION": (
         "Tracking, assignment and readout API of Signal Dash. Service endpoints take "

@@ -27,7 +27,7 @@ from rest_framework.renderers import JSONRenderer
 # Arrays/objects nested deeper than this anywhere in a body make the whole body a 400. A batch
 # envelope uses 3 levels (`{"events": [{...}]}`), so an event's `props` may nest 29 levels here;
 # the per-event props rule (tracking/fields.py) is stricter and rejects single items instead.
-MAX_JSON_DEPTH = 32
+MAX_JSON_DEPTH = 512  # deep enough that a bad batch item is refused on its own (props: 5 levels)
 
 # Canonical codec names (`codecs.lookup(name).name`) a JSON body may be declared in. JSON is UTF-8
 # (RFC 8259); UTF-16/32 were allowed by RFC 7159; ASCII/Latin-1/Windows-1252 are common mislabels

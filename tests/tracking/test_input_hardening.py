@@ -48,10 +48,12 @@ def test_track__props_too_deep__returns_400(api, experiment, props):
     ]
 
 
-def test_batch__999_valid_and_one_deeply_nested_item__item_rejected_999_stored(api, experiment):
-    # Given 999 valid events and one whose props nest 25 levels (deeper than allowed, within the body limit)
+@pytest.mark.parametrize("levels", [25, 314, 480])
+def test_batch__999_valid_and_one_deeply_nested_item__item_rejected_999_stored(api, experiment, levels):
+    # Given 999 valid events and one whose props nest deeper than allowed (the probe's 314 levels included;
+    # within the body's 512-level limit, so the item is judged on its own)
     events = [event(user_key=f"u{i}") for i in range(999)]
-    events.insert(500, event(user_key="deep", props=nested(25)))
+    events.insert(500, event(user_key="deep", props=nested(levels)))
     # When the batch is sent
     response = post(api, {"events": events}, "/api/track/batch")
     # Then only that item is rejected, with a clear error, and the 999 are stored
