@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from django.db import DEFAULT_DB_ALIAS, OperationalError, connections, router, transaction
-from django.db.models import Max, Q
+from django.db.models import Q
 
 from experiments.models import Experiment
 from readouts import queries
@@ -62,7 +62,15 @@ ON CONFLICT (experiment_id, kind, variant_id, metric, day) DO UPDATE SET {increm
 ROLLUP_PRUNE_SQL = """
 DELETE FROM {rollup} WHERE experiment_id = %s AND users = 0 AND events = 0 AND late = 0 AND unexposed = 0
 """
-EXPERIMENT_LOCK_SQL = "SELECT id FROM {experiment} WHERE id = %s FOR NO KEY UPDATE"
+# Horizon (largest event and covariate ids), watermark and, optionally, the rollup rows: one statement.
+STATE_SQL = """
+SELECT (SELECT MAX(id) FROM {event}) AS event_horizon, (SELECT MAX(id) FROM {covariate}) AS covariate_horizon,
+       w.event_id, w.covariate_id{rows}
+FROM {experiment} e
+LEFT JOIN {watermark} w ON w.experiment_id = e.id{rows_join}
+WHERE e.id = %(experiment_id)s{lock}
+"""
+STATE_ROWS_JOIN = " LEFT JOIN {rollup} r ON r.experiment_id = e.id"
 
 Key = tuple[str, int, str, date]  # kind, variant_id (NO_VARIANT for none), metric, day
 
@@ -89,6 +97,18 @@ class UserCovariate:
 class Horizon:
     event_id: int
     covariate_id: int
+
+
+@dataclass(frozen=True)
+class State:
+    horizon: Horizon
+    event_id: int  # the watermark
+    covariate_id: int
+    rows: list[queries.SumsRow]
+
+    @property
+    def current(self) -> bool:
+        return self.horizon.event_id <= self.event_id and self.horizon.covariate_id <= self.covariate_id
 
 
 @dataclass(frozen=True)
@@ -173,16 +193,46 @@ def _chunks(items: Sequence, size: int = CHUNK) -> Iterator[Sequence]:
         yield items[start : start + size]
 
 
-def _horizon(using: str, experiment_id: int, *, lock: bool) -> Horizon:
-    """The largest event and covariate ids; with ``lock`` (PostgreSQL) read under the experiment row lock."""
+def _state_sql(conn, *, lock: bool, with_rows: bool) -> str:
+    qn = conn.ops.quote_name
+    rows = ", ".join(f"r.{qn(f)}" for f in (*KEY_FIELDS, *FIELDS)) if with_rows else ""
+    return STATE_SQL.format(
+        event=qn(Event._meta.db_table),
+        covariate=qn(Covariate._meta.db_table),
+        experiment=qn(Experiment._meta.db_table),
+        watermark=qn(RollupWatermark._meta.db_table),
+        rows=", " + rows if with_rows else "",
+        rows_join=STATE_ROWS_JOIN.format(rollup=qn(Rollup._meta.db_table)) if with_rows else "",
+        lock=" FOR NO KEY UPDATE OF e" if lock and conn.vendor == "postgresql" else "",
+    )
+
+
+def state(*, experiment_id: int, using: str = DEFAULT_DB_ALIAS, lock: bool = True, with_rows: bool = True) -> State:
+    """Horizon, watermark and (``with_rows``) the rollup rows of an experiment, in one statement.
+
+    ``lock`` (PostgreSQL): the statement takes the experiment row ``FOR NO KEY UPDATE`` (released at its
+    end in autocommit), so it returns only once every ingest transaction holding the row has ended.
+    """
     conn = connections[using]
-    if lock and conn.vendor == "postgresql":
-        with conn.cursor() as cursor:
-            cursor.execute(EXPERIMENT_LOCK_SQL.format(experiment=conn.ops.quote_name(Experiment._meta.db_table)),
-                           [experiment_id])  # fmt: skip
-    return Horizon(
-        event_id=Event.objects.using(using).aggregate(m=Max("id"))["m"] or 0,
-        covariate_id=Covariate.objects.using(using).aggregate(m=Max("id"))["m"] or 0,
+    with conn.cursor() as cursor:
+        cursor.execute(_state_sql(conn, lock=lock, with_rows=with_rows), {"experiment_id": experiment_id})
+        fetched = cursor.fetchall()
+    if not fetched:
+        raise Experiment.DoesNotExist(experiment_id)
+    head = fetched[0]
+    rows = []
+    if with_rows:
+        for r in fetched:
+            if r[4] is None:
+                continue  # no rollup rows (LEFT JOIN)
+            kind, variant, metric, day, *vec = r[4:]
+            vec = [int(v) if f in INT_FIELDS else float(v) for f, v in zip(FIELDS, vec, strict=True)]
+            rows.append(queries.SumsRow(kind, variant or None, metric, queries._day(day), *vec))
+    return State(
+        horizon=Horizon(int(head[0] or 0), int(head[1] or 0)),
+        event_id=int(head[2] or 0),
+        covariate_id=int(head[3] or 0),
+        rows=rows,
     )
 
 
@@ -292,7 +342,7 @@ def recompute(*, experiment_id: int, using: str = DEFAULT_DB_ALIAS) -> CatchUp:
     and the watermark set afterwards is exact. Ingest of that experiment waits for the query.
     """
     with transaction.atomic(using=using):
-        horizon = _horizon(using, experiment_id, lock=True)
+        horizon = state(experiment_id=experiment_id, using=using, with_rows=False).horizon  # lock held here
         wm = _watermark(using, experiment_id)
         rows = queries.readout_aggregate(queries.readout_aggregate_query(experiment_id=experiment_id))
         Rollup.objects.using(using).filter(experiment_id=experiment_id).delete()
@@ -316,18 +366,15 @@ def recompute(*, experiment_id: int, using: str = DEFAULT_DB_ALIAS) -> CatchUp:
     return CatchUp("full", rows_changed=len(rows), horizon=horizon)
 
 
-def catch_up(*, experiment_id: int, using: str = DEFAULT_DB_ALIAS) -> CatchUp:
-    """Bring an experiment's rollups up to every committed event (see the module docstring)."""
-    conn = connections[using]
-    if conn.vendor == "postgresql" and not conn.in_atomic_block:
-        with transaction.atomic(using=using):  # step 1, released at once
-            horizon = _horizon(using, experiment_id, lock=True)
-    else:  # SQLite (writers serialised) or inside the caller's transaction (the lock is held there)
-        horizon = _horizon(using, experiment_id, lock=True)
-    peek = RollupWatermark.objects.using(using).filter(experiment_id=experiment_id).values_list(
-        "event_id", "covariate_id").first() or (0, 0)  # fmt: skip
-    if horizon.event_id <= peek[0] and horizon.covariate_id <= peek[1]:
-        return CatchUp("none", horizon=horizon)
+def catch_up(*, experiment_id: int, using: str = DEFAULT_DB_ALIAS, known: State | None = None) -> CatchUp:
+    """Bring an experiment's rollups up to every committed event (see the module docstring).
+
+    ``known``: a ``state`` just read with the lock (its horizon is used instead of reading it again).
+    """
+    known = known or state(experiment_id=experiment_id, using=using, with_rows=False)
+    if known.current:
+        return CatchUp("none", horizon=known.horizon)
+    horizon = known.horizon
     with transaction.atomic(using=using):
         wm = _watermark(using, experiment_id)
         if horizon.event_id <= wm.event_id and horizon.covariate_id <= wm.covariate_id:
@@ -351,23 +398,40 @@ def _rows(alias: str, experiment_id: int) -> list[queries.SumsRow]:
     ]
 
 
-def readout_rows(*, experiment_id: int) -> list[queries.SumsRow]:
-    """The readout aggregate's rows, from the rollups after a catch-up (primary); read where the router says.
+def _from_replica(alias: str, experiment_id: int) -> list[queries.SumsRow] | None:
+    """The rows from the replica when it has caught up with the primary's horizon; None otherwise."""
+    from signaldash.routers import replica_failed  # noqa: PLC0415 - the router is only used with a replica
 
-    With a replica configured (``DATABASE_REPLICA_URL``), the rows are read there (its lag behind the
-    catch-up is streaming replication's, usually milliseconds); if the replica fails, from the primary.
-    """
-    catch_up(experiment_id=experiment_id)
-    alias = router.db_for_read(Rollup)
-    if alias == DEFAULT_DB_ALIAS or connections[DEFAULT_DB_ALIAS].in_atomic_block:
-        return _rows(DEFAULT_DB_ALIAS, experiment_id)
     try:
-        return _rows(alias, experiment_id)
+        replica = state(experiment_id=experiment_id, using=alias, lock=False)
     except OperationalError:
-        from signaldash.routers import replica_failed  # noqa: PLC0415 - the router module is optional
-
         replica_failed(alias)
-        return _rows(DEFAULT_DB_ALIAS, experiment_id)
+        return None
+    primary = state(experiment_id=experiment_id, with_rows=False)
+    if replica.event_id >= primary.horizon.event_id and replica.covariate_id >= primary.horizon.covariate_id:
+        return replica.rows
+    catch_up(experiment_id=experiment_id, known=primary)
+    return None
+
+
+def readout_rows(*, experiment_id: int) -> list[queries.SumsRow]:
+    """The readout aggregate's rows (``queries.SumsRow``), from the rollups, caught up first.
+
+    Usually one statement: horizon, watermark and rows together, on the primary. With a replica
+    (``DATABASE_REPLICA_URL``, ``signaldash.routers``) the rows are read there whenever the replica's
+    watermark covers the primary's horizon; otherwise (lag, a catch-up to do, a replica that is down)
+    the primary serves them.
+    """
+    alias = router.db_for_read(Rollup)
+    if alias != DEFAULT_DB_ALIAS and not connections[DEFAULT_DB_ALIAS].in_atomic_block:
+        rows = _from_replica(alias, experiment_id)
+        if rows is not None:
+            return rows
+    now = state(experiment_id=experiment_id)
+    if now.current:
+        return now.rows
+    catch_up(experiment_id=experiment_id, known=now)
+    return _rows(DEFAULT_DB_ALIAS, experiment_id)
 
 
 # --- comparison (tests, `recompute_readouts --verify`) ------------------------------------------------

@@ -16,7 +16,7 @@ from django.apps import apps
 from django.utils import timezone
 
 from experiments.models import Experiment, PlannedMetric, Variant
-from readouts import formatting, queries, stats
+from readouts import formatting, queries, rollups, stats
 
 METRIC_KEY_RE = re.compile(r"[-a-zA-Z0-9_]{1,100}")
 ROLE_ORDER = {"primary": 0, "secondary": 1, "guardrail": 2, "exploratory": 3}
@@ -504,7 +504,7 @@ def readout_get(*, experiment: Experiment, metric: str | None = None, by_day: bo
     metric = metric or experiment.primary_metric
     variants = _variant_infos(experiment)
     agg_query = queries.readout_aggregate_query(experiment_id=experiment.pk)
-    rows = queries.readout_aggregate(agg_query)
+    rows = rollups.readout_rows(experiment_id=experiment.pk)  # = readout_aggregate(agg_query)
     conflicts, conflict_query = _variant_conflict_count(experiment_id=experiment.pk)
     totals = _Totals.of(rows)
     plan = experiment.metric_plan()
