@@ -14,12 +14,13 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.forms.models import BaseInlineFormSet
 from django.http import Http404
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django_fsm.admin import FSMAdminMixin
 
 from experiments import services
-from experiments.forms import DecisionForm, RequestChangesForm
+from experiments.forms import DecisionForm, RequestChangesForm, ShipForm
 from experiments.models import AuditLog, Decision, Experiment, ExperimentMetric, Variant
 from experiments.templatetags.workflow import pretty_json, transition_label
 from signaldash.admin import ReadOnlyAdminMixin
@@ -157,15 +158,17 @@ class ExperimentAdmin(FSMAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="Decision")
     def decision_summary(self, obj: Experiment) -> str:
-        decision = Decision.objects.filter(experiment=obj).select_related("decided_by").first()
+        decision = Decision.objects.filter(experiment=obj).select_related("decided_by", "shipped_variant").first()
         if decision is None:
             return "—"
         return format_html(
-            "{} by {} on {}<br>{}<details><summary>Readout at decision time</summary><pre>{}</pre></details>",
+            "{} {} by {} on {}<br>{}{}<details><summary>Readout at decision time</summary><pre>{}</pre></details>",
             _badge(decision.outcome, decision.get_outcome_display()),
+            decision.shipped_variant.key if decision.shipped_variant else "",
             decision.decided_by.get_username(),
             decision.decided_at.strftime("%Y-%m-%d %H:%M"),
             decision.rationale,
+            _override_html(decision),
             pretty_json(decision.readout_snapshot),
         )
 
@@ -251,7 +254,42 @@ class ExperimentAdmin(FSMAdminMixin, admin.ModelAdmin):
             transition = self._get_fsm_transition_by_name(obj=obj, transition_name=transition_name)
             if not transition.has_perm(obj, user=request.user):
                 raise PermissionDenied(f"You may not {transition_name.replace('_', ' ')} this experiment.")
+            if transition_name == "ship":
+                return self._ship_view(request, obj)
         return super().fsm_transition_view(request, object_id, transition_name, **kwargs)
+
+    def _ship_view(self, request, obj: Experiment):
+        """The ship form: the blocking problems per treatment, checks, scorecard, then rationale and override.
+
+        A blocked ship answers 409 with the problems (nothing changes)."""
+        from readouts.governance import ship_assessment_get  # readouts depends on experiments, not back
+
+        assessment = ship_assessment_get(experiment=obj) if obj.status == Experiment.Status.READOUT else None
+        if assessment is not None:
+            treatments = list(assessment.problems)
+        else:
+            treatments = [v.key for v in obj.variants.all() if not v.is_control]
+        form = ShipForm(request.POST if request.method == "POST" else None, treatments=treatments)
+        blocked, status = None, 200
+        if request.method == "POST" and form.is_valid():
+            try:
+                services.experiment_ship(experiment=obj, actor=request.user, **form.cleaned_data)
+            except services.WorkflowError as exc:
+                self.message_user(request, str(exc), level=messages.ERROR)
+                if exc.code == "ship_blocked":
+                    blocked, status = exc, 409
+            else:
+                self.message_user(request, f"Shipped: “{obj}” is now {obj.get_status_display().lower()}.")
+                return redirect(f"admin:{self.opts.app_label}_{self.opts.model_name}_change", object_id=obj.pk)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": obj,
+            "transition_form": form,
+            "assessment": assessment,
+            "blocked": blocked,
+        }
+        return render(request, "experiments/admin_ship_form.html", context, status=status)
 
     def _apply_fsm_transition(self, *, obj, transition_name, request, kwargs=None) -> bool:
         """Replaces django-fsm-2's call-the-method-and-save with our service (audit + decision)."""
@@ -277,14 +315,33 @@ class AuditLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     ordering = ("-at", "-id")
 
 
+def _override_html(decision: Decision) -> str:
+    if not decision.override_reason:
+        return ""
+    problems = (decision.readout_snapshot.get("decision") or {}).get("override", {}).get("problems", [])
+    return format_html(
+        '<p class="sd-override"><strong>OVERRIDE</strong> of {}: {}</p>',
+        ", ".join(problems) or "blocking problems",
+        decision.override_reason,
+    )
+
+
 @admin.register(Decision)
 class DecisionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("experiment", "outcome", "decided_by", "decided_at")
+    list_display = ("experiment", "outcome", "shipped_variant", "overridden", "decided_by", "decided_at")
     list_filter = ("outcome",)
-    list_select_related = ("experiment", "decided_by")
-    search_fields = ("experiment__slug", "experiment__name", "rationale")
-    readonly_fields = ("snapshot",)
+    list_select_related = ("experiment", "decided_by", "shipped_variant")
+    search_fields = ("experiment__slug", "experiment__name", "rationale", "override_reason")
+    readonly_fields = ("override", "snapshot")
     exclude = ("readout_snapshot",)
+
+    @admin.display(description="Override", boolean=True)
+    def overridden(self, obj: Decision) -> bool:
+        return bool(obj.override_reason)
+
+    @admin.display(description="Override (shipped despite blocking problems)")
+    def override(self, obj: Decision) -> str:
+        return _override_html(obj) or "—"
 
     @admin.display(description="Readout snapshot")
     def snapshot(self, obj: Decision) -> str:

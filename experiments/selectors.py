@@ -66,7 +66,7 @@ def experiment_audit_entries(*, experiment: Experiment, newest_first: bool = Fal
 
 
 def experiment_decision(*, experiment: Experiment) -> Decision | None:
-    return Decision.objects.filter(experiment=experiment).select_related("decided_by").first()
+    return Decision.objects.filter(experiment=experiment).select_related("decided_by", "shipped_variant").first()
 
 
 def variant_shares(*, experiment: Experiment) -> list[tuple]:

@@ -8,7 +8,12 @@ for the row lock, then finds the experiment already moved and gets a `WorkflowEr
 
 The plan (hypothesis, primary metric, variants) can only change while the experiment is a draft:
 edits after it left draft are refused (`WorkflowError`), so there is nothing to audit. The plan as
-submitted and as approved is kept in the `extra` of those audit rows.
+submitted and as approved is kept in the `extra` of those audit rows; the approved plan, with its power
+plan, is also frozen on the experiment as its pre-registration (`Experiment.preregistration`).
+
+Ship is guarded (docs/sop.md, "Decision rules"): it names the variant it ships and is refused with
+`ship_blocked` while the readout shows a blocking problem, unless an override reason is given, which is
+recorded with the problems it overrode. Kill is never blocked.
 """
 
 from __future__ import annotations
@@ -28,15 +33,21 @@ class WorkflowError(Exception):
     """A workflow step was refused for a reason other than permissions.
 
     `code` is one of: "invalid_state" (wrong status, or someone else moved it first),
-    "incomplete_plan", "missing_comment", "missing_rationale", "plan_locked".
-    `problems` lists what is missing or wrong, for display.
+    "incomplete_plan", "missing_comment", "missing_rationale", "plan_locked", "missing_variant",
+    "invalid_variant", "ship_blocked".
+    `problems` lists what is missing or wrong, for display; for "ship_blocked" it is the list of problem
+    codes (`srm`, `guardrail_worse`, `primary_not_better`, `sample_not_reached`) and `details` holds
+    `{"code", "message"}` for each.
     """
 
-    def __init__(self, message: str, *, code: str, problems: list[str] | None = None) -> None:
+    def __init__(
+        self, message: str, *, code: str, problems: list[str] | None = None, details: list[dict] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
         self.problems = problems or []
+        self.details = details or []
 
     def __str__(self) -> str:
         return self.message
@@ -85,6 +96,21 @@ def _plan_snapshot(experiment: Experiment) -> dict[str, Any]:
         "baseline_sd": experiment.baseline_sd,
         "expected_daily_users": experiment.expected_daily_users,
         "dimensions": list(experiment.dimensions or []),
+    }
+
+
+def preregistration_build(experiment: Experiment) -> dict[str, Any]:
+    """The plan as a concrete commitment: the plan snapshot plus its power plan (what approval freezes)."""
+    from readouts.selectors import power_plan_get  # readouts depends on experiments, not the other way round
+
+    plan = power_plan_get(experiment=experiment)
+    return {
+        **_plan_snapshot(experiment),
+        "power_plan": {
+            "users_per_arm": plan.users_per_arm,
+            "expected_days": plan.expected_days,
+            "sentence": plan.sentence,
+        },
     }
 
 
@@ -251,8 +277,21 @@ def experiment_request_changes(*, experiment: Experiment, actor: AbstractBaseUse
 
 @transaction.atomic
 def experiment_approve_and_start(*, experiment: Experiment, actor: AbstractBaseUser) -> AuditLog:
-    """review → running (sets started_at). A reviewer can never approve an experiment they own."""
-    return _transition(experiment=experiment, actor=actor, name="approve_and_start", extra=_plan_snapshot)
+    """review → running (sets started_at). A reviewer can never approve an experiment they own.
+
+    Freezes the pre-registration (plan + power plan) on the experiment and in the audit row.
+    """
+
+    def freeze(exp: Experiment) -> None:
+        exp.preregistration = preregistration_build(exp)
+
+    return _transition(
+        experiment=experiment,
+        actor=actor,
+        name="approve_and_start",
+        before=freeze,
+        extra=lambda exp: dict(exp.preregistration),
+    )
 
 
 @transaction.atomic
@@ -261,17 +300,84 @@ def experiment_end_for_readout(*, experiment: Experiment, actor: AbstractBaseUse
     return _transition(experiment=experiment, actor=actor, name="end_for_readout")
 
 
-def _decide(*, experiment: Experiment, actor: AbstractBaseUser, rationale: str, name: str) -> AuditLog:
+def _ship_variant(experiment: Experiment, key: str | None) -> Variant:
+    """The treatment to ship: ``key``, or the only treatment when there is one."""
+    treatments = [v for v in Variant.objects.filter(experiment=experiment).order_by("key") if not v.is_control]
+    keys = [v.key for v in treatments]
+    if not key:
+        if len(treatments) == 1:
+            return treatments[0]
+        raise WorkflowError(
+            f"Name the variant to ship (one of: {', '.join(keys) or 'none'}).", code="missing_variant", problems=keys
+        )
+    match = next((v for v in treatments if v.key == key), None)
+    if match is None:
+        raise WorkflowError(
+            f"'{key}' is not a treatment of '{experiment.slug}' (one of: {', '.join(keys) or 'none'}).",
+            code="invalid_variant",
+            problems=keys,
+        )
+    return match
+
+
+def _decide(
+    *,
+    experiment: Experiment,
+    actor: AbstractBaseUser,
+    rationale: str,
+    name: str,
+    variant: str | None = None,
+    override_reason: str = "",
+) -> AuditLog:
     rationale = (rationale or "").strip()
+    override_reason = (override_reason or "").strip()
     outcome = Decision.Outcome.SHIPPED if name == "ship" else Decision.Outcome.KILLED
-    evidence: dict[str, Any] = {}
+    evidence: dict[str, Any] = {"variant": None, "override": None}
 
     def take_readout(exp: Experiment) -> None:
         # Under the row lock, before the status changes: the numbers the decision is based on.
         # Imported here: readouts depends on experiments, not the other way round.
         from readouts.exports import readout_decision_record
+        from readouts.governance import governance_get, ship_problems_get
+        from readouts.selectors import readout_get
 
-        evidence["snapshot"], evidence["bundle"] = readout_decision_record(experiment=exp)
+        readout = readout_get(experiment=exp)
+        governance = governance_get(experiment=exp, readout=readout)
+        if name == "ship":
+            shipped = _ship_variant(exp, variant)
+            problems = ship_problems_get(readout=readout, governance=governance, variant=shipped.key)
+            codes = [p.code for p in problems]
+            if problems and not override_reason:
+                raise WorkflowError(
+                    f"Cannot ship '{exp.slug}' ({shipped.key}): "
+                    + " ".join(p.message for p in problems)
+                    + " Give an override reason to ship anyway (it is recorded).",
+                    code="ship_blocked",
+                    problems=codes,
+                    details=[p.as_json() for p in problems],
+                )
+            evidence["variant"] = shipped
+            if problems:
+                evidence["override"] = {"reason": override_reason, "problems": codes}
+        decision = {
+            "outcome": outcome,
+            "variant": evidence["variant"].key if evidence["variant"] else None,
+            "rationale": rationale,
+            "decided_by": actor.get_username(),
+            "override": evidence["override"],
+        }
+        evidence["deviations"] = [{"code": d.code, "message": d.message} for d in governance.deviations]
+        evidence["snapshot"], evidence["bundle"] = readout_decision_record(
+            experiment=exp, readout=readout, governance=governance, decision=decision
+        )
+
+    def audit_extra(_: Experiment) -> dict[str, Any]:
+        extra: dict[str, Any] = {"deviations": evidence["deviations"]}
+        if evidence["variant"] is not None:
+            extra["variant"] = evidence["variant"].key
+        if evidence["override"] is not None:
+            extra["override"] = evidence["override"]
+        return extra
 
     entry = _transition(
         experiment=experiment,
@@ -280,6 +386,7 @@ def _decide(*, experiment: Experiment, actor: AbstractBaseUser, rationale: str, 
         comment=rationale,
         kwargs={"rationale": rationale},
         before=take_readout,
+        extra=audit_extra,
     )
     decision = Decision(
         experiment=experiment,
@@ -288,6 +395,8 @@ def _decide(*, experiment: Experiment, actor: AbstractBaseUser, rationale: str, 
         decided_by=actor,
         readout_snapshot=evidence["snapshot"],
         readout_bundle=evidence["bundle"],
+        shipped_variant=evidence["variant"],
+        override_reason=evidence["override"]["reason"] if evidence["override"] else "",
     )
     decision.full_clean(exclude=["readout_bundle"])
     decision.save()
@@ -295,14 +404,34 @@ def _decide(*, experiment: Experiment, actor: AbstractBaseUser, rationale: str, 
 
 
 @transaction.atomic
-def experiment_ship(*, experiment: Experiment, actor: AbstractBaseUser, rationale: str) -> AuditLog:
-    """readout → shipped; records the Decision with the readout snapshot and bundle."""
-    return _decide(experiment=experiment, actor=actor, rationale=rationale, name="ship")
+def experiment_ship(
+    *,
+    experiment: Experiment,
+    actor: AbstractBaseUser,
+    rationale: str,
+    override_reason: str = "",
+    variant: str | None = None,
+) -> AuditLog:
+    """readout → shipped: records the Decision (shipped variant, readout snapshot and bundle).
+
+    ``variant`` is the treatment's key (optional with one treatment). Refused with ``ship_blocked`` while a
+    blocking problem holds for that variant (srm, guardrail_worse, primary_not_better, sample_not_reached),
+    unless ``override_reason`` is given: then it ships and the override (reason + problems) is recorded in
+    the audit row, the decision and its bundle. An override reason with nothing to override is not recorded.
+    """
+    return _decide(
+        experiment=experiment,
+        actor=actor,
+        rationale=rationale,
+        name="ship",
+        variant=variant,
+        override_reason=override_reason,
+    )
 
 
 @transaction.atomic
 def experiment_kill(*, experiment: Experiment, actor: AbstractBaseUser, rationale: str) -> AuditLog:
-    """running/readout → killed (emergency stop allowed while running); records the Decision."""
+    """running/readout → killed (emergency stop allowed while running); records the Decision. Never blocked."""
     return _decide(experiment=experiment, actor=actor, rationale=rationale, name="kill")
 
 

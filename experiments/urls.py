@@ -9,5 +9,6 @@ urlpatterns = [
     path("review/<slug:slug>/approve", views.review_approve, name="review_approve"),
     path("review/<slug:slug>/request-changes", views.review_request_changes, name="review_request_changes"),
     path("experiments/<slug:slug>/history", views.experiment_history, name="experiment_history"),
+    path("experiments/<slug:slug>/decide", views.experiment_decide, name="decide"),
     path("experiments/<slug:slug>/decision-bundle.zip", views.decision_bundle, name="decision_bundle"),
 ]

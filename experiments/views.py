@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from experiments import selectors, services
-from experiments.forms import RequestChangesForm
-from experiments.models import PERM_APPROVE, PERM_REQUEST_CHANGES
+from experiments.forms import DecisionForm, RequestChangesForm, ShipForm
+from experiments.models import PERM_APPROVE, PERM_KILL, PERM_REQUEST_CHANGES, PERM_SHIP, Experiment
 from experiments.services import WorkflowError
 from signaldash.permissions import experiment_read_required, private_no_store
 
@@ -46,6 +47,8 @@ def _render_review_detail(
         "can_request_changes": is_review and request.user.has_perm(PERM_REQUEST_CHANGES),
         "form": form or RequestChangesForm(),
         "error": error,
+        "preregistration": experiment.preregistration or services.preregistration_build(experiment),
+        "preregistration_frozen": experiment.preregistration is not None,
     }
     status = 200 if error is None else (409 if error.code == "invalid_state" else 400)
     return render(request, "review/detail.html", context, status=status)
@@ -113,3 +116,71 @@ def decision_bundle(request: HttpRequest, slug: str) -> HttpResponse:
     filename = f"{experiment.slug}-decision-{decision.decided_at:%Y%m%d}.zip"
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
+
+
+# --- the decision page: checks, scorecard and blocking problems, then ship or kill ---------------------------
+def _wants_json(request: HttpRequest) -> bool:
+    return "application/json" in request.headers.get("Accept", "")
+
+
+def _render_decide(
+    request: HttpRequest, experiment: Experiment, *, error: WorkflowError | None = None, status: int = 200
+) -> HttpResponse:
+    from readouts.governance import ship_assessment_get  # readouts depends on experiments, not back
+
+    deciding = experiment.status in (Experiment.Status.RUNNING, Experiment.Status.READOUT)
+    assessment = ship_assessment_get(experiment=experiment) if deciding else None
+    treatments = [v.key for v in experiment.variants.all() if not v.is_control]
+    data = request.POST if request.method == "POST" else None
+    action = request.POST.get("action") if data is not None else None
+    context = {
+        "experiment": experiment,
+        "assessment": assessment,
+        "blocked": error if error is not None and error.code == "ship_blocked" else None,
+        "error": error,
+        "can_ship": request.user.has_perm(PERM_SHIP) and experiment.status == Experiment.Status.READOUT,
+        "can_kill": request.user.has_perm(PERM_KILL) and deciding,
+        "ship_form": ShipForm(data if action == "ship" else None, treatments=treatments),
+        "kill_form": DecisionForm(data if action == "kill" else None),
+    }
+    return render(request, "experiments/decide.html", context, status=status)
+
+
+@require_http_methods(["GET", "POST"])
+@experiment_read_required
+@private_no_store
+def experiment_decide(request: HttpRequest, slug: str) -> HttpResponse:
+    """GET: what the person deciding sees. POST action=ship|kill with rationale (ship: variant, override_reason).
+
+    A blocked ship answers 409 with the problem codes (JSON when asked for, else the page with the problems).
+    """
+    if not (request.user.has_perm(PERM_SHIP) or request.user.has_perm(PERM_KILL)):
+        raise PermissionDenied("Only ops may decide experiments.")
+    experiment = selectors.experiment_get_by_slug(slug=slug)
+    if request.method == "GET":
+        return _render_decide(request, experiment)
+    action = request.POST.get("action", "")
+    rationale = request.POST.get("rationale", "")
+    try:
+        if action == "ship":
+            services.experiment_ship(
+                experiment=experiment,
+                actor=request.user,
+                rationale=rationale,
+                variant=request.POST.get("variant") or None,
+                override_reason=request.POST.get("override_reason", ""),
+            )
+        elif action == "kill":
+            services.experiment_kill(experiment=experiment, actor=request.user, rationale=rationale)
+        else:
+            raise WorkflowError("action must be ship or kill.", code="invalid_action")
+    except WorkflowError as exc:
+        status = 409 if exc.code in ("ship_blocked", "invalid_state") else 400
+        if _wants_json(request):
+            body = {"error": exc.code, "detail": exc.message, "problems": exc.problems, "details": exc.details}
+            return JsonResponse(body, status=status)
+        return _render_decide(request, experiment, error=exc, status=status)
+    if _wants_json(request):
+        return JsonResponse({"status": experiment.status, "outcome": experiment.status})
+    messages.success(request, f"“{experiment.name}” is now {experiment.get_status_display().lower()}.")
+    return redirect("experiments:experiment_history", slug=experiment.slug)

@@ -11,11 +11,16 @@ import io
 import json
 import zipfile
 from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING
 
 from experiments.models import Experiment
 from readouts import formatting, stats
 from readouts.narrative import narrative_fallback_text
 from readouts.selectors import MetricComparison, MetricReadout, Readout, VariantReadout, readout_get
+
+if TYPE_CHECKING:
+    from readouts.dimensions import DimensionBreakdown
+    from readouts.governance import Governance
 
 
 def _interval(i: stats.Interval | None) -> list[float] | None:
@@ -108,8 +113,24 @@ def scorecard_json(readout: Readout) -> list[dict]:
     ]
 
 
-def readout_as_json(readout: Readout) -> dict:
-    """The API body (and the decision snapshot)."""
+def _governance(readout: Readout, governance: Governance | None) -> Governance:
+    """The given checks and deviations, or computed now (two queries, plus one for the experiment)."""
+    if governance is not None:
+        return governance
+    from readouts.governance import governance_get  # governance imports this module's siblings, not back
+
+    return governance_get(experiment=Experiment.objects.get(pk=readout.experiment_id), readout=readout)
+
+
+def readout_as_json(
+    readout: Readout,
+    *,
+    governance: Governance | None = None,
+    dimension: DimensionBreakdown | None = None,
+    decision: dict | None = None,
+) -> dict:
+    """The API body (and the decision snapshot, which adds ``decision``)."""
+    governance = _governance(readout, governance)
     selected = readout.selected
     plan = readout.plan
     return {
@@ -146,6 +167,10 @@ def readout_as_json(readout: Readout) -> dict:
             "conversions_without_exposure": selected.late + selected.unexposed,
             "variant_conflicts": readout.variant_conflicts,
         },
+        "checks": [c.as_json() for c in governance.checks],
+        "deviations": [d.as_json() for d in governance.deviations],
+        **({"dimension": dimension.as_json()} if dimension is not None else {}),
+        **({"decision": decision} if decision is not None else {}),
     }
 
 
@@ -322,7 +347,42 @@ def _comparison_markdown(c: MetricComparison, kind: str) -> str:
     )
 
 
-def readout_markdown(readout: Readout, *, narrative_text: str = "") -> str:
+def _decision_markdown(decision: dict | None) -> list[str]:
+    if not decision:
+        return []
+    lines = [
+        "## Decision",
+        "",
+        f"- Outcome: **{decision['outcome']}**"
+        + (f" (variant `{decision['variant']}`)" if decision.get("variant") else ""),
+        f"- By: {decision.get('decided_by', '')}",
+        f"- Rationale: {decision.get('rationale', '')}",
+    ]
+    override = decision.get("override")
+    if override:
+        lines += [
+            "",
+            f"**OVERRIDE: shipped despite blocking problems ({', '.join(override['problems'])}).**",
+            "",
+            f"- Override reason: {override['reason']}",
+        ]
+    return [*lines, ""]
+
+
+def _governance_markdown(governance: Governance) -> list[str]:
+    lines = ["## Health checks", "", "| Check | Status | Value | Message |", "|---|---|---:|---|"]
+    for c in governance.checks:
+        value = "n/a" if c.value is None else f"{c.value:.4g}"
+        lines.append(f"| {c.code} | {c.status.upper() if c.status != 'ok' else 'ok'} | {value} | {c.message} |")
+    lines += ["", "## Deviations from the pre-registration", ""]
+    lines += [f"- **{d.code}**: {d.message}" for d in governance.deviations] or ["- none"]
+    return [*lines, ""]
+
+
+def readout_markdown(
+    readout: Readout, *, narrative_text: str = "", governance: Governance | None = None, decision: dict | None = None
+) -> str:
+    governance = _governance(readout, governance)
     selected = readout.selected
     unit = "percentage points (pp)" if selected.kind == stats.BINARY else "the metric's own unit per user"
     lines = [
@@ -334,6 +394,8 @@ def readout_markdown(readout: Readout, *, narrative_text: str = "") -> str:
         f"- Alpha: {readout.alpha:g}. {VIEW_SENTENCE.get(readout.analysis, '')}",
         f"- Power plan: {readout.plan.sentence}",
         "",
+        *_decision_markdown(decision),
+        *_governance_markdown(governance),
         "## Warnings",
         "",
         *([f"- **{w['code']}**: {w['message']}" for w in readout.warnings] or ["- none"]),
@@ -375,13 +437,20 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def readout_bundle(readout: Readout, *, narrative_text: str = "") -> bytes:
+def readout_bundle(
+    readout: Readout, *, narrative_text: str = "", governance: Governance | None = None, decision: dict | None = None
+) -> bytes:
     """A zip: summary.md, readout.json, variants.csv, query.sql and query_params.json."""
+    governance = _governance(readout, governance)
     sql = "\n\n".join(f"-- query {i + 1}\n{q.sql};" for i, q in enumerate(readout.queries))
     params = [{"query": i + 1, "params": q.params} for i, q in enumerate(readout.queries)]
     files = {
-        "summary.md": readout_markdown(readout, narrative_text=narrative_text),
-        "readout.json": json.dumps(readout_as_json(readout), indent=2, default=_json_default),
+        "summary.md": readout_markdown(
+            readout, narrative_text=narrative_text, governance=governance, decision=decision
+        ),
+        "readout.json": json.dumps(
+            readout_as_json(readout, governance=governance, decision=decision), indent=2, default=_json_default
+        ),
         "variants.csv": readout_csv(readout),
         "query.sql": sql + "\n",
         "query_params.json": json.dumps(params, indent=2, default=_json_default),
@@ -396,7 +465,22 @@ def readout_bundle(readout: Readout, *, narrative_text: str = "") -> bytes:
     return buf.getvalue()
 
 
-def readout_decision_record(*, experiment: Experiment) -> tuple[dict, bytes]:
-    """The primary-metric readout JSON (with the scorecard) and the readout bundle zip, for a decision."""
-    readout = readout_get(experiment=experiment)
-    return readout_as_json(readout), readout_bundle(readout, narrative_text=narrative_fallback_text(readout))
+def readout_decision_record(
+    *,
+    experiment: Experiment,
+    readout: Readout | None = None,
+    governance: Governance | None = None,
+    decision: dict | None = None,
+) -> tuple[dict, bytes]:
+    """The primary-metric readout JSON (scorecard, checks, deviations, the decision and any override) and the
+    readout bundle zip, for a decision."""
+    readout = readout or readout_get(experiment=experiment)
+    if governance is None:
+        from readouts.governance import governance_get
+
+        governance = governance_get(experiment=experiment, readout=readout)
+    snapshot = readout_as_json(readout, governance=governance, decision=decision)
+    bundle = readout_bundle(
+        readout, narrative_text=narrative_fallback_text(readout), governance=governance, decision=decision
+    )
+    return snapshot, bundle

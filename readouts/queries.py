@@ -107,6 +107,42 @@ READOUT_VARIANT_CONFLICT_SQL = """
 SELECT COUNT(*) AS n FROM {conflict} WHERE {experiment_column} = %(experiment_id)s
 """
 
+# One breakdown of one metric by an exposure prop (readouts/dimensions.py): exposed users, converted users
+# and the per-user value sums per variant and slice, with the per-user rules of READOUT_AGGREGATE_SQL (a
+# user's value counts their conversions at or after their single exposure; the slice is the prop on that
+# exposure row, as text; NULL when the prop is absent or JSON null). The prop key travels only as a
+# parameter (the SQLite JSON path is built from it in Python, after validation).
+READOUT_DIMENSION_SQL = """
+SELECT x.variant_id, {slice_x} AS slice, COUNT(*) AS users,
+       SUM(CASE WHEN u.user_key IS NULL THEN 0 ELSE 1 END) AS converted,
+       SUM(COALESCE(u.total, 0.0)) AS total,
+       SUM(COALESCE(u.total, 0.0) * COALESCE(u.total, 0.0)) AS total_sq
+FROM {event} x
+LEFT JOIN (
+    SELECT c.user_key,
+           SUM(CASE WHEN e.occurred_at <= c.occurred_at THEN COALESCE(c.value, 0.0) ELSE 0.0 END) AS total
+    FROM {event} c
+    JOIN {event} e
+      ON e.experiment_id = c.experiment_id AND e.event_type = %(exposure)s AND e.metric = ''
+     AND e.user_key = c.user_key
+    WHERE c.experiment_id = %(experiment_id)s AND c.event_type = %(conversion)s AND c.metric = %(metric)s
+    GROUP BY c.user_key
+    HAVING SUM(CASE WHEN e.occurred_at <= c.occurred_at THEN 1 ELSE 0 END) > 0
+) u ON u.user_key = x.user_key
+WHERE x.experiment_id = %(experiment_id)s AND x.event_type = %(exposure)s AND x.metric = ''
+GROUP BY 1, 2
+"""
+
+# The slice: a prop of the exposure as text, per vendor. SQLite's json_extract gives 1/0 for true/false,
+# so json_type spells them like PostgreSQL's ->> does ('true'/'false'); JSON null is NULL in both.
+SLICE_EXPRESSION = {
+    "sqlite": (
+        "CASE json_type(x.props, %(prop_path)s) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' "
+        "WHEN 'null' THEN NULL ELSE CAST(json_extract(x.props, %(prop_path)s) AS TEXT) END"
+    ),
+    "postgresql": "(x.props ->> %(prop)s)",
+}
+
 # The UTC calendar day of an event, per vendor (SQLite stores UTC text; PostgreSQL timestamptz).
 DAY_EXPRESSION = {
     "sqlite": "date({col})",
@@ -196,6 +232,41 @@ def readout_aggregate(query: BoundQuery) -> list[SumsRow]:
             events=int(r["events"] or 0),
             late=int(r["late"] or 0),
             unexposed=int(r["unexposed"] or 0),
+        )
+        for r in _fetch(query)
+    ]
+
+
+@dataclass(frozen=True)
+class SliceRow:
+    """One row of a dimension breakdown: a variant's users in one slice (``slice`` None: prop absent)."""
+
+    variant_id: int
+    slice: str | None
+    users: int
+    converted: int  # users with at least one counted conversion on the metric
+    total: float  # Σ per-user value (sum of counted conversion values)
+    total_sq: float  # Σ per-user value²
+
+
+def readout_dimension_query(*, experiment_id: int, metric: str, prop: str) -> BoundQuery:
+    """``prop`` must already be validated (``readouts.dimensions.DIMENSION_KEY_RE``); it is only a parameter."""
+    sql = READOUT_DIMENSION_SQL.format(slice_x=SLICE_EXPRESSION[connection.vendor], **_tables())
+    params = {"experiment_id": experiment_id, "exposure": "exposure", "conversion": "conversion", "metric": metric}
+    params.update({"prop_path": f'$."{prop}"'} if connection.vendor == "sqlite" else {"prop": prop})
+    return BoundQuery(sql=sql.strip(), params=params)
+
+
+def readout_dimension(query: BoundQuery) -> list[SliceRow]:
+    """Run one breakdown (one query, whatever the number of variants and slices)."""
+    return [
+        SliceRow(
+            variant_id=r["variant_id"],
+            slice=None if r["slice"] is None else str(r["slice"]),
+            users=int(r["users"] or 0),
+            converted=int(r["converted"] or 0),
+            total=float(r["total"] or 0.0),
+            total_sq=float(r["total_sq"] or 0.0),
         )
         for r in _fetch(query)
     ]

@@ -134,6 +134,77 @@ class DataQualitySerializer(serializers.Serializer):
     variant_conflicts = serializers.IntegerField(allow_null=True)
 
 
+class CheckSerializer(serializers.Serializer):
+    code = serializers.ChoiceField(
+        choices=[
+            "srm",
+            "conversions_without_exposure",
+            "variant_conflicts",
+            "covariate_imbalance",
+            "sample_progress",
+            "peeking",
+        ]
+    )
+    status = serializers.ChoiceField(choices=["ok", "warn", "fail"])
+    value = serializers.FloatField(
+        allow_null=True,
+        help_text=(
+            "srm, covariate_imbalance: a p-value; conversions_without_exposure, variant_conflicts: a share (0-1); "
+            "sample_progress: smallest arm's users / its planned users; peeking: views while running. "
+            "Null when not computable (the message says why)."
+        ),
+    )
+    threshold = serializers.DictField(
+        child=serializers.FloatField(),
+        help_text='{"warn": x} and/or {"fail": y}: p-values below, shares/counts above, progress below (see docs).',
+    )
+    message = serializers.CharField()
+
+
+class DeviationSerializer(serializers.Serializer):
+    code = serializers.ChoiceField(
+        choices=["check", "stopped_early", "exploratory_metric", "exploratory_dimension", "duration"]
+    )
+    message = serializers.CharField()
+    check = serializers.CharField(required=False, help_text="code=check: the check's code.")
+    status = serializers.ChoiceField(choices=["warn", "fail"], required=False, help_text="code=check.")
+    progress = serializers.FloatField(required=False, allow_null=True, help_text="code=stopped_early.")
+    metric = serializers.CharField(required=False, help_text="code=exploratory_metric.")
+    dimension = serializers.CharField(required=False, help_text="code=exploratory_dimension.")
+    views = serializers.IntegerField(required=False, help_text="Recorded readout views (people, not API keys).")
+    days_run = serializers.FloatField(required=False, help_text="code=duration.")
+    days_planned = serializers.IntegerField(required=False, help_text="code=duration.")
+
+
+class SliceVariantSerializer(serializers.Serializer):
+    key = serializers.CharField()
+    n = serializers.IntegerField(help_text="Exposed users in the slice.")
+    mean = serializers.FloatField(allow_null=True, help_text="Per-user mean (binary: the conversion rate).")
+
+
+class SliceComparisonSerializer(serializers.Serializer):
+    variant = serializers.CharField()
+    rel_lift = serializers.FloatField(allow_null=True)
+    rel_lift_ci = _interval("Delta-method interval, as in comparisons.")
+    p_value = serializers.FloatField(allow_null=True, help_text="Binary: pooled z-test; mean: Welch t-test.")
+    p_value_adjusted = serializers.FloatField(allow_null=True, help_text="Holm over all slices x treatments.")
+    chance_to_beat = serializers.FloatField(
+        allow_null=True, help_text="Registered dimensions only (null for an exploratory breakdown)."
+    )
+
+
+class SliceSerializer(serializers.Serializer):
+    value = serializers.CharField(help_text="The prop's value as text; '(other)' beyond the 20 largest; '(none)'.")
+    variants = SliceVariantSerializer(many=True)
+    comparisons = SliceComparisonSerializer(many=True)
+
+
+class DimensionSerializer(serializers.Serializer):
+    key = serializers.CharField()
+    registered = serializers.BooleanField(help_text="False: not pre-registered, exploratory.")
+    slices = SliceSerializer(many=True)
+
+
 class ReadoutSerializer(serializers.Serializer):
     experiment = ExperimentRefSerializer()
     metric = serializers.CharField()
@@ -152,6 +223,9 @@ class ReadoutSerializer(serializers.Serializer):
     warnings = WarningSerializer(many=True)
     srm = SRMSerializer()
     data_quality = DataQualitySerializer()
+    checks = CheckSerializer(many=True, help_text="Every health check, always all six codes.")
+    deviations = DeviationSerializer(many=True, help_text="Every difference from the pre-registration.")
+    dimension = DimensionSerializer(required=False, help_text="Only with ?dimension=<prop>.")
 
 
 class TimeseriesPointSerializer(serializers.Serializer):

@@ -16,8 +16,10 @@ from rest_framework.views import APIView
 
 from experiments.models import Experiment
 from readouts import charts
+from readouts.dimensions import BAD_DIMENSION, dimension_key_is_valid
 from readouts.docs import metrics_doc_html
 from readouts.exports import readout_as_json, readout_bundle, readout_csv
+from readouts.governance import readout_governance_for_view
 from readouts.narrative import narrative_fallback_text, narrative_for_page, narrative_generate
 from readouts.selectors import (
     Readout,
@@ -55,10 +57,19 @@ def readout_page(request: HttpRequest, slug: str) -> HttpResponse:
     readout = _readout(request, slug, by_day=True)
     if readout is None:
         return HttpResponseBadRequest(BAD_METRIC)
+    dimension = request.GET.get("dimension") or None
+    if dimension is not None and not dimension_key_is_valid(dimension):
+        return HttpResponseBadRequest(BAD_DIMENSION)
+    governance, breakdown = readout_governance_for_view(
+        readout=readout, user=request.user, source="page", dimension=dimension
+    )
     series = readout_daily_series(readout=readout)
     page = readout_page_get(readout=readout, user=request.user)
     context = {
         "readout": readout,
+        "governance": governance,  # templates/readouts/_governance.html
+        "dimension": breakdown,
+        "dimension_key": dimension or "",
         **page,
         "narrative": narrative_for_page(readout=readout),
         "rate_chart": charts.rate_chart_svg(readout),
@@ -89,14 +100,25 @@ class ReadoutApi(APIView):
 
     @extend_schema(
         operation_id="experiment_readout",
-        parameters=[OpenApiParameter("metric", str, description="Metric key (default: the primary metric).")],
+        parameters=[
+            OpenApiParameter("metric", str, description="Metric key (default: the primary metric)."),
+            OpenApiParameter(
+                "dimension", str, description="Exposure props key to break the metric down by (adds `dimension`)."
+            ),
+        ],
         responses={200: ReadoutSerializer},
     )
     def get(self, request, slug: str) -> Response:
         readout = _readout(request, slug)
         if readout is None:
             raise ValidationError({"metric": BAD_METRIC})
-        return Response(readout_as_json(readout))
+        dimension = request.GET.get("dimension") or None
+        if dimension is not None and not dimension_key_is_valid(dimension):
+            raise ValidationError({"dimension": BAD_DIMENSION})
+        governance, breakdown = readout_governance_for_view(
+            readout=readout, user=request.user, source="api", dimension=dimension
+        )
+        return Response(readout_as_json(readout, governance=governance, dimension=breakdown))
 
 
 readout_api = login_not_required(private_no_store(ReadoutApi.as_view()))

@@ -8,6 +8,9 @@ from importlib import import_module
 
 import pytest
 
+from experiments.models import Experiment
+from tests.experiments.conftest import add_winning_events
+
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
@@ -73,6 +76,7 @@ def test_workflow__ops_creates_reviewer_approves_ops_ships__timeline_shows_all(p
     page.goto(change_url)
     _click_transition(page, "end_for_readout")
     assert "is now readout" in page.locator(".messagelist").inner_text()
+    add_winning_events(Experiment.objects.get(slug="checkout-button-colour"))  # clean evidence: ship is not blocked
     _click_transition(page, "ship")
     assert re.search(r"/transition/ship/$", page.url)
     page.fill("textarea[name=rationale]", "Green won: +2.1% conversion, p < 0.01; no guardrail regressions.")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from experiments.models import AuditLog, Decision, Experiment
+from tests.experiments.conftest import add_winning_events
 
 pytestmark = pytest.mark.django_db
 
@@ -264,8 +265,9 @@ def test_admin_ship__button__opens_rationale_form(admin_as, ops, make_experiment
 
 
 def test_admin_ship__with_rationale__shipped_decision_and_audit(admin_as, client, ops, make_experiment):
-    # Given an experiment in readout
+    # Given an experiment in readout whose treatment clearly wins
     experiment = make_experiment(status="readout")
+    add_winning_events(experiment)
     admin = admin_as(ops)
     # When ops fills in the rationale form and applies it
     page = client.get(_transition_url(experiment, "ship")).content.decode()

@@ -36,7 +36,9 @@ def test_decision_bundle__after_late_events__still_shows_numbers_at_decision_tim
     experiment = make_experiment("bundle-exp", status="readout")
     _exposures(experiment, "control", 30)
     _exposures(experiment, "green", 20)
-    services.experiment_ship(experiment=experiment, actor=ops, rationale="Evidence attached.")
+    services.experiment_ship(
+        experiment=experiment, actor=ops, rationale="Evidence attached.", override_reason="No conversions logged yet."
+    )
     # And late events arriving after the decision
     _exposures(experiment, "control", 7, offset=1000)
     client.force_login(ops)
@@ -53,6 +55,12 @@ def test_decision_bundle__after_late_events__still_shows_numbers_at_decision_tim
     exposures = {v["key"]: v["exposures"] for v in readout["variants"]}
     assert exposures == {"control": 30, "green": 20}
     assert "query.sql" in bundle.namelist()
+    # And it records the override with the problem it overrode
+    assert readout["decision"]["override"] == {
+        "reason": "No conversions logged yet.",
+        "problems": ["primary_not_better"],
+    }
+    assert "OVERRIDE" in bundle.read("summary.md").decode()
 
 
 def test_decision_bundle__no_decision__404(client, make_experiment, ops):

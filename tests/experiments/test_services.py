@@ -9,6 +9,7 @@ from django.db import IntegrityError, transaction
 from experiments import services
 from experiments.models import AuditLog, Decision, Experiment, Variant
 from experiments.services import WorkflowError
+from tests.experiments.conftest import add_winning_events
 
 pytestmark = pytest.mark.django_db
 
@@ -95,8 +96,9 @@ def test_end_for_readout__running__readout_with_ended_at(ops, make_experiment):
 
 
 def test_ship__readout_with_rationale__decision_with_snapshot_and_bundle(ops, make_experiment):
-    # Given an experiment in readout
+    # Given an experiment in readout whose treatment clearly wins
     experiment = make_experiment(status="readout")
+    add_winning_events(experiment)
     # When ops ships it with a rationale
     services.experiment_ship(experiment=experiment, actor=ops, rationale="Lift is significant.")
     # Then it is shipped, the decision records who, why and the readout, and the audit row too
