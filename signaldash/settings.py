@@ -164,6 +164,8 @@ WHITENOISE_USE_FINDERS = True
 SIGNALDASH_THROTTLE_RATE = env_str("SIGNALDASH_THROTTLE_RATE", "6000/min")
 # Readout API, page, CSV, bundle and narrative requests per API key or per user.
 SIGNALDASH_READOUT_THROTTLE_RATE = env_str("SIGNALDASH_READOUT_THROTTLE_RATE", "120/min")
+# A verified API key is remembered per process for this many seconds (0 = off): the revocation delay.
+SIGNALDASH_API_KEY_CACHE_S = env_float("SIGNALDASH_API_KEY_CACHE_S", 10.0)
 # Login attempts per user name and per client address (signaldash/ratelimit/login.py).
 SIGNALDASH_LOGIN_RATE = env_str("SIGNALDASH_LOGIN_RATE", "10/15min")
 SIGNALDASH_LOGIN_IP_RATE = env_str("SIGNALDASH_LOGIN_IP_RATE", "100/15min")

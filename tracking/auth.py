@@ -6,15 +6,57 @@ list it first so a missing key answers 401 with `WWW-Authenticate` rather than 4
 
 from __future__ import annotations
 
+import hashlib
+import threading
+import time
 from dataclasses import dataclass
 from typing import ClassVar
 
+from django.conf import settings
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.exceptions import AuthenticationFailed
 
 from tracking.models import ServiceAPIKey
 
 KEYWORD = "Bearer"
+# A verified key is remembered in this process for this long (env SIGNALDASH_API_KEY_CACHE_S, default 10;
+# 0 turns it off): the revocation delay. A key revoked in the admin keeps working for at most this long
+# per worker process; expiry dates are checked on every request.
+DEFAULT_CACHE_S = 10.0
+_CACHE_MAX = 1024
+_cache: dict[bytes, tuple[float, ServiceAPIKey]] = {}
+_cache_lock = threading.Lock()
+
+
+def _cache_seconds() -> float:
+    return float(getattr(settings, "SIGNALDASH_API_KEY_CACHE_S", DEFAULT_CACHE_S))
+
+
+def _verified_key(key: str) -> ServiceAPIKey | None:
+    """The usable key for this plaintext key: from the process cache when verified recently, else checked."""
+    ttl = _cache_seconds()
+    digest = hashlib.sha256(key.encode()).digest()  # the cache never holds plaintext keys
+    now = time.monotonic()
+    if ttl > 0:
+        with _cache_lock:
+            hit = _cache.get(digest)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+    prefix, _, _ = key.partition(".")
+    api_key = ServiceAPIKey.objects.get_usable_keys().filter(prefix=prefix).first()
+    if api_key is None or not api_key.is_valid(key):
+        return None
+    if ttl > 0:
+        with _cache_lock:
+            if len(_cache) >= _CACHE_MAX:
+                _cache.clear()
+            _cache[digest] = (now + ttl, api_key)
+    return api_key
+
+
+def api_key_cache_clear() -> None:
+    with _cache_lock:
+        _cache.clear()
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +88,8 @@ class ServicePrincipal:
 
 class APIKeyAuthentication(BaseAuthentication):
     """Looks the key up by its prefix (one indexed query) and checks the SHA-512 hash; revoked or
-    expired keys are not usable. Sets `request.api_key_name` on the Django request for the request log.
+    expired keys are not usable. A verified key is remembered for SIGNALDASH_API_KEY_CACHE_S (10 s).
+    Sets `request.api_key_name` on the Django request for the request log.
     """
 
     def authenticate(self, request):
@@ -62,8 +105,8 @@ class APIKeyAuthentication(BaseAuthentication):
         prefix, dot, _ = key.partition(".")
         if not dot:
             raise AuthenticationFailed("Invalid API key.")
-        api_key = ServiceAPIKey.objects.get_usable_keys().filter(prefix=prefix).first()
-        if api_key is None or not api_key.is_valid(key):
+        api_key = _verified_key(key)
+        if api_key is None:
             raise AuthenticationFailed("Invalid or revoked API key.")
         if api_key.has_expired:
             raise AuthenticationFailed("Expired API key.")
