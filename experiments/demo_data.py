@@ -3,7 +3,12 @@
 Idempotent: users and experiments are looked up by username / slug and left alone when present;
 events go through the tracking service (`events_ingest`: atomic dedup, first-exposure assignment),
 so the demo data is exactly what the API would have stored, and a second run changes nothing.
-Statuses are reached through the workflow services (so the audit trail and decisions are real).
+Plans (metrics, power-plan fields) and statuses go through the experiment services, so the audit trail,
+the pre-registration and the decisions are real.
+
+Every scenario happens on its own dates: each step runs under a scenario clock (``_scenario_clock``: Django's
+``timezone.now`` returns the step's moment), so audit rows, ``started_at``/``ended_at``, decisions and the
+readouts frozen with them carry the story's dates, not the seeding time.
 """
 
 from __future__ import annotations
@@ -11,9 +16,12 @@ from __future__ import annotations
 import json
 import random
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from unittest import mock
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -22,7 +30,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from experiments import services
-from experiments.models import Experiment, Variant
+from experiments.models import Experiment, ExperimentMetric, Variant
 from tracking.services import EventIn, Outcome, events_ingest
 
 SCENARIOS_PATH = Path(settings.BASE_DIR) / "fixtures" / "demo_scenarios.json"
@@ -41,7 +49,18 @@ PATH_TO = {
     "shipped": ["submit", "approve", "end", "ship"],
     "killed": ["submit", "approve", "end", "kill"],
 }
-EVENTS_BEFORE = {"end"}  # events are recorded while running, before the readout starts
+FINISHED = {"readout", "shipped", "killed"}
+PLAN_FIELDS = (
+    "analysis",
+    "alpha",
+    "power",
+    "mde",
+    "baseline_rate",
+    "baseline_mean",
+    "baseline_sd",
+    "expected_daily_users",
+)
+_BATCH = 1000  # the tracking API's batch size
 
 
 @dataclass
@@ -49,6 +68,41 @@ class SeedResult:
     created_users: dict[str, str] = field(default_factory=dict)  # username -> password (printed once)
     created_experiments: list[str] = field(default_factory=list)
     events_inserted: int = 0
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """When each step of a scenario happened."""
+
+    created: datetime
+    submitted: datetime
+    started: datetime  # approved and started; events begin
+    ended: datetime  # events end (running: a few minutes ago; finished: ended for readout)
+    decided: datetime
+
+    @classmethod
+    def of(cls, spec: dict, now: datetime) -> Timeline:
+        days = timedelta(days=spec.get("days", 7))
+        if spec["status"] in FINISHED:
+            ended = now - timedelta(days=spec.get("ended_days_ago", 1))
+            started = ended - days
+        elif spec["status"] == "running":
+            ended = now - timedelta(minutes=10)
+            started = now - days
+        else:  # draft / review: waiting since `waiting_days`
+            started = ended = now
+            submitted = now - timedelta(days=spec.get("waiting_days", 1), hours=2)
+            return cls(submitted - timedelta(days=1), submitted, started, ended, ended)
+        submitted = started - timedelta(days=2, hours=3)
+        decided = min(ended + timedelta(hours=20), now - timedelta(minutes=30))
+        return cls(submitted - timedelta(days=1, hours=4), submitted, started, ended, decided)
+
+
+@contextmanager
+def _scenario_clock(at: datetime) -> Iterator[None]:
+    """Django's ``timezone.now`` (auto_now_add, transitions, readouts) returns ``at`` inside this block."""
+    with mock.patch("django.utils.timezone.now", return_value=at):
+        yield
 
 
 def demo_users_ensure(*, reset_passwords: bool = False) -> dict[str, str]:
@@ -70,57 +124,112 @@ def demo_users_ensure(*, reset_passwords: bool = False) -> dict[str, str]:
     return passwords
 
 
-def _event_rows(experiment: Experiment, spec: dict, now: datetime) -> list[EventIn]:
-    """Deterministic events for one scenario (seeded RNG; exact counts from the scenario file)."""
-    rng = random.Random(f"signaldash-demo:{experiment.slug}")
-    days = spec.get("days", 7)
-    start = now - timedelta(days=days)
-    span = days * 86400 - 3600
-    slug = experiment.slug
+# --- events ---------------------------------------------------------------------------------------------
+def _weighted_pick(rng: random.Random, users: list[str], weight: dict[str, float], count: int) -> set[str]:
+    """``count`` users drawn without replacement with probability proportional to ``weight`` (Efraimidis–Spirakis)."""
+    keyed = sorted(users, key=lambda u: rng.random() ** (1.0 / weight[u]), reverse=True)
+    return set(keyed[:count])
 
-    def event(variant: str, user_key: str, event_type: str, at: datetime, **extra) -> EventIn:
+
+class _ScenarioEvents:
+    """Deterministic events for one scenario (seeded RNG; exact counts from the scenario file)."""
+
+    def __init__(self, slug: str, spec: dict, timeline: Timeline) -> None:
+        self.slug, self.spec = slug, spec
+        self.rng = random.Random(f"signaldash-demo:{slug}")
+        self.start = timeline.started + timedelta(minutes=10)
+        self.end = timeline.ended - timedelta(minutes=1)
+        self.span = max(3600, int((self.end - self.start).total_seconds()) - 3600)
+        self.revenue = spec.get("revenue")
+        self.rows: list[EventIn] = []
+
+    def event(self, variant: str, user_key: str, event_type: str, at: datetime, **extra) -> EventIn:
         return EventIn(
-            experiment=slug, variant=variant, user_key=user_key, event_type=event_type, occurred_at=at, **extra
+            experiment=self.slug, variant=variant, user_key=user_key, event_type=event_type, occurred_at=at, **extra
         )
 
-    rows: list[EventIn] = []
-    for vspec in spec["variants"]:
-        vkey = vspec["key"]
-        exposed = [f"{slug}-{vkey}-u{i:05d}" for i in range(vspec.get("users", 0))]
-        exposed_at = {u: start + timedelta(seconds=rng.randrange(span)) for u in exposed}
-        rows += [
-            event(vkey, u, "exposure", t, props={"platform": rng.choice(["web", "ios", "android"])})
-            for u, t in exposed_at.items()
-        ]
-        converted: dict[str, set[str]] = {}
-        for metric, count in vspec.get("conversions", {}).items():
-            converted[metric] = set(rng.sample(exposed, count))
-            for u in sorted(converted[metric]):
-                after = min(span, int((now - exposed_at[u]).total_seconds()) - 60)
-                t = exposed_at[u] + timedelta(seconds=rng.randrange(60, max(61, after)))
-                t = min(t, now - timedelta(seconds=30))
-                rows.append(event(vkey, u, "conversion", t, metric=metric, value=round(rng.uniform(10, 120), 2)))
-        # Conversions recorded *before* the user's exposure: stored, but not counted by the readout.
-        for metric, count in spec.get("late_conversions", {}).items():
-            candidates = [u for u in exposed if u not in converted.get(metric, set())][:count]
-            rows += [
-                event(vkey, u, "conversion", exposed_at[u] - timedelta(minutes=5), metric=metric) for u in candidates
+    def after(self, exposed_at: datetime) -> datetime:
+        room = int((self.end - exposed_at).total_seconds()) - 60
+        return min(exposed_at + timedelta(seconds=self.rng.randrange(60, max(61, room))), self.end)
+
+    def build(self) -> list[EventIn]:
+        for vspec in self.spec["variants"]:
+            self.variant(vspec)
+        control = next(v["key"] for v in self.spec["variants"] if v["is_control"])
+        for metric, count in self.spec.get("unexposed_conversions", {}).items():
+            self.rows += [
+                self.event(
+                    control,
+                    f"{self.slug}-orphan-{i:04d}",
+                    "conversion",
+                    self.end - timedelta(hours=i + 1),
+                    metric=metric,
+                )
+                for i in range(count)
             ]
-    control = next(v["key"] for v in spec["variants"] if v["is_control"])
-    for metric, count in spec.get("unexposed_conversions", {}).items():
-        rows += [
-            event(control, f"{slug}-orphan-{i:04d}", "conversion", now - timedelta(hours=i + 1), metric=metric)
-            for i in range(count)
-        ]
-    return rows
+        return self.rows
+
+    def variant(self, vspec: dict) -> None:
+        rng, vkey = self.rng, vspec["key"]
+        exposed = [f"{self.slug}-{vkey}-u{i:05d}" for i in range(vspec.get("users", 0))]
+        exposed_at = {u: self.start + timedelta(seconds=rng.randrange(self.span)) for u in exposed}
+        # A user's pre-exposure spend: the covariate of the revenue metric, and what drives their orders.
+        spend = {u: round(rng.lognormvariate(3.4, 0.7), 2) for u in exposed}
+        for u, t in exposed_at.items():
+            covariates = {self.revenue["metric"]: spend[u]} if self.revenue else {}
+            props = {"platform": rng.choice(["web", "ios", "android"])}
+            self.rows.append(self.event(vkey, u, "exposure", t, props=props, covariates=covariates))
+        converted: dict[str, set[str]] = {}
+        nested = self.spec.get("nested", {})
+        for metric, count in vspec.get("conversions", {}).items():
+            pool = sorted(converted[nested[metric]]) if metric in nested else exposed
+            if self.revenue and metric == self.revenue["buyers"]:
+                weights = {u: spend[u] ** 2 for u in exposed}
+                converted[metric] = _weighted_pick(rng, exposed, weights, count)  # big spenders buy more often
+            else:
+                converted[metric] = set(rng.sample(pool, count))
+            for u in sorted(converted[metric]):
+                self.rows.append(self.event(vkey, u, "conversion", self.after(exposed_at[u]), metric=metric))
+        if self.revenue:
+            self.orders(
+                vkey,
+                sorted(converted.get(self.revenue["buyers"], ())),
+                exposed_at,
+                spend,
+                vspec.get("order_multiplier", 1.0),
+            )
+        # Conversions recorded *before* the user's exposure: stored, but not counted by the readout.
+        for metric, count in self.spec.get("late_conversions", {}).items():
+            candidates = [u for u in exposed if u not in converted.get(metric, set())][:count]
+            self.rows += [
+                self.event(vkey, u, "conversion", exposed_at[u] - timedelta(minutes=5), metric=metric)
+                for u in candidates
+            ]
+
+    def orders(self, vkey: str, buyers: list[str], exposed_at: dict, spend: dict, multiplier: float) -> None:
+        """Each buyer's orders (some order twice): value events of the mean metric, one event_id per order."""
+        rng, metric = self.rng, self.revenue["metric"]
+        scale = self.revenue["order_value"] / 40.0  # lognormvariate(3.4, 0.7) has a mean of about 38
+        for u in buyers:
+            n_orders = 2 if rng.random() < self.revenue.get("repeat_share", 0.0) else 1
+            for k in range(n_orders):
+                value = round(spend[u] * scale * multiplier * rng.uniform(0.85, 1.15) + rng.uniform(1, 5), 2)
+                self.rows.append(
+                    self.event(
+                        vkey,
+                        u,
+                        "conversion",
+                        self.after(exposed_at[u]),
+                        metric=metric,
+                        value=value,
+                        event_id=f"order-{u}-{k + 1}",
+                    )
+                )
 
 
-_BATCH = 1000  # the tracking API's batch size
-
-
-def _insert_events(experiment: Experiment, spec: dict) -> int:
+def _insert_events(experiment: Experiment, spec: dict, timeline: Timeline) -> int:
     """Store the scenario's events through the tracking service (dedup, first-exposure assignment)."""
-    rows = _event_rows(experiment, spec, timezone.now())
+    rows = _ScenarioEvents(experiment.slug, spec, timeline).build()
     created = 0
     for i in range(0, len(rows), _BATCH):
         results = events_ingest(events=rows[i : i + _BATCH])
@@ -128,29 +237,67 @@ def _insert_events(experiment: Experiment, spec: dict) -> int:
     return created
 
 
-def _walk(experiment: Experiment, spec: dict, users: dict) -> int:
+# --- the workflow, on the scenario's dates ----------------------------------------------------------------
+def _create(spec: dict, users: dict, timeline: Timeline) -> Experiment:
+    ops = users["ops"]
+    plan = spec.get("plan", {})
+    with _scenario_clock(timeline.created):
+        experiment = services.experiment_save_plan(
+            experiment=Experiment(
+                name=spec["name"],
+                slug=spec["slug"],
+                hypothesis=spec["hypothesis"],
+                primary_metric=spec["primary_metric"],
+                owner=ops,
+                **{k: plan[k] for k in PLAN_FIELDS if k in plan},
+            ),
+            actor=ops,
+        )
+        for v in spec["variants"]:
+            services.variant_save(
+                variant=Variant(
+                    experiment=experiment, key=v["key"], name=v["name"], is_control=v["is_control"], weight=v["weight"]
+                ),
+                actor=ops,
+            )
+        for m in spec.get("metrics", []):
+            services.experiment_metric_save(metric=ExperimentMetric(experiment=experiment, **m), actor=ops)
+    return experiment
+
+
+def _walk(experiment: Experiment, spec: dict, users: dict, timeline: Timeline) -> int:
     ops, reviewer = users["ops"], users["reviewer"]
     inserted = 0
+    steps = {
+        "submit": (timeline.submitted, lambda e: services.experiment_submit_for_review(experiment=e, actor=ops)),
+        "approve": (timeline.started, lambda e: services.experiment_approve_and_start(experiment=e, actor=reviewer)),
+        "end": (timeline.ended, lambda e: services.experiment_end_for_readout(experiment=e, actor=ops)),
+        "ship": (
+            timeline.decided,
+            lambda e: services.experiment_ship(
+                experiment=e,
+                actor=ops,
+                rationale=spec["decision"],
+                variant=spec.get("ship_variant"),
+                override_reason=spec.get("override_reason", ""),
+            ),
+        ),
+        "kill": (
+            timeline.decided,
+            lambda e: services.experiment_kill(experiment=e, actor=ops, rationale=spec["decision"]),
+        ),
+    }
     for step in PATH_TO[spec["status"]]:
-        if step in EVENTS_BEFORE:
-            inserted += _insert_events(experiment, spec)
-        if step == "submit":
-            services.experiment_submit_for_review(experiment=experiment, actor=ops)
-        elif step == "approve":
-            services.experiment_approve_and_start(experiment=experiment, actor=reviewer)
-            # Backdate the start so the demo's event history lies inside the running window.
-            Experiment.objects.filter(pk=experiment.pk).update(
-                started_at=timezone.now() - timedelta(days=spec.get("days", 7))
-            )
-        elif step == "end":
-            services.experiment_end_for_readout(experiment=experiment, actor=ops)
-        elif step == "ship":
-            services.experiment_ship(experiment=experiment, actor=ops, rationale=spec["decision"])
-        elif step == "kill":
-            services.experiment_kill(experiment=experiment, actor=ops, rationale=spec["decision"])
+        at, run = steps[step]
+        if step == "end":
+            with _scenario_clock(at):
+                inserted += _insert_events(experiment, spec, timeline)
+        with _scenario_clock(at):
+            run(experiment)
         experiment = Experiment.objects.get(pk=experiment.pk)  # the services work on a locked fresh copy
     if spec["status"] == "running":
-        inserted += _insert_events(experiment, spec)
+        with _scenario_clock(timeline.ended):
+            inserted += _insert_events(experiment, spec, timeline)
     return inserted
 
 
@@ -161,31 +308,14 @@ def demo_seed(*, path: Path = SCENARIOS_PATH, reset_passwords: bool = False) -> 
     user_model = get_user_model()
     users = {u.username: u for u in user_model.objects.filter(username__in=["ops", "reviewer", "admin"])}
     scenarios = json.loads(path.read_text())["experiments"]
+    now = timezone.now()
+    existing = set(Experiment.objects.filter(slug__in=[s["slug"] for s in scenarios]).values_list("slug", flat=True))
     for spec in scenarios:
-        if Experiment.objects.filter(slug=spec["slug"]).exists():
+        if spec["slug"] in existing:
             continue
+        timeline = Timeline.of(spec, now)
         with transaction.atomic():
-            experiment = services.experiment_save_plan(
-                experiment=Experiment(
-                    name=spec["name"],
-                    slug=spec["slug"],
-                    hypothesis=spec["hypothesis"],
-                    primary_metric=spec["primary_metric"],
-                    owner=users["ops"],
-                ),
-                actor=users["ops"],
-            )
-            for v in spec["variants"]:
-                services.variant_save(
-                    variant=Variant(
-                        experiment=experiment,
-                        key=v["key"],
-                        name=v["name"],
-                        is_control=v["is_control"],
-                        weight=v["weight"],
-                    ),
-                    actor=users["ops"],
-                )
-            result.events_inserted += _walk(experiment, spec, users)
+            experiment = _create(spec, users, timeline)
+            result.events_inserted += _walk(experiment, spec, users, timeline)
         result.created_experiments.append(spec["slug"])
     return result

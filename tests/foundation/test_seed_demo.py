@@ -15,6 +15,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.db import connection, transaction
 
+from experiments import services
 from experiments.demo_data import SCENARIOS_PATH
 from experiments.models import AuditLog, Decision, Experiment, Variant
 from tracking.models import Assignment, Event
@@ -134,7 +135,7 @@ def test_seed_demo__scenarios__readouts_show_the_warnings_they_were_built_for(se
     assert "srm" in codes("recs-carousel")
     assert "small_sample" in codes("onboarding-tooltip")
     assert "conversion_without_exposure" in codes("search-ranking-v2")
-    assert "srm" not in codes("free-shipping-threshold")  # 9:1 weights, 9000 vs 1000 users
+    assert "srm" not in codes("free-shipping-threshold")
     assert codes("checkout-one-page").isdisjoint({"srm", "small_sample", "missing_exposures"})
     # And the clear winner is significant while the flat test is not
     winner = client.get("/api/experiments/checkout-one-page/readout").json()["comparisons"][0]
@@ -146,6 +147,119 @@ def test_seed_demo__scenarios__readouts_show_the_warnings_they_were_built_for(se
     assert referral["lift"] is None
     page = client.get("/experiments/referral-banner/readout")
     assert "Lift undefined (control conversion rate is 0)" in page.content.decode()
+
+
+def _normalise(text: str) -> str:
+    return text.replace("\u2212", "-")
+
+
+def _pp(x: float) -> str:
+    return f"{x:+.1f}"
+
+
+def test_seed_demo__decisions__rationale_claims_match_the_frozen_snapshot(seeded):
+    # Given every seeded decision (shipped and killed)
+    decisions = list(Decision.objects.select_related("experiment"))
+    assert {d.experiment.slug for d in decisions} == {s for s, spec in SCENARIOS.items() if "decision" in spec}
+    for decision in decisions:
+        spec = SCENARIOS[decision.experiment.slug]
+        claims, rationale, snapshot = spec["claims"], _normalise(decision.rationale), decision.readout_snapshot
+        assert snapshot["metric"] == claims["metric"]
+        c = next(c for c in snapshot["comparisons"] if c["variant"] == claims["variant"])
+        rates = {v["key"]: v["mean"] for v in snapshot["variants"]}
+        # Then each number the rationale states is the snapshot's number, rounded as written
+        assert round(c["diff"] * 100, 1) == claims["diff_pp"], decision
+        assert f"{abs(claims['diff_pp']):.1f} points" in rationale
+        assert [round(x * 100, 1) for x in c["diff_ci"]] == claims["diff_ci_pp"]
+        low, high = claims["diff_ci_pp"]
+        assert f"95% CI {_pp(low)} to {_pp(high)} pp" in rationale
+        assert [round(rates[claims["variant"]] * 100, 1), round(rates[c["control"]] * 100, 1)] == claims["rates_pct"]
+        assert "{:.1f}% vs {:.1f}%".format(*claims["rates_pct"]) in rationale
+        assert f"p = {claims['p']}" in rationale
+        assert round(c["p_value"], len(claims["p"]) - 2) == float(claims["p"])
+        # And the verdict it implies is the snapshot's: significant and better/worse, or not significant
+        assert c["outcome"] == claims["outcome"]
+        if claims["outcome"] == "inconclusive":
+            assert "not significant" in rationale and low < 0 < high
+        else:
+            assert low * high > 0  # the interval excludes zero
+        guardrails = [m for m in snapshot["scorecard"] if m["role"] == "guardrail"]
+        if "guardrails" in claims:  # "refunds flat"
+            assert guardrails and all(
+                x["outcome"] == claims["guardrails"] for m in guardrails for x in m["comparisons"]
+            )
+        # And an override is recorded exactly when the scenario ships over a blocking problem
+        assert decision.override_reason == spec.get("override_reason", "")
+        override = (
+            AuditLog.objects.get(experiment=decision.experiment, transition="ship").extra.get("override")
+            if (decision.outcome == "shipped")
+            else None
+        )
+        if "override" in claims:
+            assert override == {"reason": spec["override_reason"], "problems": claims["override"]}
+        else:
+            assert override is None
+
+
+def test_seed_demo__timeline__rows_carry_the_scenarios_dates(seeded):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    # Given the seeded demo (seeded moments ago)
+    now = timezone.now()
+    # Then no audit row or decision carries the seeding time: each happened on its scenario's dates
+    assert not AuditLog.objects.filter(at__gt=now - timedelta(minutes=5)).exists()
+    assert not Decision.objects.filter(decided_at__gt=now - timedelta(minutes=5)).exists()
+    for slug, spec in SCENARIOS.items():
+        exp = Experiment.objects.get(slug=slug)
+        rows = {a.transition: a.at for a in AuditLog.objects.filter(experiment=exp)}
+        if spec["status"] in ("running", "readout", "shipped", "killed"):
+            ran = (exp.ended_at or now) - exp.started_at
+            assert abs(ran - timedelta(days=spec["days"])) < timedelta(hours=1), slug
+            assert rows["create"] < rows["submit_for_review"] < rows["approve_and_start"] == exp.started_at
+        if spec["status"] in ("readout", "shipped", "killed"):
+            assert rows["end_for_readout"] == exp.ended_at
+            assert abs(now - exp.ended_at - timedelta(days=spec["ended_days_ago"])) < timedelta(hours=1), slug
+        if "decision" in spec:
+            assert exp.ended_at < exp.decision.decided_at < now
+            assert exp.decision.readout_snapshot["computed_at"] == exp.decision.decided_at.isoformat()
+
+
+def test_seed_demo__guardrail_scenario__ship_blocked_with_the_problems(seeded):
+    # Given the scenarios built to be blocked (left in readout)
+    blocked = {slug: spec for slug, spec in SCENARIOS.items() if "blocked_by" in spec}
+    assert blocked
+    ops = get_user_model().objects.get(username="ops")
+    for slug, spec in blocked.items():
+        exp = Experiment.objects.get(slug=slug)
+        assert exp.status == "readout"
+        # When ops tries to ship without an override
+        with pytest.raises(services.WorkflowError) as refused, transaction.atomic():
+            services.experiment_ship(experiment=exp, actor=ops, rationale="Ship it.")
+        # Then the ship is refused for exactly the problems the scenario exists to show
+        assert refused.value.code == "ship_blocked"
+        assert refused.value.problems == spec["blocked_by"]
+
+
+def test_seed_demo__revenue_metric__covariates_make_cuped_reduce_variance(seeded, client):
+    # Given a running and a finished experiment with a revenue (mean) metric and a guardrail
+    client.force_login(get_user_model().objects.get(username="reviewer"))
+    for slug, status in (("checkout-one-page", "readout"), ("search-ranking-v2", "running")):
+        assert SCENARIOS[slug]["status"] == status
+        data = client.get(f"/api/experiments/{slug}/readout?metric=revenue").json()
+        # Then the scorecard has the revenue and guardrail metrics, and CUPED narrows the revenue interval
+        roles = {m["metric"]: m["role"] for m in data["scorecard"]}
+        assert roles["revenue"] == "secondary" and "guardrail" in roles.values()
+        assert data["metric_kind"] == "mean"
+        cuped = data["comparisons"][0]["cuped"]
+        assert cuped["variance_reduction"] > 0.2, slug
+        width = data["comparisons"][0]["rel_lift_ci"][1] - data["comparisons"][0]["rel_lift_ci"][0]
+        assert cuped["rel_lift_ci"][1] - cuped["rel_lift_ci"][0] < width
+    # And repeat purchases were sent with event_ids (more revenue events than buyers)
+    revenue_events = Event.objects.filter(experiment__slug="checkout-one-page", metric="revenue")
+    assert revenue_events.exclude(event_id=None).count() == revenue_events.count()
+    assert revenue_events.count() > revenue_events.values("user_key").distinct().count()
 
 
 @pytest.mark.postgres_only
