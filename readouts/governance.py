@@ -87,6 +87,7 @@ class ViewFacts:
 class Governance:
     checks: list[Check]
     deviations: list[Deviation]
+    registered_dimensions: list[str] = field(default_factory=list)  # pre-registered exposure props keys
 
     @property
     def by_code(self) -> dict[str, Check]:
@@ -426,7 +427,7 @@ def governance_get(
         registered_dimensions=list(experiment.dimensions or []),
         dimension=dimension,
     )
-    return Governance(checks, deviations)
+    return Governance(checks, deviations, list(experiment.dimensions or []))
 
 
 # --- the ship guard ------------------------------------------------------------------------------------
