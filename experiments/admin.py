@@ -15,14 +15,16 @@ from django.core.exceptions import PermissionDenied
 from django.forms.models import BaseInlineFormSet
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django_fsm.admin import FSMAdminMixin
 
 from experiments import services
+from experiments.admin_forms import ExperimentAdminForm, VariantAdminForm
 from experiments.forms import DecisionForm, RequestChangesForm, ShipForm
-from experiments.models import AuditLog, Decision, Experiment, ExperimentMetric, Variant
-from experiments.templatetags.workflow import pretty_json, transition_label
+from experiments.models import PERM_SUBMIT, AuditLog, Decision, Experiment, ExperimentMetric, Variant
+from experiments.templatetags.workflow import transition_label
 from signaldash.admin import ReadOnlyAdminMixin
 
 PLAN_FIELDS = ("name", "slug", "owner", "hypothesis", "primary_metric")
@@ -69,6 +71,7 @@ class PlanInlineMixin:
 
 class VariantInline(PlanInlineMixin, admin.TabularInline):
     model = Variant
+    form = VariantAdminForm
     formset = VariantInlineFormSet
     fields = ("key", "name", "is_control", "weight")
 
@@ -98,6 +101,8 @@ class ExperimentMetricInline(PlanInlineMixin, admin.TabularInline):
 @admin.register(Experiment)
 class ExperimentAdmin(FSMAdminMixin, admin.ModelAdmin):
     fsm_fields = ["status"]
+    form = ExperimentAdminForm
+    change_form_template = "admin/experiments/experiment/sd_change_form.html"
     fsm_forms = {"request_changes": RequestChangesForm, "ship": DecisionForm, "kill": DecisionForm}
     list_display = ("name", "slug", "status_badge", "owner", "primary_metric", "updated_at")
     list_filter = ("status", "owner")
@@ -162,14 +167,14 @@ class ExperimentAdmin(FSMAdminMixin, admin.ModelAdmin):
         if decision is None:
             return "—"
         return format_html(
-            "{} {} by {} on {}<br>{}{}<details><summary>Readout at decision time</summary><pre>{}</pre></details>",
+            "{} {} by {} on {}<br>{}{}<details><summary>Readout at decision time</summary>{}</details>",
             _badge(decision.outcome, decision.get_outcome_display()),
             decision.shipped_variant.key if decision.shipped_variant else "",
             decision.decided_by.get_username(),
             decision.decided_at.strftime("%Y-%m-%d %H:%M"),
             decision.rationale,
             _override_html(decision),
-            pretty_json(decision.readout_snapshot),
+            _snapshot_html(decision.readout_snapshot),
         )
 
     # --- form layout ----------------------------------------------------------------------------
@@ -202,6 +207,8 @@ class ExperimentAdmin(FSMAdminMixin, admin.ModelAdmin):
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         obj = self.get_object(request, object_id)
+        if obj is not None:
+            extra_context = {**(extra_context or {}), **_workflow_context(request, obj)}
         if obj is not None and not obj.is_plan_editable:
             # Nothing to save once the plan is frozen: only the workflow buttons remain.
             extra_context = {
@@ -315,6 +322,30 @@ class AuditLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     ordering = ("-at", "-id")
 
 
+def _snapshot_html(snapshot: dict) -> str:
+    """The decision's frozen readout as tables (not JSON)."""
+    if not snapshot:
+        return "—"
+    return render_to_string("experiments/_snapshot_table.html", {"snapshot": snapshot})
+
+
+def _workflow_context(request, obj: Experiment) -> dict:
+    """Links to the experiment's other pages, the reviewer's changes-requested banner, what blocks submitting."""
+    links = [("Timeline", reverse("experiments:experiment_history", args=[obj.slug]))]
+    if obj.status != Experiment.Status.DRAFT:
+        links.insert(0, ("Readout", reverse("readouts:page", args=[obj.slug])))
+    if obj.status in (Experiment.Status.DRAFT, Experiment.Status.REVIEW):
+        links.append(("Review page", reverse("experiments:review_detail", args=[obj.slug])))
+    context: dict = {"sd_links": links}
+    if obj.status == Experiment.Status.DRAFT:
+        last = AuditLog.objects.filter(experiment=obj).select_related("actor").order_by("-at", "-id").first()
+        if last is not None and last.transition == "request_changes":
+            context["sd_changes_requested"] = last
+        if request.user.has_perm(PERM_SUBMIT) and (problems := obj.plan_problems()):
+            context["sd_submit_problems"] = problems
+    return context
+
+
 def _override_html(decision: Decision) -> str:
     if not decision.override_reason:
         return ""
@@ -345,4 +376,4 @@ class DecisionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="Readout snapshot")
     def snapshot(self, obj: Decision) -> str:
-        return format_html("<pre>{}</pre>", pretty_json(obj.readout_snapshot))
+        return _snapshot_html(obj.readout_snapshot)
