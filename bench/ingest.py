@@ -50,24 +50,32 @@ def _event_pairs(prefix: str, start: int, count: int) -> list[dict]:
     return events
 
 
+def _batch_size(kind: str) -> int:
+    return int(kind.rsplit("batch", 1)[1] or BATCH)
+
+
 def _http_thread(kind: str, port: int, key: str, prefix: str, deadline: float, out: list) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     stored = failed = requests = 0
     n = 0
+    one = kind in ("single", "nodb")
+    latencies: list[float] = []
     while time.perf_counter() < deadline:
-        if kind == "single":
-            path, events = "/api/track", _event_pairs(prefix, n, 1)
+        if one:
+            path, events = ("/api/track" if kind == "single" else "/bench/nodb"), _event_pairs(prefix, n, 1)
             n += 1
         else:
-            path, events = "/api/track/batch", _event_pairs(prefix, n, BATCH // 2)
-            n += BATCH // 2
-        for body in [json.dumps(e) for e in events] if kind == "single" else [json.dumps({"events": events})]:
+            path, events = "/api/track/batch", _event_pairs(prefix, n, _batch_size(kind) // 2)
+            n += _batch_size(kind) // 2
+        for body in [json.dumps(e) for e in events] if one else [json.dumps({"events": events})]:
+            started = time.perf_counter()
             conn.request("POST", path, body=body, headers=headers)
             response = conn.getresponse()
             data = response.read()
+            latencies.append(time.perf_counter() - started)
             requests += 1
-            if kind == "single":
+            if one:
                 stored += response.status == 201
                 failed += response.status != 201
             elif response.status == 200:
@@ -77,7 +85,7 @@ def _http_thread(kind: str, port: int, key: str, prefix: str, deadline: float, o
             else:
                 failed += 1
     conn.close()
-    out.append((stored, failed, requests))
+    out.append((stored, failed, requests, latencies))
 
 
 def _raw_thread(kind: str, url: str, ids: dict, prefix: str, deadline: float, out: list) -> None:
@@ -109,7 +117,7 @@ def _raw_thread(kind: str, url: str, ids: dict, prefix: str, deadline: float, ou
     stored = n = 0
     with psycopg.connect(url, autocommit=True) as conn:
         while time.perf_counter() < deadline:
-            pairs = 1 if kind == "raw_single" else BATCH // 2
+            pairs = 1 if kind == "raw_single" else _batch_size(kind) // 2
             batch = sorted(rows(n, pairs), key=lambda r: (r[2], r[3]))
             n += pairs
             if kind == "raw_copy":
@@ -118,16 +126,16 @@ def _raw_thread(kind: str, url: str, ids: dict, prefix: str, deadline: float, ou
                         copy.write_row(row)
                 stored += len(batch)
                 continue
-            values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * (len(batch) if kind == "raw_batch" else 1))
+            values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * (len(batch) if "batch" in kind else 1))
             sql = (
                 f"INSERT INTO tracking_event ({cols}) VALUES {values} "
-                "ON CONFLICT (experiment_id, user_key, event_type, metric) DO NOTHING RETURNING id"
+                "ON CONFLICT DO NOTHING RETURNING id"  # any unique index, partial ones too, as the app
             )
-            groups = [batch] if kind == "raw_batch" else [[row] for row in batch]
+            groups = [batch] if "batch" in kind else [[row] for row in batch]
             for group in groups:  # one transaction per statement (autocommit), like one request
                 cur = conn.execute(sql, [v for row in group for v in row])
                 stored += len(cur.fetchall())
-    out.append((stored, 0, n))
+    out.append((stored, 0, n, []))
 
 
 def _process(kind: str, threads: int, args: tuple, proc: int, seconds: float, start_at: float, queue) -> None:
@@ -144,7 +152,9 @@ def _process(kind: str, threads: int, args: tuple, proc: int, seconds: float, st
         w.start()
     for w in workers:
         w.join()
-    queue.put(tuple(map(sum, zip(*out, strict=True))) if out else (0, 0, 0))
+    queue.put(
+        (sum(o[0] for o in out), sum(o[1] for o in out), sum(o[2] for o in out), [x for o in out for x in o[3]])
+    )
 
 
 def measure(kind: str, *, procs: int, threads: int, seconds: float, args: tuple) -> dict:
@@ -159,8 +169,18 @@ def measure(kind: str, *, procs: int, threads: int, seconds: float, args: tuple)
     results = [queue.get(timeout=seconds + 120) for _ in children]
     for child in children:
         child.join(timeout=30)
-    stored, failed, requests = (sum(col) for col in zip(*results, strict=True))
-    return {"kind": kind, "events_per_s": stored / seconds, "stored": stored, "failed": failed, "requests": requests}
+    stored, failed, requests = (sum(r[i] for r in results) for i in range(3))
+    latencies = sorted(x for r in results for x in r[3])
+    pct = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else None  # noqa: E731
+    return {
+        "kind": kind,
+        "events_per_s": stored / seconds,
+        "stored": stored,
+        "failed": failed,
+        "requests": requests,
+        "p50_ms": pct(0.5),
+        "p99_ms": pct(0.99),
+    }
 
 
 # --- orchestration ----------------------------------------------------------------------------------
@@ -204,7 +224,8 @@ def _truncate(url: str) -> None:
         conn.execute("VACUUM ANALYZE")
 
 
-def run(args: argparse.Namespace) -> int:
+def run_measurements(args: argparse.Namespace) -> list[dict]:
+    """Every ingest figure and its ceiling, same cluster, same gunicorn (bench settings), one after another."""
     import psycopg
 
     with postgres_cluster() as cluster_url:
@@ -213,9 +234,13 @@ def run(args: argparse.Namespace) -> int:
         env = {
             **os.environ,
             "DATABASE_URL": cluster_url,
-            "DJANGO_SETTINGS_MODULE": "signaldash.settings",
+            "DJANGO_SETTINGS_MODULE": "bench.settings_bench",  # the app plus a no-database DRF view
+            "PYTHONPATH": str(ROOT),
             "SIGNALDASH_THROTTLE_RATE": "1000000000/min",  # measuring capacity, not the throttle
             "DB_CONN_MAX_AGE": "600",
+            "GUNICORN_WORKERS": str(args.workers),
+            "GUNICORN_THREADS": str(args.threads),
+            "GUNICORN_KEEPALIVE": "30",
         }
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
         setup = subprocess.run(
@@ -230,65 +255,54 @@ def run(args: argparse.Namespace) -> int:
         port = _free_port()
         log = tempfile.NamedTemporaryFile(prefix="signaldash-bench-gunicorn-", suffix=".log", delete=False)  # noqa: SIM115
         gunicorn = subprocess.Popen(
-            [
-                sys.executable, "-m", "gunicorn", "signaldash.wsgi:application",
-                "--bind", f"127.0.0.1:{port}",
-                "--workers", str(args.workers), "--worker-class", "gthread", "--threads", str(args.threads),
-                "--keep-alive", "30", "--log-level", "warning",
-            ],
+            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "--bind", f"127.0.0.1:{port}",
+             "--log-level", "warning"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         results = []
+        many = {"procs": args.clients, "threads": args.client_threads, "seconds": args.seconds}
+        few = {"procs": args.clients, "threads": 2, "seconds": args.seconds}
         try:
             _wait_healthy(port, gunicorn)
             http_args = (port, ids["key"])
             print(f"gunicorn pid {gunicorn.pid}: {args.workers} workers × {args.threads} threads on 127.0.0.1:{port}")
-            # Warm up (imports, connections), then measure.
-            measure("single", procs=1, threads=2, seconds=1, args=http_args)
-            results.append(
-                measure("single", procs=args.clients, threads=args.client_threads, seconds=args.seconds, args=http_args)
-            )
-            results.append(measure("batch", procs=args.clients, threads=2, seconds=args.seconds, args=http_args))
+            for kind in ("nodb", "single"):  # warm up (imports, connections)
+                measure(kind, procs=1, threads=2, seconds=1, args=http_args)
+            results.append(measure("nodb", **many, args=http_args))
+            results.append(measure("single", **many, args=http_args))
+            results.append(measure("batch100", **few, args=http_args))
+            results.append(measure("batch1000", **few, args=http_args))
         finally:
             _stop(gunicorn)
         _truncate(cluster_url)
         raw_args = (cluster_url, ids)
-        results.append(
-            measure("raw_single", procs=args.clients, threads=args.client_threads, seconds=args.seconds, args=raw_args)
-        )
-        results.append(measure("raw_batch", procs=args.clients, threads=2, seconds=args.seconds, args=raw_args))
-        results.append(measure("raw_copy", procs=args.clients, threads=2, seconds=args.seconds, args=raw_args))
-    _report(results, args, log.name)
+        results.append(measure("raw_single", **many, args=raw_args))
+        results.append(measure("raw_batch100", **few, args=raw_args))
+        results.append(measure("raw_batch1000", **few, args=raw_args))
+        print(f"gunicorn log: {log.name}")
+    return results
+
+
+def run(args: argparse.Namespace) -> int:
+    results = run_measurements(args)
+    _report(results, args)
     return 0 if all(r["failed"] == 0 for r in results) else 1
 
 
-def _report(results: list[dict], args: argparse.Namespace, log: str) -> None:
-    by = {r["kind"]: r for r in results}
-    print(f"\nIngest benchmark ({os.cpu_count()} CPUs; {args.seconds:.0f} s per run; gunicorn log {log})")
-    print(f"{'run':<48}{'events/s':>12}{'requests':>10}{'failed':>8}")
-    labels = {
-        "single": "app  POST /api/track (1 event/request)",
-        "batch": f"app  POST /api/track/batch ({BATCH}/request)",
-        "raw_single": "raw  1-row INSERT ON CONFLICT, autocommit",
-        "raw_batch": f"raw  {BATCH}-row INSERT ON CONFLICT DO NOTHING",
-        "raw_copy": f"raw  COPY {BATCH} rows/transaction (no dedup)",
-    }
-    for kind, label in labels.items():
-        r = by[kind]
-        print(f"{label:<48}{r['events_per_s']:>12,.0f}{r['requests']:>10,}{r['failed']:>8}")
-    ratio = lambda a, b: by[a]["events_per_s"] / by[b]["events_per_s"] if by[b]["events_per_s"] else float("nan")  # noqa: E731
-    print("\nratios")
-    print(f"  single / raw 1-row insert      {ratio('single', 'raw_single'):6.2f}")
-    print(f"  batch  / raw {BATCH}-row insert   {ratio('batch', 'raw_batch'):6.2f}")
-    print(f"  batch  / raw COPY              {ratio('batch', 'raw_copy'):6.2f}")
-    print(f"  batch  / single (app)          {ratio('batch', 'single'):6.1f}")
+def _report(results: list[dict], args: argparse.Namespace) -> None:
+    print(f"\nIngest benchmark ({os.cpu_count()} CPUs; {args.seconds:.0f} s per run)")
+    print(f"{'run':<16}{'events/s':>12}{'requests':>10}{'failed':>8}{'p50 ms':>9}{'p99 ms':>9}")
+    for r in results:
+        p50 = f"{r['p50_ms']:.1f}" if r["p50_ms"] is not None else "-"
+        p99 = f"{r['p99_ms']:.1f}" if r["p99_ms"] is not None else "-"
+        print(f"{r['kind']:<16}{r['events_per_s']:>12,.0f}{r['requests']:>10,}{r['failed']:>8}{p50:>9}{p99:>9}")
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each measured run")
     parser.add_argument("--workers", type=int, default=max(2, (os.cpu_count() or 1)), help="gunicorn workers")
-    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
+    parser.add_argument("--threads", type=int, default=8, help="threads per gunicorn worker")
     parser.add_argument("--clients", type=int, default=2, help="client processes")
     parser.add_argument("--client-threads", type=int, default=8, help="HTTP connections per client process")
     return run(parser.parse_args(argv))
