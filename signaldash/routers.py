@@ -44,7 +44,8 @@ class ReadoutReplicaRouter:
     """Rollup reads → `replica` (when configured and not marked down); everything else → `default`."""
 
     def db_for_read(self, model, **hints):
-        if model._meta.label in REPLICA_MODELS and replica_available():
+        # getattr: Django's database cache routes a stand-in class whose _meta has no `label`.
+        if getattr(model._meta, "label", None) in REPLICA_MODELS and replica_available():
             return REPLICA
         return None
 
