@@ -6,13 +6,15 @@ non-zero increments per kind, variant, metric and UTC day; integers equal, float
 
 **Catch-up** (``catch_up``), run first by every readout; idempotent, safe to run concurrently:
 
-1. *Horizon.* On PostgreSQL, a short transaction takes the experiment row ``FOR NO KEY UPDATE``. Every
-   ingest transaction holds that row ``FOR SHARE`` before it inserts (``tracking.queries.
-   experiments_running_lock``), so once the lock is granted every event and covariate id already handed
-   out for this experiment is committed (or rolled back), and every later one is larger: ``max(id)``
-   then is a horizon below which nothing can still appear. (A plain ``id > watermark`` without it would
-   miss a transaction that took a lower id and committed after a higher one.) The lock is released at
-   once, so ingest waits at most for this one index lookup. SQLite serialises writers: no step needed.
+1. *Horizon.* One statement (``STATE_SQL``) reads the largest event and covariate ids, the watermark and
+   the rollup rows; on PostgreSQL it takes the experiment row ``FOR NO KEY UPDATE`` (released at the end
+   of the statement in autocommit). Every ingest transaction holds that row ``FOR SHARE`` before it
+   inserts (``tracking.queries.experiments_running_lock``), so the statement returns only once every
+   event id already handed out for this experiment is committed (or rolled back), and every later one is
+   larger: below the horizon nothing can still appear. (A plain ``id > watermark`` would miss a
+   transaction that took a lower id and committed after a higher one.) When the watermark covers the
+   horizon, the rows are current and that one statement was the whole readout read. SQLite serialises
+   writers.
 2. *Apply.* One transaction locks the experiment's ``RollupWatermark`` row (``FOR UPDATE``: catch-ups of
    one experiment run one at a time; a second one finds the work done), finds the users with events or
    covariates in (watermark, horizon], recomputes each such user's whole contribution twice — from the
