@@ -248,3 +248,17 @@ class TimeseriesSerializer(serializers.Serializer):
     alpha = serializers.FloatField()
     days = serializers.ListField(child=serializers.DateField())
     treatments = TimeseriesTreatmentSerializer(many=True)
+
+
+class ReadoutErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+
+
+class ReadoutBadRequestSerializer(serializers.Serializer):
+    metric = serializers.CharField(required=False, help_text="Why the metric key is malformed.")
+    dimension = serializers.CharField(required=False, help_text="Why the dimension key is malformed.")
+
+
+class DatabaseUnavailableSerializer(serializers.Serializer):
+    error = serializers.ChoiceField(choices=["database_unavailable"])
+    detail = serializers.CharField()

@@ -8,7 +8,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonR
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
@@ -29,7 +29,13 @@ from readouts.selectors import (
     readout_page_get,
     readout_timeseries,
 )
-from readouts.serializers import ReadoutSerializer, TimeseriesSerializer
+from readouts.serializers import (
+    DatabaseUnavailableSerializer,
+    ReadoutBadRequestSerializer,
+    ReadoutErrorSerializer,
+    ReadoutSerializer,
+    TimeseriesSerializer,
+)
 from signaldash.permissions import CanReadExperiments, experiment_read_required, private_no_store
 from signaldash.ratelimit.throttles import ReadoutRateThrottle, readout_throttled
 from tracking.auth import APIKeyAuthentication
@@ -91,6 +97,19 @@ def _timeout_s() -> float:
     return float(settings.SIGNALDASH_AI_TIMEOUT_S)
 
 
+# The readout API's answers besides 200: DRF's `{"detail": ...}` bodies, and 503 from the middleware.
+READOUT_ERROR_RESPONSES = {
+    400: OpenApiResponse(ReadoutBadRequestSerializer, description="Malformed `metric` or `dimension` key."),
+    401: OpenApiResponse(ReadoutErrorSerializer, description="No session and no valid API key."),
+    403: OpenApiResponse(
+        ReadoutErrorSerializer, description="No `view_experiment` permission, or an API key without the `read` scope."
+    ),
+    404: OpenApiResponse(ReadoutErrorSerializer, description="Unknown experiment."),
+    429: OpenApiResponse(ReadoutErrorSerializer, description="Throttled; see the `Retry-After` header."),
+    503: OpenApiResponse(DatabaseUnavailableSerializer, description="Database unavailable; see `Retry-After`."),
+}
+
+
 class ReadoutApi(APIView):
     """GET /api/experiments/<slug>/readout[?metric=<key>] — session or `Authorization: Bearer <key>`."""
 
@@ -106,7 +125,7 @@ class ReadoutApi(APIView):
                 "dimension", str, description="Exposure props key to break the metric down by (adds `dimension`)."
             ),
         ],
-        responses={200: ReadoutSerializer},
+        responses={200: ReadoutSerializer, **READOUT_ERROR_RESPONSES},
     )
     def get(self, request, slug: str) -> Response:
         readout = _readout(request, slug)
@@ -130,7 +149,7 @@ class ReadoutTimeseriesApi(ReadoutApi):
     @extend_schema(
         operation_id="experiment_readout_timeseries",
         parameters=[OpenApiParameter("metric", str, description="Metric key (default: the primary metric).")],
-        responses={200: TimeseriesSerializer},
+        responses={200: TimeseriesSerializer, **READOUT_ERROR_RESPONSES},
     )
     def get(self, request, slug: str) -> Response:
         readout = _readout(request, slug)

@@ -185,6 +185,8 @@ REST_FRAMEWORK = {
 SPECTACULAR_SETTINGS = {
     # One schema name per choice set that several readout fields share (`kind` and `metric_kind`).
     "ENUM_NAME_OVERRIDES": {"MetricKindEnum": ["binary", "mean"]},
+    # `<slug:...>` path parameters say what the URL resolver accepts (anything else is a 404 before any view).
+    "PATH_CONVERTER_OVERRIDES": {"slug": {"type": "string", "pattern": "^[-a-zA-Z0-9_]+$"}},
     "TITLE": "Signal Dash API",
     "DESCRIPTION": (
         "Tracking, assignment and readout API of Signal Dash. Service endpoints take "

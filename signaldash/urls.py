@@ -5,6 +5,8 @@ from django.urls import include, path
 from signaldash import views
 from signaldash.ratelimit.login import RateLimitedLoginView
 
+handler404 = "signaldash.errors.page_not_found"
+
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
