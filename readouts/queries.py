@@ -111,26 +111,25 @@ SELECT COUNT(*) AS n FROM {conflict} WHERE {experiment_column} = %(experiment_id
 # and the per-user value sums per variant and slice, with the per-user rules of READOUT_AGGREGATE_SQL (a
 # user's value counts their conversions at or after their single exposure; the slice is the prop on that
 # exposure row, as text; NULL when the prop is absent or JSON null). The prop key travels only as a
-# parameter (the SQLite JSON path is built from it in Python, after validation).
+# parameter (the SQLite JSON path is built from it in Python, after validation). Shape: one row per exposed
+# user (exposure LEFT JOIN the user's conversions by the user-key index, "counted" as a CASE), then summed
+# per variant and slice — no aggregate subquery on the inner side of a join, which PostgreSQL with stale
+# statistics re-ran per exposure.
 READOUT_DIMENSION_SQL = """
-SELECT x.variant_id, {slice_x} AS slice, COUNT(*) AS users,
-       SUM(CASE WHEN u.user_key IS NULL THEN 0 ELSE 1 END) AS converted,
-       SUM(COALESCE(u.total, 0.0)) AS total,
-       SUM(COALESCE(u.total, 0.0) * COALESCE(u.total, 0.0)) AS total_sq
-FROM {event} x
-LEFT JOIN (
-    SELECT c.user_key,
-           SUM(CASE WHEN e.occurred_at <= c.occurred_at THEN COALESCE(c.value, 0.0) ELSE 0.0 END) AS total
-    FROM {event} c
-    JOIN {event} e
-      ON e.experiment_id = c.experiment_id AND e.event_type = %(exposure)s AND e.metric = ''
-     AND e.user_key = c.user_key
-    WHERE c.experiment_id = %(experiment_id)s AND c.event_type = %(conversion)s AND c.metric = %(metric)s
-    GROUP BY c.user_key
-    HAVING SUM(CASE WHEN e.occurred_at <= c.occurred_at THEN 1 ELSE 0 END) > 0
-) u ON u.user_key = x.user_key
-WHERE x.experiment_id = %(experiment_id)s AND x.event_type = %(exposure)s AND x.metric = ''
-GROUP BY 1, 2
+SELECT p.variant_id, p.slice, COUNT(*) AS users, SUM(p.converted) AS converted,
+       SUM(p.total) AS total, SUM(p.total * p.total) AS total_sq
+FROM (
+    SELECT x.variant_id, {slice_x} AS slice,
+           MAX(CASE WHEN x.occurred_at <= c.occurred_at THEN 1 ELSE 0 END) AS converted,
+           SUM(CASE WHEN x.occurred_at <= c.occurred_at THEN COALESCE(c.value, 0.0) ELSE 0.0 END) AS total
+    FROM {event} x
+    LEFT JOIN {event} c
+      ON c.experiment_id = %(experiment_id)s AND c.event_type = %(conversion)s AND c.metric = %(metric)s
+     AND c.user_key = x.user_key
+    WHERE x.experiment_id = %(experiment_id)s AND x.event_type = %(exposure)s AND x.metric = ''
+    GROUP BY x.id, x.variant_id, 2
+) p
+GROUP BY p.variant_id, p.slice
 """
 
 # The slice: a prop of the exposure as text, per vendor. SQLite's json_extract gives 1/0 for true/false,
