@@ -137,3 +137,24 @@ def test_dimension__one_query_per_breakdown(population, api, django_assert_num_q
         api.get(url)
     with django_assert_num_queries(len(plain.captured_queries) + 1):
         api.get(url, {"dimension": "country"})
+
+
+def test_governance_partial__exploratory_breakdown__renders_checks_deviations_and_slices(population, ops):
+    # Given the page context the readout view builds (readouts/views.py readout_page)
+    from django.template.loader import render_to_string
+
+    from readouts.governance import readout_governance_for_view
+    from readouts.selectors import readout_get
+
+    experiment, _ = population
+    readout = readout_get(experiment=experiment)
+    governance, breakdown = readout_governance_for_view(readout=readout, user=ops, source="page", dimension="other")
+    # When the partial the lead includes in readout.html is rendered
+    html = render_to_string(
+        "readouts/_governance.html",
+        {"readout": readout, "governance": governance, "dimension": breakdown, "dimension_key": "other"},
+    )
+    # Then it shows every check, the exploratory label, and no chance-to-beat column
+    assert all(f'data-code="{code}"' in html for code in ("srm", "peeking", "sample_progress"))
+    assert "exploratory — not pre-registered" in html and "Chance to beat" not in html
+    assert 'data-slice="1"' in html
