@@ -711,11 +711,11 @@ def readout_next_step(readout: Readout, *, user, verdicts: list[Verdict]) -> Nex
     return NextStep("Waiting for ops to decide (ship or kill).")
 
 
-def readout_page_get(*, readout: Readout, user) -> dict:
+def readout_page_get(*, readout: Readout, user, failing_checks: list[str] | None = None) -> dict:
     """What the readout page shows around the numbers: verdicts, next step, view, decision, series."""
     from experiments.models import Decision
 
-    verdicts = readout_verdicts(readout)
+    verdicts = readout_verdicts(readout, failing_checks=failing_checks)
     bounds = [
         abs(b)
         for r in readout.scorecard
@@ -727,7 +727,9 @@ def readout_page_get(*, readout: Readout, user) -> dict:
         "verdicts": verdicts,
         "next_step": readout_next_step(readout, user=user, verdicts=verdicts),
         "view_sentence": VIEW_SENTENCES.get(readout.analysis, ""),
-        "decision": Decision.objects.filter(experiment_id=readout.experiment_id).select_related("decided_by").first()
+        "decision": Decision.objects.filter(experiment_id=readout.experiment_id)
+        .select_related("decided_by", "shipped_variant")
+        .first()
         if readout.experiment_status in ("shipped", "killed")
         else None,
         "scorecard_scale": max(bounds, default=0.0) or 0.1,

@@ -70,7 +70,8 @@ def readout_page(request: HttpRequest, slug: str) -> HttpResponse:
         readout=readout, user=request.user, source="page", dimension=dimension
     )
     series = readout_daily_series(readout=readout)
-    page = readout_page_get(readout=readout, user=request.user)
+    failing = [c.code for c in governance.checks if c.status == "fail"] if governance is not None else []
+    page = readout_page_get(readout=readout, user=request.user, failing_checks=failing)
     context = {
         "readout": readout,
         "governance": governance,  # templates/readouts/_governance.html
@@ -81,6 +82,8 @@ def readout_page(request: HttpRequest, slug: str) -> HttpResponse:
         "rate_chart": charts.rate_chart_svg(readout),
         "exposure_chart": charts.cumulative_chart_svg(readout, series, kind="exposures"),
         "conversion_chart": charts.cumulative_chart_svg(readout, series, kind="conversions"),
+        "effect_chart": charts.effect_chart_svg(readout),
+        "lift_chart": charts.lift_timeseries_svg(page["timeseries"]),
         "can_regenerate": settings.SIGNALDASH_AI_PROVIDER != "none" and request.user.has_perm(REGENERATE_PERMISSION),
         "timeout_s": _timeout_s(),
     }

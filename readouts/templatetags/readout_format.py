@@ -104,3 +104,11 @@ def interval_bar(comparison, scale: float):
         zero=zero,
         body=body,
     )
+
+
+@register.filter
+def warning_label(code: str) -> str:
+    """A warning code in words ("conversion_without_exposure" → "Conversions without exposure")."""
+    from readouts.labels import warning_label as label
+
+    return label(code)
