@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-sqlite test-postgres install lint check bench clean
+.PHONY: demo test test-sqlite test-postgres install lint check bench screenshots clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -42,6 +42,10 @@ test: check test-sqlite test-postgres
 
 bench: install
 	$(PY) bench/run.py
+
+# Refresh docs/screenshots/*.png from a throwaway demo database (needs Debian's chromium; not part of `make test`).
+screenshots: install
+	$(PY) docs/screenshots/make_screenshots.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .test-db.sqlite3* *.egg-info
