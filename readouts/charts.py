@@ -631,12 +631,13 @@ def _band(
 
 
 def _lift_range(treatments: list[dict]) -> tuple[float, float]:
-    """The y range: every lift and fixed-horizon bound; the always-valid band may add at most as much again."""
+    """The y range: the lifts and fixed-horizon bounds of the later two thirds of the days (the first days'
+    intervals are huge and would flatten the rest; they are cut at the edge); the always-valid band may add at
+    most as much again."""
     core, wide = [], []
     for t in treatments:
-        for p in t["points"]:
-            if p.get("rel_lift") is None:
-                continue
+        points = [p for p in t["points"] if p.get("rel_lift") is not None]
+        for p in points[len(points) // 3 :] if len(points) >= 4 else points:
             core.append(p["rel_lift"])
             core += p.get("rel_lift_ci") or []
             wide += (p.get("sequential") or {}).get("rel_lift_ci") or []

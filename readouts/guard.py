@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 NUMBER_RE = re.compile(r"(?<![\w.])[-+\u2212]?\d(?:[\d,]*\d)?(?:\.\d+)?(?:[eE][-+]?\d+)?")
 # Numbers a narrative may state without them being readout values: the confidence level and the
-# conventional thresholds it may cite.
-ALLOWED_CONSTANTS = (95.0, 0.05, 0.001, 0.0)
+# conventional threshold it may cite. ("p < 0.001" is allowed only where the readout itself says it.)
+ALLOWED_CONSTANTS = (95.0, 0.05, 0.0)
 
 # Which kind of quantity each key of ``readout_numbers`` holds (anything else: kind "any").
 KEY_KINDS = {

@@ -24,7 +24,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from readouts import formatting
-from readouts.formatting import p_value_exact as format_p
+from readouts.formatting import p_value as format_p  # '< 0.001' for people, as on the page
 from readouts.guard import narrative_guard
 from readouts.models import Narrative
 from readouts.selectors import Readout

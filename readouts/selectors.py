@@ -681,6 +681,7 @@ def readout_next_step(readout: Readout, *, user, verdicts: list[Verdict]) -> Nex
 
     status = readout.experiment_status
     admin_url = reverse("admin:experiments_experiment_change", args=[readout.experiment_id])
+    decide_url = reverse("experiments:decide", args=[readout.experiment_slug])
     if status in ("draft", "review"):
         return NextStep(
             "Not started: nobody has been exposed yet.",
@@ -702,12 +703,19 @@ def readout_next_step(readout: Readout, *, user, verdicts: list[Verdict]) -> Nex
             return NextStep(text, "End for readout (admin)", admin_url)
         return NextStep("Running: ops end it for readout when it is ready.")
     if user.has_perm("experiments.ship_experiment"):
-        text = (
-            "Do not ship on these numbers until the failing check is explained; killing is always possible."
-            if untrustworthy
-            else "Ready to decide → ship or kill."
+        worse = sorted(
+            {r.key for r in readout.results if r.role == "guardrail" for c in r.comparisons if c.outcome == "worse"}
         )
-        return NextStep(text, "Ship or kill (admin)", admin_url)
+        if untrustworthy:
+            text = "Do not ship on these numbers until the failing check is explained; killing is always possible."
+        elif worse:
+            text = (
+                f"Shipping is blocked: guardrail {', '.join(worse)} got worse. Kill, or ship with an override "
+                "reason (it is recorded with the decision)."
+            )
+        else:
+            text = "Ready to decide → ship or kill."
+        return NextStep(text, "Ship or kill", decide_url)
     return NextStep("Waiting for ops to decide (ship or kill).")
 
 

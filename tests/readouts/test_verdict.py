@@ -58,5 +58,5 @@ def test_readout_next_step__readout_status_and_ops__ship_or_kill_link(make_exper
     for_ops = readout_next_step(readout, user=ops, verdicts=readout_verdicts(readout))
     for_reviewer = readout_next_step(readout, user=reviewer, verdicts=readout_verdicts(readout))
     # Then
-    assert "ship or kill" in for_ops.text and for_ops.url.endswith(f"/admin/experiments/experiment/{exp.pk}/change/")
+    assert "ship or kill" in for_ops.text and for_ops.url == f"/experiments/{exp.slug}/decide"
     assert for_reviewer.url == "" and "Waiting for ops" in for_reviewer.text
