@@ -42,6 +42,8 @@ MATRIX = [
     ("GET", f"/experiments/{S}/history", "experiments/<slug:slug>/history", PAGE),
     ("GET", f"/experiments/{S}/decision-bundle.zip", "experiments/<slug:slug>/decision-bundle.zip", PAGE),
     ("GET", f"/experiments/{S}/readout", "experiments/<slug:slug>/readout", PAGE),
+    # the decision page: ops (ship/kill permission) only
+    ("GET", f"/experiments/{S}/decide", "experiments/<slug:slug>/decide", (302, 403, 200, 403, 200, 302, 302)),
     ("GET", f"/experiments/{S}/readout.csv", "experiments/<slug:slug>/readout.csv", PAGE),
     ("GET", f"/experiments/{S}/readout-bundle.zip", "experiments/<slug:slug>/readout-bundle.zip", PAGE),
     ("GET", f"/experiments/{S}/readout/narrative", "experiments/<slug:slug>/readout/narrative", PAGE),
@@ -129,6 +131,7 @@ HTML_POSTS = [
     ("reviewer", f"/review/{S}/request-changes", {"comment": "Please add a metric."}),
     ("reviewer", f"/experiments/{S}/readout/narrative", {}),
     ("admin", f"/experiments/{S}/readout/narrative/regenerate", {}),
+    ("admin", f"/experiments/{S}/decide", {"action": "kill", "rationale": "Stop."}),
     ("admin", "/admin/experiments/experiment/add/", {"name": "x", "slug": "x"}),
     ("admin", "/admin/tracking/serviceapikey/add/", {"name": "x"}),
     ("admin", "/admin/logout/", {}),
