@@ -172,30 +172,37 @@ def experiments_running_lock(experiment_ids: Sequence[int]) -> dict[int, str]:
         return dict(cursor.fetchall())
 
 
-def experiments_with_variants(slugs: Sequence[str]) -> list[tuple]:
-    """The experiments by slug with their variants and planned metrics, in one query for the request path.
+def experiments_with_variants(slugs: Sequence[str], *, lock: bool = False) -> list[tuple]:
+    """The experiments by slug with their variants and planned metrics, in one statement for the request path.
 
     Rows (id, slug, status, primary_metric, salt, started_at, part, key, variant_id, weight, metric_kind):
     `part` "v" for a variant (variant columns NULL for an experiment without variants; metric_kind NULL),
     "m" for a planned metric (ExperimentMetric row: key and metric_kind; variant_id and weight NULL).
+
+    `lock` (inside the caller's write transaction): on PostgreSQL the experiment rows are share-locked
+    (`FOR SHARE`, in id order) by the same statement, and the status returned is the locked row's — what
+    `experiments_running_lock` does, without a round trip of its own. Ingest reads its experiments this way.
     """
     if not slugs:
         return []
     qn = connection.ops.quote_name
     experiment, variant = qn(Experiment._meta.db_table), qn(Variant._meta.db_table)
     metric = qn(ExperimentMetric._meta.db_table)
-    in_slugs = f"e.slug IN ({', '.join(['%s'] * len(slugs))})"
-    head = "e.id, e.slug, e.status, e.primary_metric, e.salt, e.started_at"
+    for_share = " FOR SHARE" if lock and connection.vendor == "postgresql" else ""
+    head = "x.id, x.slug, x.status, x.primary_metric, x.salt, x.started_at"
     sql = (
+        # One CTE, referenced twice: evaluated (and locked) once; its columns are the locked row versions.
+        f"WITH x AS (SELECT id, slug, status, primary_metric, salt, started_at FROM {experiment} "
+        f"WHERE slug IN ({', '.join(['%s'] * len(slugs))}) ORDER BY id{for_share}) "
         f"SELECT {head}, 'v' AS part, v.{qn('key')}, v.id, v.weight, NULL "
-        f"FROM {experiment} e LEFT JOIN {variant} v ON v.experiment_id = e.id WHERE {in_slugs} "
+        f"FROM x LEFT JOIN {variant} v ON v.experiment_id = x.id "
         f"UNION ALL "
         f"SELECT {head}, 'm' AS part, m.{qn('key')}, NULL, NULL, m.kind "
-        f"FROM {experiment} e JOIN {metric} m ON m.experiment_id = e.id WHERE {in_slugs} "
+        f"FROM x JOIN {metric} m ON m.experiment_id = x.id "
         f"ORDER BY 1, 7, 9, 8"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*slugs, *slugs])
+        cursor.execute(sql, list(slugs))
         rows = cursor.fetchall()
     convert = connection.ops.convert_datetimefield_value if connection.vendor == "sqlite" else None
     if convert is None:

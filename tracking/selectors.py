@@ -43,9 +43,13 @@ class IngestExperiment:
         return next(key for key, pk in self.variant_ids.items() if pk == variant_id)
 
 
-def experiments_for_ingest(*, slugs: Iterable[str]) -> dict[str, IngestExperiment]:
-    """Experiments by slug with their variants and metric plan, in one query whatever the number of slugs."""
-    rows = queries.experiments_with_variants(sorted(set(slugs)))
+def experiments_for_ingest(*, slugs: Iterable[str], lock: bool = False) -> dict[str, IngestExperiment]:
+    """Experiments by slug with their variants and metric plan, in one query whatever the number of slugs.
+
+    `lock`: inside a write transaction, share-lock the experiment rows in the same statement (PostgreSQL),
+    so the status read holds until commit (`queries.experiments_with_variants`).
+    """
+    rows = queries.experiments_with_variants(sorted(set(slugs)), lock=lock)
     found: dict[str, IngestExperiment] = {}
     for pk, slug, status, primary_metric, salt, started_at, part, key, variant_id, weight, kind in rows:
         experiment = found.get(slug)

@@ -273,50 +273,40 @@ def _split_conflicts_and_repeats(
 
 
 def _store(rows: Sequence[_Row], experiments: dict[int, IngestExperiment]) -> dict[int, EventResult]:
-    with transaction.atomic():
-        now = timezone.now()
-        # Re-check "running" inside the write transaction (FOR SHARE on PostgreSQL): an event never
-        # lands after the end transition has committed.
-        statuses = queries.experiments_running_lock(sorted({row.experiment_id for row in rows}))
-        results = {
-            row.index: _not_running(experiments[row.experiment_id], statuses.get(row.experiment_id, "deleted"))
-            for row in rows
-            if statuses.get(row.experiment_id) != Experiment.Status.RUNNING
-        }
-        rows = [row for row in rows if row.index not in results]
-        variant_keys = {pk: key for exp in experiments.values() for key, pk in exp.variant_ids.items()}
-        assigned = _assignments_fix(rows, now)
-        first, split_results = _split_conflicts_and_repeats(rows, assigned, variant_keys, now)
-        results.update(split_results)
-        first.sort(key=lambda r: r.sort_key)
-        inserted = queries.events_insert(
-            [
-                (
-                    r.experiment_id,
-                    r.variant_id,
-                    r.user_key,
-                    r.event_type,
-                    r.metric,
-                    r.value,
-                    r.occurred_at,
-                    now,
-                    r.props,
-                    r.event_id,
-                )
-                for r in first
-            ]
-        )
-        covariates = []
-        for row in first:
-            created = row.returned in inserted
-            results[row.index] = EventResult(Outcome.CREATED if created else Outcome.DUPLICATE)
-            if created and row.covariates:  # first exposure wins: a repeat's covariates are ignored
-                covariates += [
-                    (row.experiment_id, row.variant_id, row.user_key, m, v) for m, v in row.covariates.items()
-                ]
-        if covariates:
-            queries.covariates_insert(sorted(covariates, key=lambda c: (c[0], c[2], c[3])))
-        return results
+    """Write resolved rows; called inside the write transaction that read (and share-locked) `experiments`."""
+    now = timezone.now()
+    results: dict[int, EventResult] = {}
+    variant_keys = {pk: key for exp in experiments.values() for key, pk in exp.variant_ids.items()}
+    assigned = _assignments_fix(rows, now)
+    first, split_results = _split_conflicts_and_repeats(rows, assigned, variant_keys, now)
+    results.update(split_results)
+    first.sort(key=lambda r: r.sort_key)
+    inserted = queries.events_insert(
+        [
+            (
+                r.experiment_id,
+                r.variant_id,
+                r.user_key,
+                r.event_type,
+                r.metric,
+                r.value,
+                r.occurred_at,
+                now,
+                r.props,
+                r.event_id,
+            )
+            for r in first
+        ]
+    )
+    covariates = []
+    for row in first:
+        created = row.returned in inserted
+        results[row.index] = EventResult(Outcome.CREATED if created else Outcome.DUPLICATE)
+        if created and row.covariates:  # first exposure wins: a repeat's covariates are ignored
+            covariates += [(row.experiment_id, row.variant_id, row.user_key, m, v) for m, v in row.covariates.items()]
+    if covariates:
+        queries.covariates_insert(sorted(covariates, key=lambda c: (c[0], c[2], c[3])))
+    return results
 
 
 def events_ingest(*, events: Sequence[EventIn], allow_before_start: bool = False) -> list[EventResult]:
@@ -337,21 +327,30 @@ def events_ingest(*, events: Sequence[EventIn], allow_before_start: bool = False
       rejected (`unknown_metric`); without one (legacy), any metric key is accepted.
     - An event that says it happened before the experiment started (beyond CLOCK_SKEW) is rejected
       (`occurred_before_start`), unless `allow_before_start` (trusted backfills such as demo data).
-    - The experiment must be running when the events commit: its status is re-read, and on PostgreSQL
-      share-locked, inside the write transaction (`experiment_not_running` otherwise).
+    - The experiment must be running when the events commit: it is read, and on PostgreSQL share-locked,
+      by the write transaction's first statement (`experiment_not_running` otherwise).
     """
-    experiments = experiments_for_ingest(slugs={event.experiment for event in events})
-    results: dict[int, EventResult] = {}
-    rows: list[_Row] = []
-    for index, event in enumerate(events):
-        resolved = _resolve(index, event, experiments, allow_before_start)
-        if isinstance(resolved, EventResult):
-            results[index] = resolved
-        else:
-            rows.append(resolved)
-    if rows:
-        by_id = {experiment.id: experiment for experiment in experiments.values()}
-        results.update(_with_retry(lambda: _store(rows, by_id)))
+    if not events:
+        return []
+    slugs = {event.experiment for event in events}
+    return _with_retry(lambda: _ingest(events, slugs, allow_before_start))
+
+
+def _ingest(events: Sequence[EventIn], slugs: set[str], allow_before_start: bool) -> list[EventResult]:
+    """One write transaction: read the experiments (share-locked on PostgreSQL, so "running" holds until
+    commit and readouts/rollups.py's horizon waits for these rows), resolve, write."""
+    with transaction.atomic():
+        experiments = experiments_for_ingest(slugs=slugs, lock=True)
+        results: dict[int, EventResult] = {}
+        rows: list[_Row] = []
+        for index, event in enumerate(events):
+            resolved = _resolve(index, event, experiments, allow_before_start)
+            if isinstance(resolved, EventResult):
+                results[index] = resolved
+            else:
+                rows.append(resolved)
+        if rows:
+            results.update(_store(rows, {experiment.id: experiment for experiment in experiments.values()}))
     return [results[index] for index in range(len(events))]
 
 

@@ -220,10 +220,10 @@ def test_track__query_count__metric_plan_read_with_the_experiment(api, planned, 
 
 # API key (0: a warm key comes from the process cache, tracking/auth.py), the per-key throttle (2: counter
 # upsert and ended-window purge, signaldash.ratelimit),
-# experiment + variants + metric plan (1), then the write transaction (a savepoint and its release inside
-# the test's transaction): running-status re-check (FOR SHARE on PostgreSQL), assignment read, events
-# insert. No exposure: no assignments insert.
-_TRACK_QUERIES = 8
+# then the write transaction (a savepoint and its release inside the test's transaction): experiment +
+# variants + metric plan, share-locked on PostgreSQL (1), assignment read, events insert. No exposure: no
+# assignments insert.
+_TRACK_QUERIES = 7
 
 
 # --- covariates -------------------------------------------------------------------------------------

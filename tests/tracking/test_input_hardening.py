@@ -155,19 +155,29 @@ def test_events_ingest__allow_before_start__trusted_backfill_stored(experiment):
     assert events_ingest(events=[event_in], allow_before_start=True)[0].outcome == Outcome.CREATED
 
 
-def test_events_ingest__experiment_ended_after_it_was_read__refused_inside_the_transaction(experiment):
-    # Given the experiment was read as running, then ended before the write transaction began
+def test_events_ingest__experiment_read_inside_the_write_transaction__ended_one_refused(experiment):
+    # Given an experiment that has just ended
+    from django.db import connection
+
     from tracking import selectors
 
-    stale = selectors.experiments_for_ingest(slugs=["checkout"])
     set_status(experiment, "readout")
+    reads: list[tuple[int, bool]] = []
+    outside = len(connection.savepoint_ids)
+
+    def spy(**kwargs):
+        reads.append((len(connection.savepoint_ids) - outside, kwargs.get("lock", False)))
+        return selectors.experiments_for_ingest(**kwargs)
+
     event_in = EventIn(
         experiment="checkout", variant="control", user_key="u1", event_type="exposure", occurred_at=timezone.now()
     )
-    # When events are ingested on that stale read
-    with mock.patch("tracking.services.experiments_for_ingest", return_value=stale):
+    # When events are ingested
+    with mock.patch("tracking.services.experiments_for_ingest", side_effect=spy):
         result = events_ingest(events=[event_in])[0]
-    # Then the status re-read in the write transaction refuses them: nothing lands after the end
+    # Then the experiment was read once, inside the write transaction and share-locked (no earlier read whose
+    # status could go stale), and the ended experiment refuses them: nothing lands after the end
+    assert reads == [(1, True)]
     assert result.outcome == Outcome.EXPERIMENT_NOT_RUNNING
     assert "readout" in result.detail
     assert not Event.objects.exists() and not Assignment.objects.exists()
