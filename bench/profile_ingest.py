@@ -1,11 +1,13 @@
 """Profile POST /api/track (one event per request) in-process with pyinstrument, on a throwaway PostgreSQL.
 
-`.venv/bin/python bench/profile_ingest.py [N]` prints where the time of N requests (default 500) goes.
+`.venv/bin/python bench/profile_ingest.py [N] [BATCH]` prints where the time of N requests (default 500) goes;
+with BATCH, N requests to POST /api/track/batch of BATCH events each (exposure + conversion per user).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -18,6 +20,7 @@ from tests.pgcluster import postgres_cluster  # noqa: E402
 
 def main(argv: list[str]) -> int:
     n = int(argv[0]) if argv else 500
+    batch = int(argv[1]) if len(argv) > 1 else 0
     with postgres_cluster() as url:
         import psycopg
 
@@ -47,12 +50,23 @@ def main(argv: list[str]) -> int:
         key = json.loads(buf.getvalue())["key"]
         client = Client(HTTP_AUTHORIZATION=f"Bearer {key}")
 
+        logging.getLogger("signaldash.api").setLevel(logging.WARNING)  # one line per request drowns the profile
+
         def post(i: int) -> None:
+            if batch:
+                events = [
+                    {"experiment": "bench", "variant": "control", "user_key": f"b{i}-{j // 2}", "event_type": kind}
+                    for j, kind in enumerate(["exposure", "conversion"] * (batch // 2))
+                ]
+                body = json.dumps({"events": events})
+                response = client.post("/api/track/batch", body, content_type="application/json")
+                assert response.status_code == 200 and response.json()["accepted"] == len(events), response.content
+                return
             body = {"experiment": "bench", "variant": "control", "user_key": f"u{i}", "event_type": "exposure"}
             response = client.post("/api/track", json.dumps(body), content_type="application/json")
             assert response.status_code == 201, response.content
 
-        for i in range(50):
+        for i in range(5 if batch else 50):
             post(-i - 1)  # warm-up
         profiler = Profiler(interval=0.0005)
         profiler.start()

@@ -37,11 +37,13 @@ EVENT_COLUMNS = (
     "props",
     "event_id",
 )
+EVENT_TYPES = ("bigint", "bigint", "text", "text", "text", "float8", "timestamptz", "timestamptz", "jsonb", "text")
 # Unique among the rows of one insert (the caller removes in-batch repeats first): what RETURNING gives back.
 EVENT_RETURNING = ("experiment_id", "user_key", "event_type", "metric", "event_id")
 
 ASSIGNMENT_COLUMNS = ("experiment_id", "user_key", "variant_id", "assigned_at", "source")
 ASSIGNMENT_CONFLICT_KEY = ("experiment_id", "user_key")
+ASSIGNMENT_TYPES = ("bigint", "text", "bigint", "timestamptz", "text")
 
 CONFLICT_COLUMNS = (
     "experiment_id",
@@ -75,6 +77,31 @@ def _insert_sql(
     return sql
 
 
+def _unnest_sql(
+    table: str,
+    columns: Sequence[str],
+    types: Sequence[str],
+    conflict_key: Sequence[str] | None,
+    returning: Sequence[str],
+) -> str:
+    """PostgreSQL: the same insert with one array parameter per column (`INSERT … SELECT * FROM unnest(…)`).
+
+    The statement text is short and the same for any number of rows, so the driver does not re-parse
+    thousands of placeholders per batch (psycopg caches only short statements), and a batch is one statement.
+    `unnest` of several arrays returns their elements in order, so rows keep the caller's (sorted) order.
+    """
+    qn = connection.ops.quote_name
+    arrays = ", ".join(f"%s::{t}[]" for t in types)
+    target = f"({', '.join(qn(c) for c in conflict_key)}) " if conflict_key else ""
+    sql = (
+        f"INSERT INTO {qn(table)} ({', '.join(qn(c) for c in columns)}) SELECT * FROM unnest({arrays}) "
+        f"ON CONFLICT {target}DO NOTHING"
+    )
+    if returning:
+        sql += f" RETURNING {', '.join(qn(c) for c in returning)}"
+    return sql
+
+
 def _chunks(rows: Sequence[tuple], size: int = CHUNK_ROWS) -> Iterator[Sequence[tuple]]:
     for start in range(0, len(rows), size):
         yield rows[start : start + size]
@@ -87,8 +114,17 @@ def _insert(
     rows: Sequence[tuple],
     *,
     returning: Sequence[str] = (),
+    types: Sequence[str] | None = None,
 ) -> set[tuple]:
+    """Insert `rows`; return the `returning` columns of the rows stored. `types` (PostgreSQL column types, in
+    `columns` order): several rows go in one `unnest` statement (`_unnest_sql`)."""
     inserted: set[tuple] = set()
+    if types and len(rows) > 1 and connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _unnest_sql(table, columns, types, conflict_key, returning), [list(c) for c in zip(*rows, strict=True)]
+            )
+            return {tuple(r) for r in cursor.fetchall()} if returning else inserted
     with connection.cursor() as cursor:
         for chunk in _chunks(rows):
             params = [value for row in chunk for value in row]
@@ -124,7 +160,7 @@ def events_insert(rows: Sequence[tuple]) -> set[tuple]:
         (e, v, u, t, m, val, adapt_dt(occ), adapt_dt(rec), adapt_json(props, None), eid)
         for e, v, u, t, m, val, occ, rec, props, eid in rows
     ]
-    return _insert(Event._meta.db_table, EVENT_COLUMNS, None, adapted, returning=EVENT_RETURNING)
+    return _insert(Event._meta.db_table, EVENT_COLUMNS, None, adapted, returning=EVENT_RETURNING, types=EVENT_TYPES)
 
 
 def assignments_insert(rows: Sequence[tuple]) -> set[tuple]:
@@ -136,6 +172,7 @@ def assignments_insert(rows: Sequence[tuple]) -> set[tuple]:
         ASSIGNMENT_CONFLICT_KEY,
         adapted,
         returning=ASSIGNMENT_CONFLICT_KEY,
+        types=ASSIGNMENT_TYPES,
     )
 
 
