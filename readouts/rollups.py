@@ -9,7 +9,7 @@ non-zero increments per kind, variant, metric and UTC day; integers equal, float
 1. *Horizon.* One statement (``STATE_SQL``) reads the largest event and covariate ids, the watermark and
    the rollup rows; on PostgreSQL it takes the experiment row ``FOR NO KEY UPDATE`` (released at the end
    of the statement in autocommit). Every ingest transaction holds that row ``FOR SHARE`` before it
-   inserts (``tracking.queries.experiments_running_lock``), so the statement returns only once every
+   inserts (``tracking.queries.experiments_with_variants(lock=True)``), so the statement returns only once every
    event id already handed out for this experiment is committed (or rolled back), and every later one is
    larger: below the horizon nothing can still appear. (A plain ``id > watermark`` would miss a
    transaction that took a lower id and committed after a higher one.) When the watermark covers the
