@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from django.conf import settings
+
 from experiments.models import Experiment
 from readouts import queries, stats
 from readouts.selectors import Readout
@@ -149,7 +151,12 @@ def dimension_breakdown_get(*, experiment: Experiment, readout: Readout, key: st
                 ctb = None
                 if registered:
                     bayes = stats.bayes_lift(
-                        control=a, treatment=b, kind=kind, direction=selected.direction, alpha=alpha
+                        control=a,
+                        treatment=b,
+                        kind=kind,
+                        direction=selected.direction,
+                        alpha=alpha,
+                        prior_sd=settings.SIGNALDASH_BAYES_PRIOR_SD,
                     )
                     ctb = bayes.chance_to_beat
                 comparisons.append(

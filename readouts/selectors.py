@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 
 from django.apps import apps
+from django.conf import settings
 from django.utils import timezone
 
 from experiments.models import Experiment, PlannedMetric, Variant
@@ -274,8 +275,17 @@ def _compare(control: VariantReadout, treatment: VariantReadout, spec: PlannedMe
         lift=lift,
         lift_reason=lift_reason,
         rel=rel,
-        sequential=stats.sequential_lift(control=a, treatment=b, kind=kind, alpha=alpha),
-        bayes=stats.bayes_lift(control=a, treatment=b, kind=kind, direction=spec.direction, alpha=alpha),
+        sequential=stats.sequential_lift(
+            control=a, treatment=b, kind=kind, alpha=alpha, tuning=settings.SIGNALDASH_SEQUENTIAL_TUNING
+        ),
+        bayes=stats.bayes_lift(
+            control=a,
+            treatment=b,
+            kind=kind,
+            direction=spec.direction,
+            alpha=alpha,
+            prior_sd=settings.SIGNALDASH_BAYES_PRIOR_SD,
+        ),
         cuped=stats.cuped_lift(control=a, treatment=b, kind=kind, alpha=alpha),
         **_absolute(control, treatment, kind, alpha),
     )

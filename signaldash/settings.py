@@ -218,6 +218,17 @@ if SIGNALDASH_AI_PROVIDER not in ("openai", "anthropic", "none"):
     raise ImproperlyConfigured(
         f"SIGNALDASH_AI_PROVIDER must be openai, anthropic or none, got {SIGNALDASH_AI_PROVIDER!r}"
     )
+# --- Statistics engine settings (docs/metrics.md, "Statistics engine") ------------------------------
+# Tuning N* of the always-valid confidence sequence (gbstats' default 5000: the total sample size at which
+# the sequence is tightest), and an optional proper prior N(0, sd²) on the relative lift for the Bayesian
+# view (unset: a flat prior, gbstats' default).
+SIGNALDASH_SEQUENTIAL_TUNING = env_float("SIGNALDASH_SEQUENTIAL_TUNING", 5000.0)
+if SIGNALDASH_SEQUENTIAL_TUNING <= 0:
+    raise ImproperlyConfigured("SIGNALDASH_SEQUENTIAL_TUNING must be a positive number of users")
+_prior_sd = env_str("SIGNALDASH_BAYES_PRIOR_SD")
+SIGNALDASH_BAYES_PRIOR_SD = float(_prior_sd) if _prior_sd else None
+if SIGNALDASH_BAYES_PRIOR_SD is not None and not SIGNALDASH_BAYES_PRIOR_SD > 0:
+    raise ImproperlyConfigured("SIGNALDASH_BAYES_PRIOR_SD must be a positive relative lift (e.g. 0.3), or unset")
 SIGNALDASH_AI_TIMEOUT_S = env_float("SIGNALDASH_AI_TIMEOUT_S", 20.0)
 if not 0 < SIGNALDASH_AI_TIMEOUT_S <= 300:
     raise ImproperlyConfigured("SIGNALDASH_AI_TIMEOUT_S must be a number of seconds in (0, 300]")

@@ -171,3 +171,23 @@ def test_readout_get__no_covariates__cuped_null(make_experiment, add_events):
     assert data["metric_kind"] == "binary" and data["metric_role"] == "primary" and data["direction"] == "increase"
     assert data["comparisons"][0]["cuped"] is None
     assert [row["metric"] for row in data["scorecard"]] == ["purchase"]
+
+
+def test_readout_json__tuning_and_prior_settings__used_by_sequential_and_bayes(make_experiment, add_events, settings):
+    # Given a sequential tuning and a proper prior set for the installation
+    settings.SIGNALDASH_SEQUENTIAL_TUNING = 800.0
+    settings.SIGNALDASH_BAYES_PRIOR_SD = 0.05
+    exp = make_experiment()
+    add_events(exp, "control", exposures=600, conversions=60)
+    add_events(exp, "treatment", exposures=600, conversions=90)
+    readout = readout_get(experiment=exp)
+    a, b = readout.variants[0].sums, readout.variants[1].sums
+    # When
+    comparison = readout_as_json(readout)["comparisons"][0]
+    # Then the always-valid interval and the Bayesian numbers are computed with them
+    seq = stats.sequential_lift(control=a, treatment=b, kind="binary", alpha=0.05, tuning=800.0)
+    bayes = stats.bayes_lift(control=a, treatment=b, kind="binary", direction="increase", alpha=0.05, prior_sd=0.05)
+    flat = stats.bayes_lift(control=a, treatment=b, kind="binary", direction="increase", alpha=0.05)
+    assert comparison["sequential"]["rel_lift_ci"] == pytest.approx(seq.rel_lift_ci.as_list())
+    assert comparison["bayes"]["chance_to_beat"] == pytest.approx(bayes.chance_to_beat)
+    assert comparison["bayes"]["rel_lift_ci"] != pytest.approx(flat.rel_lift_ci.as_list())  # the prior shrinks it
