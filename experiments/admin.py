@@ -23,22 +23,12 @@ from django_fsm.admin import FSMAdminMixin
 from experiments import services
 from experiments.admin_forms import ExperimentAdminForm, VariantAdminForm
 from experiments.forms import DecisionForm, RequestChangesForm, ShipForm
-from experiments.models import PERM_SUBMIT, AuditLog, Decision, Experiment, ExperimentMetric, Variant
+from experiments.models import PERM_SUBMIT, POWER_PLAN_FIELDS, AuditLog, Decision, Experiment, ExperimentMetric, Variant
 from experiments.templatetags.workflow import transition_label
 from signaldash.admin import ReadOnlyAdminMixin
 
 PLAN_FIELDS = ("name", "slug", "owner", "hypothesis", "primary_metric")
-POWER_FIELDS = (
-    "analysis",
-    "alpha",
-    "power",
-    "mde",
-    "baseline_rate",
-    "baseline_mean",
-    "baseline_sd",
-    "expected_daily_users",
-    "dimensions",
-)
+POWER_FIELDS = (*POWER_PLAN_FIELDS, "dimensions")
 
 
 def _badge(status: str, label: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from django import forms
 from django.utils.html import format_html, format_html_join
 
-from experiments.models import Experiment, Variant
+from experiments.models import POWER_PLAN_FIELDS, Experiment, Variant
 
 # constraint name -> (field, plain words); the forms below enforce the same rule on that field
 CONSTRAINT_MESSAGES: dict[str, tuple[str, str]] = {
@@ -59,14 +59,7 @@ class ExperimentAdminForm(forms.ModelForm):
             "owner",
             "hypothesis",
             "primary_metric",
-            "analysis",
-            "alpha",
-            "power",
-            "mde",
-            "baseline_rate",
-            "baseline_mean",
-            "baseline_sd",
-            "expected_daily_users",
+            *POWER_PLAN_FIELDS,
             "dimensions",
         )
 

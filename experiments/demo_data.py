@@ -30,7 +30,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from experiments import services
-from experiments.models import Experiment, ExperimentMetric, Variant
+from experiments.models import POWER_PLAN_FIELDS, Experiment, ExperimentMetric, Variant
 from tracking.services import EventIn, Outcome, events_ingest
 
 SCENARIOS_PATH = Path(settings.BASE_DIR) / "fixtures" / "demo_scenarios.json"
@@ -50,16 +50,7 @@ PATH_TO = {
     "killed": ["submit", "approve", "end", "kill"],
 }
 FINISHED = {"readout", "shipped", "killed"}
-PLAN_FIELDS = (
-    "analysis",
-    "alpha",
-    "power",
-    "mde",
-    "baseline_rate",
-    "baseline_mean",
-    "baseline_sd",
-    "expected_daily_users",
-)
+PLAN_FIELDS = POWER_PLAN_FIELDS
 _BATCH = 1000  # the tracking API's batch size
 
 

@@ -32,6 +32,19 @@ class PlannedMetric:
     direction: str  # increase | decrease
 
 
+# The analysis and power-plan fields of the plan (one list for the admin, its form and the demo data).
+POWER_PLAN_FIELDS = (
+    "analysis",
+    "alpha",
+    "power",
+    "mde",
+    "baseline_rate",
+    "baseline_mean",
+    "baseline_sd",
+    "expected_daily_users",
+)
+
+
 def generate_salt() -> str:
     return secrets.token_hex(16)
 
