@@ -16,12 +16,9 @@ the request log (tracking/api.py), since the view's own log line is never reache
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import sys
 import time
-import uuid
 
 from django.core.signals import got_request_exception
 from django.db import InterfaceError, OperationalError
@@ -29,13 +26,12 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
 
 from tracking.parsers import declared_charset, text_charset
+from tracking.request_log import api_request_log, request_id
 
-request_logger = logging.getLogger("signaldash.api")
 page_logger = logging.getLogger("signaldash.request")
 
 API_PREFIX = "/api/"
 RETRY_AFTER_S = 5
-_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 _UNAVAILABLE = (OperationalError, InterfaceError)
 _FAILURE_ATTR = "_signaldash_database_failure"
@@ -125,19 +121,12 @@ class DatabaseUnavailableMiddleware:
 
     @staticmethod
     def _log_api(request: HttpRequest, response: HttpResponse, exc: Exception) -> None:
-        incoming = request.META.get("HTTP_X_REQUEST_ID", "")
-        request_id = incoming if _REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
-        response["X-Request-ID"] = request_id
-        started = getattr(request, "_signaldash_started", time.perf_counter())
-        fields = {
-            "event": "api_request",
-            "request_id": request_id,
-            "method": request.method,
-            "path": request.path,
-            "key": getattr(request, "api_key_name", None),
-            "status": response.status_code,
-            "outcome": "database_unavailable",
-            "latency_ms": round((time.perf_counter() - started) * 1000, 2),
-            "exception": type(exc).__name__,
-        }
-        request_logger.warning(json.dumps(fields), extra={"api": fields})
+        api_request_log(
+            request,
+            response,
+            request_id=request_id(request),
+            started=getattr(request, "_signaldash_started", time.perf_counter()),
+            outcome="database_unavailable",
+            level=logging.WARNING,
+            exception=type(exc).__name__,
+        )

@@ -6,11 +6,7 @@ authenticated with `Authorization: Bearer <key>` and throttled per key.
 
 from __future__ import annotations
 
-import json
-import logging
-import re
 import time
-import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -51,6 +47,7 @@ from tracking.fields import (
 )
 from tracking.models import Event
 from tracking.parsers import LimitedJSONParser, RequestTooLarge
+from tracking.request_log import api_request_log, request_id
 from tracking.services import (
     EventIn,
     EventResult,
@@ -64,12 +61,9 @@ from tracking.services import (
 )
 from tracking.throttling import APIKeyRateThrottle
 
-request_logger = logging.getLogger("signaldash.api")
-
 TRACK_MAX_BODY_BYTES = 64 * 1024  # one event: 8 KB of props plus the fields, with room to spare
 BATCH_MAX_EVENTS = 1000
 FUTURE_TOLERANCE_S = 5 * 60
-_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 # --- Errors and the request log -------------------------------------------------------------------
@@ -89,11 +83,6 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         response.data = {"error": exc.get_codes() if isinstance(exc.get_codes(), str) else exc.default_code}
         response.data["detail"] = str(exc.detail)
     return response
-
-
-def _request_id(request) -> str:
-    incoming = request.META.get("HTTP_X_REQUEST_ID", "")
-    return incoming if _REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
 
 
 def _outcome(response: Response, view_outcome: str | None) -> str:
@@ -154,21 +143,16 @@ class ServiceAPIView(APIView):
 
     def dispatch(self, request, *args, **kwargs):
         started = time.perf_counter()
-        request_id = _request_id(request)
+        rid = request_id(request)
         response = super().dispatch(request, *args, **kwargs)
-        response["X-Request-ID"] = request_id
-        fields = {
-            "event": "api_request",
-            "request_id": request_id,
-            "method": request.method,
-            "path": request.path,
-            "key": getattr(request, "api_key_name", None),
-            "status": response.status_code,
-            "outcome": _outcome(response, self.log_outcome),
-            "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+        api_request_log(
+            request,
+            response,
+            request_id=rid,
+            started=started,
+            outcome=_outcome(response, self.log_outcome),
             **(self.log_extra or {}),
-        }
-        request_logger.info(json.dumps(fields), extra={"api": fields})
+        )
         return response
 
 
