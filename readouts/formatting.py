@@ -24,9 +24,14 @@ def signed_pct(x: float | None, digits: int = 2) -> str:
     return "n/a" if x is None else _signed(f"{x * 100:+.{digits}f}%")
 
 
-def pp(x: float | None, digits: int = 2) -> str:
+def pp(x: float | None, digits: int = 2, unit: str = "pp") -> str:
     """A difference of two rates (fraction) in percentage points: 0.012 → '+1.20 pp'."""
-    return "n/a" if x is None else _signed(f"{x * 100:+.{digits}f} pp")
+    return "n/a" if x is None else _signed(f"{x * 100:+.{digits}f} {unit}")
+
+
+def ascii_minus(text: str) -> str:
+    """Back to '-' (for text handed to a language model and read back by the narrative guard)."""
+    return text.replace(MINUS, "-")
 
 
 def number(x: float | None, digits: int = 2) -> str:

@@ -46,12 +46,13 @@ SYSTEM_PROMPT = (
 # --- Numbers as they are stated (shared by the fallback, the prompt and the guard) ---------------
 
 
+# Formatted by readouts.formatting (the one home of number formatting), with ASCII minus signs.
 def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{x * 100:.2f}%"
+    return formatting.ascii_minus(formatting.pct(x))
 
 
 def _pp(x: float | None) -> str:
-    return "n/a" if x is None else f"{x * 100:+.2f} percentage points"
+    return formatting.ascii_minus(formatting.pp(x, unit="percentage points"))
 
 
 def _ci(i, fmt) -> list[str] | None:
@@ -70,13 +71,13 @@ def _variant_numbers(v, kind: str) -> dict:
         out["rate"] = _pct(v.rate.rate)
         out["rate_ci_95"] = [_pct(v.rate.ci.low), _pct(v.rate.ci.high)] if v.rate.ci else None
     else:
-        out["mean"] = formatting.number(v.summary.mean).replace(formatting.MINUS, "-")
-        out["sd"] = formatting.number(v.summary.sd).replace(formatting.MINUS, "-")
+        out["mean"] = formatting.ascii_minus(formatting.number(v.summary.mean))
+        out["sd"] = formatting.ascii_minus(formatting.number(v.summary.sd))
     return out
 
 
 def _lift(x: float | None) -> str:
-    return "undefined" if x is None else f"{x * 100:+.2f}%"
+    return "undefined" if x is None else formatting.ascii_minus(formatting.signed_pct(x))
 
 
 def _comparison_numbers(c, kind: str) -> dict:
