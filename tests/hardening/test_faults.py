@@ -199,11 +199,21 @@ def test_database_stopped_and_started__503_json_then_recovery_and_no_acknowledge
 
 @contextmanager
 def frozen(cluster: PostgresCluster):
-    """SIGSTOP the postmaster and its children (all started by this test); always SIGCONT them again."""
-    pids = cluster.server_pids()
+    """SIGSTOP the postmaster and its children (all started by this test); always SIGCONT them again.
+
+    The postmaster stops first, so it forks no new child meanwhile; a child that exits between
+    listing and stopping (a finished backend) is simply skipped.
+    """
+    postmaster, *_ = cluster.server_pids()
+    pids = [postmaster]
     try:
-        for pid in pids:
-            os.kill(pid, signal.SIGSTOP)
+        os.kill(postmaster, signal.SIGSTOP)
+        for pid in cluster.server_pids()[1:]:
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except ProcessLookupError:
+                continue
+            pids.append(pid)
         yield pids
     finally:
         for pid in reversed(pids):
