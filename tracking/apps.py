@@ -6,4 +6,18 @@ class TrackingConfig(AppConfig):
     verbose_name = "Tracking"
 
     def ready(self) -> None:
+        from django.db.models.signals import post_delete, post_save
+
+        from experiments.models import Experiment, ExperimentMetric, Variant
         from tracking import schema  # noqa: F401 - registers the OpenAPI auth extension
+
+        for model in (Experiment, Variant, ExperimentMetric):
+            post_save.connect(_forget_experiments, sender=model, dispatch_uid=f"ingest-cache-{model.__name__}")
+            post_delete.connect(_forget_experiments, sender=model, dispatch_uid=f"ingest-cache-del-{model.__name__}")
+
+
+def _forget_experiments(**kwargs) -> None:
+    """A plan or status saved in this process: the single-event path re-reads experiments."""
+    from tracking.selectors import running_experiment_forget
+
+    running_experiment_forget()

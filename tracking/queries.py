@@ -150,16 +150,49 @@ def _dt_memo() -> Callable[[datetime], Any]:
     return adapt
 
 
-def events_insert(rows: Sequence[tuple]) -> set[tuple]:
+STAGING_TABLE = "tracking_event_staging"
+
+
+def _copy_insert(table: str, columns: Sequence[str], types: Sequence[str], rows: Sequence[tuple]) -> set[tuple]:
+    """PostgreSQL bulk path: `COPY` the rows into a session-temporary staging table (emptied at commit), then
+    one `INSERT … SELECT … ORDER BY ordinal ON CONFLICT DO NOTHING RETURNING` moves them into `table`.
+
+    The same insert as `_insert` (same dedup by the unique indexes, same caller order), with the rows sent
+    by the COPY protocol instead of as statement parameters. Must run inside the caller's transaction.
+    """
+    qn = connection.ops.quote_name
+    cols = ", ".join(qn(c) for c in columns)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGING_TABLE} (ordinal bigint, "
+            + ", ".join(f"{qn(c)} {t}" for c, t in zip(columns, types, strict=True))
+            + ") ON COMMIT DELETE ROWS"
+        )
+        with cursor.copy(f"COPY {STAGING_TABLE} (ordinal, {cols}) FROM STDIN") as copy:
+            for ordinal, row in enumerate(rows):
+                copy.write_row((ordinal, *row))
+        cursor.execute(
+            f"INSERT INTO {qn(table)} ({cols}) SELECT {cols} FROM {STAGING_TABLE} ORDER BY ordinal "
+            f"ON CONFLICT DO NOTHING RETURNING {', '.join(qn(c) for c in EVENT_RETURNING)}"
+        )
+        inserted = {tuple(r) for r in cursor.fetchall()}
+        cursor.execute(f"TRUNCATE {STAGING_TABLE}")  # the next batch of this transaction starts empty
+    return inserted
+
+
+def events_insert(rows: Sequence[tuple], *, copy: bool = False) -> set[tuple]:
     """Insert events (tuples in EVENT_COLUMNS order, props a dict); return the EVENT_RETURNING tuples stored.
 
-    A row that repeats a stored event under either dedup rule is skipped (no conflict target).
+    A row that repeats a stored event under either dedup rule is skipped (no conflict target). `copy`: on
+    PostgreSQL the rows travel by `COPY` through a staging table (`_copy_insert`; bulk backfills).
     """
     adapt_dt, adapt_json = _dt_memo(), connection.ops.adapt_json_value
     adapted = [
         (e, v, u, t, m, val, adapt_dt(occ), adapt_dt(rec), adapt_json(props, None), eid)
         for e, v, u, t, m, val, occ, rec, props, eid in rows
     ]
+    if copy and adapted and connection.vendor == "postgresql":
+        return _copy_insert(Event._meta.db_table, EVENT_COLUMNS, EVENT_TYPES, adapted)
     return _insert(Event._meta.db_table, EVENT_COLUMNS, None, adapted, returning=EVENT_RETURNING, types=EVENT_TYPES)
 
 
@@ -245,3 +278,84 @@ def experiments_with_variants(slugs: Sequence[str], *, lock: bool = False) -> li
     if convert is None:
         return rows
     return [(*row[:5], convert(row[5], None, connection) if row[5] else None, *row[6:]) for row in rows]
+
+
+# PostgreSQL, one event, the common case in one statement (autocommit: one round trip, its own
+# transaction). The same steps as `services._store`, in the same lock order: the experiment row
+# `FOR SHARE` with status running (so an end transition and readouts/rollups.py's horizon wait for
+# this statement, exactly as for a batch), then the user's first-exposure assignment, then the event.
+# The event is written only when the outcome needs nothing else: the user is assigned to this variant
+# (now or before), or, for a conversion, not assigned at all. Otherwise (`verdict` 'general': a variant
+# conflict, or an assignment committed by another transaction after this statement's snapshot) nothing
+# is written and the caller takes the general path. `running` 0: the experiment is not running (or gone).
+SINGLE_EVENT_SQL = """
+WITH experiment AS (
+    SELECT id FROM {experiment} WHERE id = %(experiment_id)s AND status = %(running)s FOR SHARE
+), assigned_now AS (
+    INSERT INTO {assignment} (experiment_id, user_key, variant_id, assigned_at, source)
+    SELECT id, %(user_key)s, %(variant_id)s, %(received_at)s, %(source)s FROM experiment WHERE %(exposure)s
+    ON CONFLICT (experiment_id, user_key) DO NOTHING
+    RETURNING variant_id
+), assigned_before AS (
+    SELECT variant_id FROM {assignment} WHERE experiment_id = %(experiment_id)s AND user_key = %(user_key)s
+), verdict AS (
+    SELECT CASE
+        WHEN EXISTS (SELECT 1 FROM assigned_now) THEN 'store'
+        WHEN EXISTS (SELECT 1 FROM assigned_before) THEN
+            CASE WHEN (SELECT variant_id FROM assigned_before) = %(variant_id)s THEN 'store' ELSE 'general' END
+        WHEN %(exposure)s THEN 'general'
+        ELSE 'store'
+    END AS verdict
+    FROM experiment
+), stored AS (
+    INSERT INTO {event} (experiment_id, variant_id, user_key, event_type, metric, value, occurred_at,
+                         received_at, props, event_id)
+    SELECT %(experiment_id)s, %(variant_id)s, %(user_key)s, %(event_type)s, %(metric)s, %(value)s::float8,
+           %(occurred_at)s, %(received_at)s, %(props)s, %(event_id)s
+    FROM verdict WHERE verdict = 'store'
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT COUNT(*) FROM experiment), (SELECT verdict FROM verdict), (SELECT COUNT(*) FROM stored)
+"""
+
+
+def event_insert_single(
+    *,
+    experiment_id: int,
+    variant_id: int,
+    user_key: str,
+    event_type: str,
+    metric: str,
+    value: float | None,
+    occurred_at: datetime,
+    received_at: datetime,
+    props: dict,
+    event_id: str | None,
+) -> tuple[bool, str | None, bool]:
+    """PostgreSQL: store one event by SINGLE_EVENT_SQL; (running, verdict 'store'|'general'|None, stored)."""
+    qn = connection.ops.quote_name
+    sql = SINGLE_EVENT_SQL.format(
+        experiment=qn(Experiment._meta.db_table),
+        assignment=qn(Assignment._meta.db_table),
+        event=qn(Event._meta.db_table),
+    )
+    params = {
+        "experiment_id": experiment_id,
+        "running": Experiment.Status.RUNNING.value,
+        "user_key": user_key,
+        "variant_id": variant_id,
+        "received_at": received_at,
+        "source": Assignment.Source.UPSTREAM.value,
+        "exposure": event_type == Event.EventType.EXPOSURE,
+        "event_type": event_type,
+        "metric": metric,
+        "value": value,
+        "occurred_at": occurred_at,
+        "props": connection.ops.adapt_json_value(props, None),
+        "event_id": event_id,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        running, verdict, stored = cursor.fetchone()
+    return bool(running), verdict, bool(stored)

@@ -23,7 +23,12 @@ from experiments.models import Experiment
 from tracking import queries
 from tracking.hashing import assign_variant
 from tracking.models import Assignment, Event
-from tracking.selectors import IngestExperiment, experiments_for_ingest
+from tracking.selectors import (
+    IngestExperiment,
+    experiments_for_ingest,
+    running_experiment_cached,
+    running_experiment_forget,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -272,7 +277,9 @@ def _split_conflicts_and_repeats(
     return first, results
 
 
-def _store(rows: Sequence[_Row], experiments: dict[int, IngestExperiment]) -> dict[int, EventResult]:
+def _store(
+    rows: Sequence[_Row], experiments: dict[int, IngestExperiment], *, bulk: bool = False
+) -> dict[int, EventResult]:
     """Write resolved rows; called inside the write transaction that read (and share-locked) `experiments`."""
     now = timezone.now()
     results: dict[int, EventResult] = {}
@@ -296,7 +303,8 @@ def _store(rows: Sequence[_Row], experiments: dict[int, IngestExperiment]) -> di
                 r.event_id,
             )
             for r in first
-        ]
+        ],
+        copy=bulk,
     )
     covariates = []
     for row in first:
@@ -309,7 +317,9 @@ def _store(rows: Sequence[_Row], experiments: dict[int, IngestExperiment]) -> di
     return results
 
 
-def events_ingest(*, events: Sequence[EventIn], allow_before_start: bool = False) -> list[EventResult]:
+def events_ingest(
+    *, events: Sequence[EventIn], allow_before_start: bool = False, bulk: bool = False
+) -> list[EventResult]:
     """Store valid events, atomically deduplicated; one result per input event, in input order.
 
     - The first exposure of a user fixes their variant (`Assignment`, source `upstream`).
@@ -327,16 +337,18 @@ def events_ingest(*, events: Sequence[EventIn], allow_before_start: bool = False
       rejected (`unknown_metric`); without one (legacy), any metric key is accepted.
     - An event that says it happened before the experiment started (beyond CLOCK_SKEW) is rejected
       (`occurred_before_start`), unless `allow_before_start` (trusted backfills such as demo data).
+    - `bulk` (backfills): on PostgreSQL the events travel by `COPY` (same statement semantics, fewer bytes
+      parsed per row); the rules above are unchanged.
     - The experiment must be running when the events commit: it is read, and on PostgreSQL share-locked,
       by the write transaction's first statement (`experiment_not_running` otherwise).
     """
     if not events:
         return []
     slugs = {event.experiment for event in events}
-    return _with_retry(lambda: _ingest(events, slugs, allow_before_start))
+    return _with_retry(lambda: _ingest(events, slugs, allow_before_start, bulk))
 
 
-def _ingest(events: Sequence[EventIn], slugs: set[str], allow_before_start: bool) -> list[EventResult]:
+def _ingest(events: Sequence[EventIn], slugs: set[str], allow_before_start: bool, bulk: bool) -> list[EventResult]:
     """One write transaction: read the experiments (share-locked on PostgreSQL, so "running" holds until
     commit and readouts/rollups.py's horizon waits for these rows), resolve, write."""
     with transaction.atomic():
@@ -350,12 +362,54 @@ def _ingest(events: Sequence[EventIn], slugs: set[str], allow_before_start: bool
             else:
                 rows.append(resolved)
         if rows:
-            results.update(_store(rows, {experiment.id: experiment for experiment in experiments.values()}))
+            by_id = {experiment.id: experiment for experiment in experiments.values()}
+            results.update(_store(rows, by_id, bulk=bulk))
     return [results[index] for index in range(len(events))]
 
 
+def _single_ingest(event: EventIn) -> EventResult | None:
+    """PostgreSQL: store one event in one statement (`queries.event_insert_single`) when nothing about it
+    needs more than that; None hands it to the general path (`events_ingest`), which then decides.
+
+    The experiment's plan comes from `running_experiment_cached` (a running experiment's variants and
+    metrics cannot change); the statement itself checks, under the row lock, that it is still running.
+    Every rejection, covariates and variant conflicts go the general path, so their answers and records
+    come from the one implementation.
+    """
+    if event.covariates:
+        return None
+    experiment = running_experiment_cached(event.experiment)
+    if experiment is None:
+        return None
+    row = _resolve(0, event, {event.experiment: experiment}, allow_before_start=False)
+    if isinstance(row, EventResult):
+        return None
+    running, verdict, stored = queries.event_insert_single(
+        experiment_id=row.experiment_id,
+        variant_id=row.variant_id,
+        user_key=row.user_key,
+        event_type=row.event_type,
+        metric=row.metric,
+        value=row.value,
+        occurred_at=row.occurred_at,
+        received_at=timezone.now(),
+        props=row.props,
+        event_id=row.event_id,
+    )
+    if not running:
+        running_experiment_forget(event.experiment)
+        return None
+    if verdict != "store":
+        return None
+    return EventResult(Outcome.CREATED if stored else Outcome.DUPLICATE)
+
+
 def event_ingest(*, event: EventIn) -> EventResult:
-    """Store one event (see `events_ingest`)."""
+    """Store one event (see `events_ingest`); on PostgreSQL the common case is one statement (`_single_ingest`)."""
+    if connection.vendor == "postgresql":
+        result = _with_retry(lambda: _single_ingest(event))
+        if result is not None:
+            return result
     return events_ingest(events=[event])[0]
 
 

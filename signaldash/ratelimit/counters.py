@@ -2,7 +2,8 @@
 
 Where the count lives:
 - `REDIS_URL` set: Redis `INCR` + `EXPIRE` in one MULTI/EXEC (atomic on the server, no database write).
-- otherwise: the `ratelimit_ratecounter` table, one `INSERT … ON CONFLICT DO UPDATE … RETURNING` per hit.
+- otherwise: the `ratelimit_ratecounter` table, one `INSERT … ON CONFLICT DO UPDATE … RETURNING` per hit
+  (with the purge of ended windows in the same statement on PostgreSQL).
 
 Not Django's cache API: `cache.incr` is a read then a write on the database cache (two workers can both
 read 41 and both write 42), and on Redis it can recreate an expired key without a TTL.
@@ -76,10 +77,9 @@ def hit(scope: str, client: str, rate: Rate, *, now: float | None = None) -> Ver
     if uses_redis():
         count = _redis_hit(bucket, window_end - int(now) + 1)
     else:
-        count = queries.counter_hit(bucket=bucket, window_end=window_end)
-        # Drop ended windows (an index range scan, usually empty). Every time rather than now and then, so a
-        # request costs the same two statements whenever it comes (query counts are pinned by tests).
-        queries.counters_purge(now=int(now))
+        # Ended windows are dropped by every hit rather than now and then, so a request costs the same
+        # statements whenever it comes (query counts are pinned by tests).
+        count = queries.counter_hit_and_purge(bucket=bucket, window_end=window_end, now=int(now))
     return Verdict(allowed=count <= rate.limit, count=count, retry_after_s=max(1, math.ceil(window_end - now)))
 
 

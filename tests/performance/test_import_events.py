@@ -66,3 +66,43 @@ def test_import_events__csv__values_and_json_columns(running, tmp_path, capsys):
     assert "events.csv: 2 accepted, 0 duplicate, 1 rejected" in out
     assert Event.objects.get(event_type="exposure").props == {"page": "home"}
     assert Event.objects.get(event_type="conversion").value == 3.0
+
+
+def test_import_events__postgresql__events_travel_by_copy_and_a_second_batch_reuses_the_staging_table(
+    running, tmp_path, capsys, monkeypatch
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tracking.management.commands import import_events
+
+    if connection.vendor != "postgresql":
+        pytest.skip("COPY is the PostgreSQL path; SQLite uses the multi-row insert")
+    # Given a file of 3 users (exposure + conversion each) imported in batches of 4 rows
+    monkeypatch.setattr(import_events, "BATCH", 4)
+    rows = [
+        {"experiment": "checkout", "variant": v, "user_key": f"c{n}", "event_type": t, "occurred_at": AT}
+        | ({"metric": "purchase", "value": 2.0} if t == "conversion" else {})
+        for n, v in enumerate(["control", "treatment", "control"])
+        for t in ("exposure", "conversion")
+    ]
+    path = tmp_path / "copy.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    # When imported
+    with CaptureQueriesContext(connection) as queries_seen:
+        out = _run(path, capsys)
+    # Then every event is stored through the staging table (one INSERT … SELECT per batch), none otherwise
+    assert "copy.jsonl: 6 accepted, 0 duplicate, 0 rejected" in out
+    moves = [q["sql"] for q in queries_seen if "FROM tracking_event_staging" in q["sql"]]
+    direct = [q["sql"] for q in queries_seen if q["sql"].startswith('INSERT INTO "tracking_event" (')
+              and "staging" not in q["sql"]]  # fmt: skip
+    assert (len(moves), direct) == (2, [])
+    assert sorted(Event.objects.values_list("user_key", "event_type")) == sorted(
+        (r["user_key"], r["event_type"]) for r in rows
+    )
+    assert sorted(Assignment.objects.values_list("user_key", "variant__key")) == [
+        ("c0", "control"), ("c1", "treatment"), ("c2", "control")
+    ]  # fmt: skip
+    # And a rerun is all duplicates (the staging table is empty at each commit)
+    assert "copy.jsonl: 0 accepted, 6 duplicate, 0 rejected" in _run(path, capsys)
+    assert Event.objects.count() == 6

@@ -85,9 +85,7 @@ def _reference(exposures, conversions, cov, until=None):
     out = {}
     for metric, kind in METRICS.items():
         for variant_id in {v for v, _ in exposures.values()}:
-            users = [
-                u for u, (v, at) in exposures.items() if v == variant_id and (until is None or at.date() <= until)
-            ]
+            users = [u for u, (v, at) in exposures.items() if v == variant_id and (until is None or at.date() <= until)]
             if kind == "binary":
                 ys = [1.0 if (u, metric) in converted else 0.0 for u in users]
             else:

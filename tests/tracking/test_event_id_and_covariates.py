@@ -9,6 +9,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from experiments.models import ExperimentMetric
+from signaldash.ratelimit.queries import hit_statements
 from tests.tracking.conftest import event
 from tracking.models import Covariate, Event
 
@@ -209,21 +210,25 @@ def test_batch__mean_metric_without_value__that_item_rejected_others_stored(api,
 
 
 def test_track__query_count__metric_plan_read_with_the_experiment(api, planned, django_assert_num_queries):
-    # Given a warm API key (authentication is its own queries)
+    # Given a warm API key (authentication is its own queries) and, on PostgreSQL, a warm experiment cache
     post(api, event(user_key="warm"))
     # When a conversion on a planned mean metric is tracked, Then the query count is pinned: the
     # experiment, its variants and its metric kinds come from one query
-    with django_assert_num_queries(_TRACK_QUERIES):
+    with django_assert_num_queries(_track_queries()):
         response = post(api, conversion(metric="revenue", value=3, user_key="warm"))
     assert response.status_code == 201
 
 
-# API key (0: a warm key comes from the process cache, tracking/auth.py), the per-key throttle (2: counter
-# upsert and ended-window purge, signaldash.ratelimit),
-# then the write transaction (a savepoint and its release inside the test's transaction): experiment +
-# variants + metric plan, share-locked on PostgreSQL (1), assignment read, events insert. No exposure: no
-# assignments insert.
-_TRACK_QUERIES = 7
+def _track_queries() -> int:
+    """API key: 0 (a warm key comes from the process cache, tracking/auth.py). The per-key throttle: counter
+    upsert and ended-window purge (signaldash.ratelimit: one statement on PostgreSQL, two on SQLite). Then:
+
+    - PostgreSQL: 1 — the single-event statement (tracking.queries.SINGLE_EVENT_SQL: experiment row lock,
+      assignment, event), the experiment's plan coming from the process cache;
+    - SQLite: 5 — a savepoint and its release inside the test's transaction, experiment + variants +
+      metric plan (one query), the assignment read, the events insert (no exposure: no assignments insert).
+    """
+    return hit_statements() + (1 if connection.vendor == "postgresql" else 5)
 
 
 # --- covariates -------------------------------------------------------------------------------------

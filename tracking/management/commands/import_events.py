@@ -2,8 +2,10 @@
 
 Each row is validated by the API's own validator (`tracking.api.event_validate`, the serializer behind
 POST /api/track and every batch item) and stored by `tracking.services.events_ingest` in batches of
-1,000 (one transaction and one multi-row `INSERT … ON CONFLICT DO NOTHING RETURNING` per batch): the
-same dedup, first-exposure assignment, covariates, variant conflicts and counting as the API. So a
+BATCH rows, one transaction each: the same dedup, first-exposure assignment, covariates, variant
+conflicts and counting as the API. On PostgreSQL a batch's events travel by `COPY` into a staging table
+and one `INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING` stores them (`tracking.queries._copy_insert`);
+on SQLite, the API's multi-row `INSERT … ON CONFLICT DO NOTHING RETURNING`. So a
 rerun of the same file stores nothing new (every row is then a duplicate), and nothing is dropped
 silently: each rejected row is written with its line number, error code and reason to the rejects file.
 
@@ -128,7 +130,7 @@ class Command(BaseCommand):
     def _store(self, pending, allow_before_start: bool, rejects, counts) -> None:
         if not pending:
             return
-        results = events_ingest(events=[e for _, e, _ in pending], allow_before_start=allow_before_start)
+        results = events_ingest(events=[e for _, e, _ in pending], allow_before_start=allow_before_start, bulk=True)
         for (number, _, raw), result in zip(pending, results, strict=True):
             if result.outcome == Outcome.CREATED:
                 counts["accepted"] += 1
