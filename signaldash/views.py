@@ -49,7 +49,9 @@ def home_rows(*, now=None) -> list[HomeRow]:
     experiments = list(
         Experiment.objects.select_related("owner").annotate(exposed=Count("assignments")).order_by("-updated_at")[:200]
     )
-    decisions = {d.experiment_id: d for d in Decision.objects.filter(experiment__in=experiments)}
+    decisions = {
+        d.experiment_id: d for d in Decision.objects.filter(experiment__in=experiments).select_related("shipped_variant")
+    }
     rows, live = [], 0
     for e in experiments:
         started = e.started_at is not None

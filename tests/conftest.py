@@ -34,6 +34,14 @@ def restrict_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_rate_leases():
+    """Each test starts without rate-counter leases (their rows may have been rolled back with the test)."""
+    from signaldash.ratelimit.counters import leases_clear
+
+    leases_clear()
+
+
 def pytest_collection_modifyitems(config, items):
     vendor = connection.vendor
     for item in items:

@@ -13,6 +13,7 @@ its predicate).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -320,6 +321,16 @@ SELECT (SELECT COUNT(*) FROM experiment), (SELECT verdict FROM verdict), (SELECT
 """
 
 
+@functools.cache
+def _single_event_sql() -> str:
+    qn = connection.ops.quote_name
+    return SINGLE_EVENT_SQL.format(
+        experiment=qn(Experiment._meta.db_table),
+        assignment=qn(Assignment._meta.db_table),
+        event=qn(Event._meta.db_table),
+    )
+
+
 def event_insert_single(
     *,
     experiment_id: int,
@@ -334,12 +345,6 @@ def event_insert_single(
     event_id: str | None,
 ) -> tuple[bool, str | None, bool]:
     """PostgreSQL: store one event by SINGLE_EVENT_SQL; (running, verdict 'store'|'general'|None, stored)."""
-    qn = connection.ops.quote_name
-    sql = SINGLE_EVENT_SQL.format(
-        experiment=qn(Experiment._meta.db_table),
-        assignment=qn(Assignment._meta.db_table),
-        event=qn(Event._meta.db_table),
-    )
     params = {
         "experiment_id": experiment_id,
         "running": Experiment.Status.RUNNING.value,
@@ -356,6 +361,6 @@ def event_insert_single(
         "event_id": event_id,
     }
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(_single_event_sql(), params)
         running, verdict, stored = cursor.fetchone()
     return bool(running), verdict, bool(stored)

@@ -3,7 +3,8 @@
 Where the count lives:
 - `REDIS_URL` set: Redis `INCR` + `EXPIRE` in one MULTI/EXEC (atomic on the server, no database write).
 - otherwise: the `ratelimit_ratecounter` table, one `INSERT … ON CONFLICT DO UPDATE … RETURNING` per hit
-  (with the purge of ended windows in the same statement on PostgreSQL).
+  (with the purge of ended windows in the same statement on PostgreSQL), or per lease of up to LEASE_MAX
+  counts for a busy key.
 
 Not Django's cache API: `cache.incr` is a read then a write on the database cache (two workers can both
 read 41 and both write 42), and on Redis it can recreate an expired key without a TTL.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
 import time
 from dataclasses import dataclass
 
@@ -68,6 +70,70 @@ def uses_redis() -> bool:
     return bool(getattr(settings, "REDIS_URL", None))
 
 
+# Leases (database counters): a process that expects many hits in a window claims a run of counts with
+# one upsert (`count + n`) and hands them out locally, so a busy key costs one statement per LEASE_MAX
+# requests instead of one per request, and its counter row stops being a hot row that serialises every
+# request. A lease is at most 1/LEASE_SHARE of what the process last saw left in the window (so with
+# little left, or a small limit, every hit is counted in the database: exact, as without leases). Every
+# count is still handed out once across all processes and a count above the limit is refused, so the
+# limit is never exceeded; counts leased by a process and not used by the window's end are lost, so a
+# key near its limit may be refused up to a few requests early.
+LEASE_MAX = 64
+LEASE_SHARE = 64
+_LEASES_MAX = 4096
+_leases: dict[str, list[int]] = {}  # bucket -> [next count to hand out, last count of the lease, last seen]
+_leases_lock = threading.Lock()
+_lease_fetch_lock = threading.Lock()
+
+
+def _lease_take(bucket: str) -> int | None:
+    """The next leased count of `bucket` in this process, or None (no lease, or it is used up)."""
+    with _leases_lock:
+        lease = _leases.get(bucket)
+        if lease is None or lease[0] > lease[1]:
+            return None
+        lease[0] += 1
+        return lease[0] - 1
+
+
+def _lease_size(bucket: str, limit: int) -> int:
+    with _leases_lock:
+        lease = _leases.get(bucket)
+    seen = lease[2] if lease else 0
+    return max(1, min(LEASE_MAX, (limit - seen) // LEASE_SHARE))
+
+
+def _db_hit(bucket: str, window_end: int, now: float, limit: int) -> int:
+    count = _lease_take(bucket)
+    if count is not None:
+        return count
+    if _lease_size(bucket, limit) == 1:  # little left, or a small limit: count this hit alone
+        return _db_lease(bucket, window_end, now, 1)
+    with _lease_fetch_lock:  # one thread of the process takes the next lease; the others then use it
+        count = _lease_take(bucket)
+        if count is not None:
+            return count
+        return _db_lease(bucket, window_end, now, _lease_size(bucket, limit))
+
+
+def _db_lease(bucket: str, window_end: int, now: float, size: int) -> int:
+    """Claim `size` counts in the database; this hit takes the first, the rest are left for this process."""
+    # Ended windows are dropped by every upsert rather than now and then, so a request costs the same
+    # statements whenever it comes (query counts are pinned by tests).
+    last = queries.counter_hit_and_purge(bucket=bucket, window_end=window_end, now=int(now), hits=size)
+    with _leases_lock:
+        if len(_leases) >= _LEASES_MAX:
+            _leases.clear()
+        _leases[bucket] = [last - size + 2, last, last]
+    return last - size + 1
+
+
+def leases_clear() -> None:
+    """Forget this process's leases (their counts are then simply unused)."""
+    with _leases_lock:
+        _leases.clear()
+
+
 def hit(scope: str, client: str, rate: Rate, *, now: float | None = None) -> Verdict:
     """Count one request of `client` under `scope` and decide it against `rate`."""
     now = time.time() if now is None else now
@@ -77,9 +143,7 @@ def hit(scope: str, client: str, rate: Rate, *, now: float | None = None) -> Ver
     if uses_redis():
         count = _redis_hit(bucket, window_end - int(now) + 1)
     else:
-        # Ended windows are dropped by every hit rather than now and then, so a request costs the same
-        # statements whenever it comes (query counts are pinned by tests).
-        count = queries.counter_hit_and_purge(bucket=bucket, window_end=window_end, now=int(now))
+        count = _db_hit(bucket, window_end, now, rate.limit)
     return Verdict(allowed=count <= rate.limit, count=count, retry_after_s=max(1, math.ceil(window_end - now)))
 
 
@@ -90,6 +154,8 @@ def reset(scope: str, client: str, rate: Rate, *, now: float | None = None) -> N
     if uses_redis():
         cache._cache.get_client(write=True).delete(cache.make_key(f"rate:{bucket}"))
     else:
+        with _leases_lock:
+            _leases.pop(bucket, None)
         queries.counter_delete(bucket=bucket)
 
 

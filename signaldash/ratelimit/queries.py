@@ -1,4 +1,4 @@
-"""The rate counter's SQL (PostgreSQL and SQLite 3.35+ share the syntax): one atomic upsert per hit."""
+"""The rate counter's SQL (PostgreSQL and SQLite 3.35+ share the syntax): one atomic upsert per hit or lease."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ TABLE = RateCounter._meta.db_table
 # INSERT … ON CONFLICT … DO UPDATE is one statement: concurrent hits from any number of workers are
 # serialized on the row, and each gets its own count back (no read-modify-write in Python).
 HIT_SQL = f"""
-INSERT INTO {TABLE} (bucket, count, window_end) VALUES (%(bucket)s, 1, %(window_end)s)
-ON CONFLICT (bucket) DO UPDATE SET count = {TABLE}.count + 1
+INSERT INTO {TABLE} (bucket, count, window_end) VALUES (%(bucket)s, %(hits)s, %(window_end)s)
+ON CONFLICT (bucket) DO UPDATE SET count = {TABLE}.count + %(hits)s
 RETURNING count
 """  # noqa: S608 - the table name comes from the model, values are parameters
 PURGE_SQL = f"DELETE FROM {TABLE} WHERE window_end < %(now)s"  # noqa: S608
@@ -33,10 +33,10 @@ def hit_statements() -> int:
     return 1 if connection.vendor == "postgresql" else 2
 
 
-def counter_hit_and_purge(*, bucket: str, window_end: int, now: int) -> int:
-    """Count one hit in `bucket` and drop ended windows (an index range scan, usually empty): one
-    statement on PostgreSQL, two on SQLite (no data-modifying CTEs there)."""
-    params = {"bucket": bucket, "window_end": window_end, "now": now}
+def counter_hit_and_purge(*, bucket: str, window_end: int, now: int, hits: int = 1) -> int:
+    """Count `hits` hits in `bucket` (returns the new count) and drop ended windows (an index range scan,
+    usually empty): one statement on PostgreSQL, two on SQLite (no data-modifying CTEs there)."""
+    params = {"bucket": bucket, "window_end": window_end, "now": now, "hits": hits}
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(HIT_AND_PURGE_SQL, params)

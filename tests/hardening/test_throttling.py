@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from signaldash.ratelimit import counters
 from signaldash.ratelimit.counters import Rate
@@ -85,6 +86,46 @@ def test_hit__8_threads_200_hits_one_bucket__every_count_seen_once():
             future.result(timeout=120)
     # Then no increment was lost: a read-then-write counter (cache.incr on the database cache) repeats counts
     assert sorted(seen) == list(range(1, 201))
+
+
+# --- Leases: a busy key costs one statement per run of counts ------------------------------------------------
+@pytest.mark.django_db
+def test_hit__busy_key__counts_leased_in_runs_every_count_once_and_few_statements():
+    # Given a key with a large limit, When it is hit 1,000 times in one process
+    rate = Rate(limit=100_000, period_s=3600)
+    now = 1_800_000_000.0
+    with CaptureQueriesContext(connection) as seen:
+        counts = [counters.hit("lease", "busy", rate, now=now).count for _ in range(1000)]
+    # Then every count is handed out once, in order, from leases of LEASE_MAX counts
+    assert counts == list(range(1, 1001))
+    statements = 1000 // counters.LEASE_MAX + 1
+    assert len(seen) == statements * (1 if connection.vendor == "postgresql" else 2)
+
+
+@pytest.mark.django_db
+def test_hit__3_processes_sharing_a_key__limit_exact_and_never_exceeded(monkeypatch):
+    # Given 3 processes (each with its own leases) sharing one key whose limit is 5,000 a window
+    rate = Rate(limit=5000, period_s=3600)
+    now = 1_800_000_000.0
+    processes = [{}, {}, {}]
+    allowed: list[int] = []
+    # When 6,000 requests arrive round-robin
+    for i in range(6000):
+        monkeypatch.setattr(counters, "_leases", processes[i % 3])
+        verdict = counters.hit("lease", "shared", rate, now=now)
+        if verdict.allowed:
+            allowed.append(verdict.count)
+    # Then exactly the limit passes, each count once: leases shrink to single counts near the limit
+    assert sorted(allowed) == list(range(1, 5001))
+
+
+@pytest.mark.django_db
+def test_hit__small_limit__every_hit_counted_in_the_database():
+    rate = Rate(limit=60, period_s=60)
+    with CaptureQueriesContext(connection) as seen:
+        verdicts = [counters.hit("lease", "small", rate, now=1_800_000_000.0) for _ in range(61)]
+    assert [v.count for v in verdicts] == list(range(1, 62)) and not verdicts[-1].allowed
+    assert len(seen) == 61 * (1 if connection.vendor == "postgresql" else 2)
 
 
 # --- Redis, when REDIS_URL is set ---------------------------------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 pytestmark = pytest.mark.django_db
 
@@ -45,3 +47,25 @@ def test_home__reviewer__no_new_experiment_button(client, make_user, ux_experime
     html = client.get("/").content.decode()
     assert 'id="new-experiment"' not in html
     assert "/admin/" not in html.split('id="experiment-list"')[1]
+
+
+def test_home__many_decided_experiments__constant_queries(client, ux_owner, ux_experiment, django_assert_num_queries):
+    from experiments.models import Decision
+
+    def decide(slug):
+        exp = ux_experiment(slug)
+        Decision.objects.create(experiment=exp, outcome="shipped", rationale="Won.", decided_by=ux_owner,
+                                shipped_variant=exp.variants.get(key="treatment"))  # fmt: skip
+
+    # Given one decided experiment, the list's query count
+    decide("decided-0")
+    client.force_login(ux_owner)
+    client.get("/")
+    with CaptureQueriesContext(connection) as one:
+        assert "Shipped treatment" in client.get("/").content.decode()
+    # When there are six, Then the list takes the same number of queries (no query per decision)
+    for i in range(1, 6):
+        decide(f"decided-{i}")
+    with django_assert_num_queries(len(one.captured_queries)):
+        html = client.get("/").content.decode()
+    assert html.count("Shipped treatment") == 6
