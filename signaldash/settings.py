@@ -167,6 +167,9 @@ SIGNALDASH_THROTTLE_RATE = env_str("SIGNALDASH_THROTTLE_RATE", "6000/min")
 SIGNALDASH_READOUT_THROTTLE_RATE = env_str("SIGNALDASH_READOUT_THROTTLE_RATE", "120/min")
 # A verified API key is remembered per process for this many seconds (0 = off): the revocation delay.
 SIGNALDASH_API_KEY_CACHE_S = env_float("SIGNALDASH_API_KEY_CACHE_S", 10.0)
+# Seconds a running experiment's plan (variants, metrics, start) is remembered per worker for POST /api/track
+# (tracking.selectors.running_experiment_cached; the write still checks "running" under the row lock). 0 = off.
+SIGNALDASH_EXPERIMENT_CACHE_S = env_float("SIGNALDASH_EXPERIMENT_CACHE_S", 5.0)
 # Login attempts per user name and per client address (signaldash/ratelimit/login.py).
 SIGNALDASH_LOGIN_RATE = env_str("SIGNALDASH_LOGIN_RATE", "10/15min")
 SIGNALDASH_LOGIN_IP_RATE = env_str("SIGNALDASH_LOGIN_IP_RATE", "100/15min")

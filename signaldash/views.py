@@ -49,9 +49,8 @@ def home_rows(*, now=None) -> list[HomeRow]:
     experiments = list(
         Experiment.objects.select_related("owner").annotate(exposed=Count("assignments")).order_by("-updated_at")[:200]
     )
-    decisions = {
-        d.experiment_id: d for d in Decision.objects.filter(experiment__in=experiments).select_related("shipped_variant")
-    }
+    decided = Decision.objects.filter(experiment__in=experiments).select_related("shipped_variant")
+    decisions = {d.experiment_id: d for d in decided}
     rows, live = [], 0
     for e in experiments:
         started = e.started_at is not None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from tracking.fields import EVENT_ID_RE, USER_KEY_RE
 from tracking.services import EventIn
@@ -22,6 +22,10 @@ _KEYS = frozenset(
 )
 _LIMITS = (("experiment", 100), ("variant", 64), ("user_key", 255))
 _NOT_PLAIN = object()
+# The plain spelling of a time (what exporters write): UTC `Z` or a ±HH:MM offset, whole or fractional
+# seconds. Anything else (no offset, other separators, leap seconds...) is the serializer's to judge.
+_PLAIN_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})")
+_FUTURE_TOLERANCE = timedelta(minutes=5)  # tracking.api.FUTURE_TOLERANCE_S
 
 
 def _plain_text(value: object, max_length: int) -> bool:
@@ -43,14 +47,31 @@ def _plain_value(value: object) -> object:
     return float(value)
 
 
+def _plain_time(value: object, now: datetime) -> object:
+    """None for absent/null (the default time), an aware datetime for a plainly spelled time that is not
+    too far in the future and within datetime's range in UTC, else _NOT_PLAIN."""
+    if value is None:
+        return None
+    if type(value) is not str or not _PLAIN_TIME.fullmatch(value):
+        return _NOT_PLAIN
+    try:
+        parsed = datetime.fromisoformat(value)
+        parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return _NOT_PLAIN
+    if parsed - now > _FUTURE_TOLERANCE:
+        return _NOT_PLAIN
+    return parsed
+
+
 def _plain_extras(item: dict) -> bool:
-    """event_id absent/null or valid; no occurred_at (parsing times is the serializer's job); props
-    absent, null or exactly {} (any other value, even an empty list or false, is for the serializer)."""
+    """event_id absent/null or valid; props absent, null or exactly {} (any other value, even an empty
+    list or false, is for the serializer)."""
     event_id = item.get("event_id")
     if event_id is not None and not (type(event_id) is str and len(event_id) <= 100 and EVENT_ID_RE.match(event_id)):
         return False
     props = item.get("props")
-    return item.get("occurred_at") is None and (props is None or (type(props) is dict and not props))
+    return props is None or (type(props) is dict and not props)
 
 
 def plain_event(item: object, now: datetime) -> EventIn | None:
@@ -65,6 +86,9 @@ def plain_event(item: object, now: datetime) -> EventIn | None:
     value = _plain_value(item.get("value"))
     if value is _NOT_PLAIN or not _plain_extras(item):
         return None
+    occurred_at = _plain_time(item.get("occurred_at"), now)
+    if occurred_at is _NOT_PLAIN:
+        return None
     return EventIn(
         experiment=item["experiment"],
         variant=item["variant"],
@@ -72,7 +96,7 @@ def plain_event(item: object, now: datetime) -> EventIn | None:
         event_type=item["event_type"],
         metric=item.get("metric"),
         value=value,
-        occurred_at=now,
+        occurred_at=occurred_at or now,
         props={},
         event_id=item.get("event_id"),
     )

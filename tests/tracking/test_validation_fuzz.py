@@ -98,6 +98,18 @@ def test_track__any_bytes__never_5xx(api, experiment, raw):
     assert response.status_code < 500
 
 
+# Times the fast path must parse exactly as the serializer does, or leave to it.
+ODD_TIMES = [
+    "2026-01-01T00:00:00Z", "2026-01-01T00:00:00", "2026-01-01 00:00:00Z", "9999-12-31T23:59:59-01:00",
+    "0001-01-01T00:00:00+01:00", "2026-02-30T00:00:00Z", "2026-01-01T00:00:60Z", "2999-01-01T00:00:00Z",
+    "2026-01-01T00:00:00.1234567Z", "2026-01-01T00:00:00+0100", "2026-01-01T00:00:00.5+05:30",
+]  # fmt: skip
+recent_times = st.datetimes(
+    min_value=dt.datetime(2025, 1, 1),  # noqa: DTZ001 - hypothesis bounds are naive; the zone comes from timezones
+    max_value=dt.datetime(2030, 1, 1),  # noqa: DTZ001
+    timezones=st.just(dt.UTC),
+).map(lambda d: d.isoformat().replace("+00:00", "Z"))
+
 plain_like = st.fixed_dictionaries(
     {
         "experiment": st.sampled_from(["checkout", "", "x" * 101]) | st.text(max_size=3),
@@ -111,7 +123,7 @@ plain_like = st.fixed_dictionaries(
         "props": st.none()
         | st.sampled_from([{}, [], 0, "", False, 0.0])
         | st.dictionaries(st.text(max_size=2), st.integers(), max_size=1),
-        "occurred_at": st.none() | st.just("2026-01-01T00:00:00Z"),
+        "occurred_at": st.none() | st.sampled_from(ODD_TIMES) | extreme_times | recent_times,
         "event_id": st.none() | st.sampled_from(["o-1", "", "a b", "x" * 100, "x" * 101, "é"]) | json_values,
     },
 )
@@ -147,3 +159,24 @@ def test_plain_event__typical_item__takes_fast_path():
 
     item = {"experiment": "checkout", "variant": "control", "user_key": "u1", "event_type": "conversion", "value": 3}
     assert plain_event(item, timezone.now()).value == 3.0
+
+
+@pytest.mark.parametrize(
+    ("text", "fast"),
+    [("2026-01-01T10:00:00Z", True), ("2026-01-01T12:00:00.000+02:00", True), ("2026-01-01T10:00:00", False),
+     ("2999-01-01T00:00:00Z", False), ("2026-02-30T00:00:00Z", False)],
+)  # fmt: skip
+def test_plain_event__occurred_at__plain_spelling_fast_others_to_the_serializer(text, fast):
+    from django.utils import timezone
+
+    from tracking.api import event_validate
+    from tracking.fast_validation import plain_event
+
+    item = {"experiment": "checkout", "variant": "control", "user_key": "u1", "event_type": "exposure",
+            "occurred_at": text}  # fmt: skip
+    now = timezone.now()
+    result = plain_event(item, now)
+    assert (result is not None) == fast
+    if fast:
+        assert result == event_validate(item, now)
+        assert result.occurred_at == dt.datetime(2026, 1, 1, 10, tzinfo=dt.UTC)
