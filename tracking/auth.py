@@ -7,7 +7,6 @@ list it first so a missing key answers 401 with `WWW-Authenticate` rather than 4
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
 from dataclasses import dataclass
 from typing import ClassVar
@@ -16,6 +15,7 @@ from django.conf import settings
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.exceptions import AuthenticationFailed
 
+from signaldash.ttl_cache import TTLCache
 from tracking.models import ServiceAPIKey
 
 KEYWORD = "Bearer"
@@ -23,9 +23,7 @@ KEYWORD = "Bearer"
 # 0 turns it off): the revocation delay. A key revoked in the admin keeps working for at most this long
 # per worker process; expiry dates are checked on every request.
 DEFAULT_CACHE_S = 10.0
-_CACHE_MAX = 1024
-_cache: dict[bytes, tuple[float, ServiceAPIKey]] = {}
-_cache_lock = threading.Lock()
+_cache: TTLCache[bytes, ServiceAPIKey] = TTLCache()
 
 
 def _cache_seconds() -> float:
@@ -37,26 +35,19 @@ def _verified_key(key: str) -> ServiceAPIKey | None:
     ttl = _cache_seconds()
     digest = hashlib.sha256(key.encode()).digest()  # the cache never holds plaintext keys
     now = time.monotonic()
-    if ttl > 0:
-        with _cache_lock:
-            hit = _cache.get(digest)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+    if ttl > 0 and (hit := _cache.get(digest, now)) is not None:
+        return hit
     prefix, _, _ = key.partition(".")
     api_key = ServiceAPIKey.objects.get_usable_keys().filter(prefix=prefix).first()
     if api_key is None or not api_key.is_valid(key):
         return None
     if ttl > 0:
-        with _cache_lock:
-            if len(_cache) >= _CACHE_MAX:
-                _cache.clear()
-            _cache[digest] = (now + ttl, api_key)
+        _cache.put(digest, api_key, now + ttl)
     return api_key
 
 
 def api_key_cache_clear() -> None:
-    with _cache_lock:
-        _cache.clear()
+    _cache.clear()
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -11,6 +10,7 @@ from datetime import datetime
 from django.conf import settings
 
 from experiments.models import Experiment, ExperimentMetric
+from signaldash.ttl_cache import TTLCache
 from tracking import queries
 
 
@@ -74,34 +74,26 @@ def experiments_for_ingest(*, slugs: Iterable[str], lock: bool = False) -> dict[
 # variants, metric plan and start cannot change, and the writer checks "still running" under the row
 # lock; saving an experiment, variant or metric in this process forgets everything (tracking.apps).
 DEFAULT_EXPERIMENT_CACHE_S = 5.0
-_EXPERIMENT_CACHE_MAX = 1024
-_running: dict[str, tuple[float, IngestExperiment]] = {}
-_running_lock = threading.Lock()
+_running: TTLCache[str, IngestExperiment] = TTLCache()
 
 
 def running_experiment_cached(slug: str) -> IngestExperiment | None:
     """The experiment by slug if it is running (as far as a read at most the TTL ago knows), else None."""
     ttl = float(getattr(settings, "SIGNALDASH_EXPERIMENT_CACHE_S", DEFAULT_EXPERIMENT_CACHE_S))
     now = time.monotonic()
-    with _running_lock:
-        hit = _running.get(slug)
-    if hit is not None and hit[0] > now:
-        return hit[1]
+    if ttl > 0 and (hit := _running.get(slug, now)) is not None:
+        return hit
     experiment = experiments_for_ingest(slugs=[slug]).get(slug)
     if experiment is None or not experiment.is_running:
         return None
     if ttl > 0:
-        with _running_lock:
-            if len(_running) >= _EXPERIMENT_CACHE_MAX:
-                _running.clear()
-            _running[slug] = (now + ttl, experiment)
+        _running.put(slug, experiment, now + ttl)
     return experiment
 
 
 def running_experiment_forget(slug: str | None = None) -> None:
     """Forget one slug (None: all)."""
-    with _running_lock:
-        if slug is None:
-            _running.clear()
-        else:
-            _running.pop(slug, None)
+    if slug is None:
+        _running.clear()
+    else:
+        _running.pop(slug)

@@ -144,3 +144,13 @@ def test_single__random_sequence__same_answers_and_rows_as_the_batch_path(api, o
     assert answers["single"] == answers["general"]
     assert _state("single") == _state("general")
     assert {"created", "duplicate", "variant_conflict"} <= set(answers["single"])
+
+
+def test_single__cache_off__plan_read_per_request_then_one_statement(api, experiment, settings):
+    # Given the experiment cache turned off
+    settings.SIGNALDASH_EXPERIMENT_CACHE_S = 0
+    assert post(api, event(user_key="warm")).status_code == 201  # warms the key cache and the rate lease
+    # When an event is tracked, Then the plan is read (one query) before the one statement
+    with CaptureQueriesContext(connection) as seen:
+        assert post(api, event(user_key="u2")).status_code == 201
+    assert len(seen) == 2 and len(_single_statements(seen)) == 1
