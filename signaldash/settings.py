@@ -41,6 +41,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_fsm",
+    "django_tasks",
+    "django_tasks_db",
     "experiments",
     "tracking",
     "readouts",
@@ -263,3 +265,8 @@ if PRODUCTION:
     CSRF_COOKIE_SECURE = True
     SECURE_CONTENT_TYPE_NOSNIFF = True
     X_FRAME_OPTIONS = "DENY"
+
+# Background work (warehouse refreshes, webhook deliveries, emails) never runs in a web request:
+# tasks go through django-tasks (the backport of Django 6's tasks API) with its database backend
+# (django-tasks-db), and `manage.py db_worker` runs them. See docs/architecture.md.
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
