@@ -237,7 +237,6 @@ def run_measurements(args: argparse.Namespace) -> list[dict]:
             "DJANGO_SETTINGS_MODULE": "bench.settings_bench",  # the app plus a no-database DRF view
             "PYTHONPATH": str(ROOT),
             "SIGNALDASH_THROTTLE_RATE": "1000000000/min",  # measuring capacity, not the throttle
-            "DB_CONN_MAX_AGE": "600",
             "GUNICORN_WORKERS": str(args.workers),
             "GUNICORN_THREADS": str(args.threads),
             "GUNICORN_KEEPALIVE": "30",

@@ -26,7 +26,7 @@ def main(argv: list[str]) -> int:
 
         with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
             conn.execute("CREATE DATABASE signaldash")
-        os.environ.update(DATABASE_URL=url, DJANGO_SETTINGS_MODULE="bench.settings_bench", DB_CONN_MAX_AGE="600",
+        os.environ.update(DATABASE_URL=url, DJANGO_SETTINGS_MODULE="bench.settings_bench",
                           SIGNALDASH_THROTTLE_RATE="1000000000/min")  # fmt: skip
         import django
 

@@ -87,7 +87,7 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------------------------
 # DATABASE_URL (postgres://user:pass@host:port/name or sqlite:///path); default: SQLite file.
 DATABASE_URL = env_str("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
-_db = dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0))
+_db = dj_database_url.parse(DATABASE_URL)
 if _db["ENGINE"] == "django.db.backends.sqlite3":
     # Concurrent writers on the embedded default: WAL, IMMEDIATE transactions, busy timeout.
     _db["OPTIONS"] = {
@@ -100,7 +100,14 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
 # keepalives / user timeout so a silent peer is detected. Failures become 503s (signaldash/middleware.py).
 DB_CONNECT_TIMEOUT_S = env_int("SIGNALDASH_DB_CONNECT_TIMEOUT_S", 3)
 DB_STATEMENT_TIMEOUT_S = env_float("SIGNALDASH_DB_STATEMENT_TIMEOUT_S", 30.0)
+# Connections are reused between requests (a new PostgreSQL connection costs more than a tracked event) and
+# checked once per request before use; the check gives up after SIGNALDASH_DB_HEALTH_CHECK_TIMEOUT_S, so a
+# frozen server still means 503s within the connect timeout (signaldash/db/postgresql/base.py).
+DB_CONN_MAX_AGE = env_int("DB_CONN_MAX_AGE", 60)
+SIGNALDASH_DB_HEALTH_CHECK_TIMEOUT_S = env_float("SIGNALDASH_DB_HEALTH_CHECK_TIMEOUT_S", 1.0)
+POSTGRESQL_ENGINE = "signaldash.db.postgresql"
 if _db["ENGINE"] == "django.db.backends.postgresql":
+    _db.update(ENGINE=POSTGRESQL_ENGINE, CONN_MAX_AGE=DB_CONN_MAX_AGE, CONN_HEALTH_CHECKS=True)
     _pg_options = _db.setdefault("OPTIONS", {})
     _pg_options.update(
         connect_timeout=DB_CONNECT_TIMEOUT_S,
@@ -119,7 +126,8 @@ DATABASES = {"default": _db}
 DATABASE_REPLICA_URL = env_str("DATABASE_REPLICA_URL")
 if DATABASE_REPLICA_URL:
     DATABASES["replica"] = {
-        **dj_database_url.parse(DATABASE_REPLICA_URL, conn_max_age=_db["CONN_MAX_AGE"]),
+        **dj_database_url.parse(DATABASE_REPLICA_URL),
+        **{k: _db[k] for k in ("ENGINE", "CONN_MAX_AGE", "CONN_HEALTH_CHECKS")},  # same engine as the primary
         "OPTIONS": dict(_db.get("OPTIONS", {})),
         "TEST": {"MIRROR": "default"},
     }

@@ -40,15 +40,33 @@ def test_settings__production_without_secret_key__refuses_to_start():
     assert "SECRET_KEY must be set" in result.stderr
 
 
-def test_settings__database_url__selects_engine():
+def _database_settings(**env: str) -> list[str]:
     code = (
-        "import django; django.setup(); from django.conf import settings; "
-        "d = settings.DATABASES['default']; print(d['ENGINE'], d['NAME'], d['HOST'], d['PORT'])"
+        "import django; django.setup(); from django.conf import settings; d = settings.DATABASES['default']; "
+        "print(d['ENGINE'], d['NAME'], d['HOST'], d['PORT'], d['CONN_MAX_AGE'], d['CONN_HEALTH_CHECKS'])"
     )
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env.update(DJANGO_SETTINGS_MODULE="signaldash.settings", DATABASE_URL="postgres://u:p@db.internal:6543/sd")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["django.db.backends.postgresql", "sd", "db.internal", "6543"]
+    clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DB_CONN_MAX_AGE")}
+    clean.update(DJANGO_SETTINGS_MODULE="signaldash.settings", **env)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=clean, capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+def test_settings__database_url__selects_engine():
+    # PostgreSQL goes through Django's backend with a bounded health check (signaldash/db/postgresql),
+    # with connections reused for 60 s and checked before each request uses them.
+    assert _database_settings(DATABASE_URL="postgres://u:p@db.internal:6543/sd") == [
+        "signaldash.db.postgresql",
+        "sd",
+        "db.internal",
+        "6543",
+        "60",
+        "True",
+    ]
+
+
+def test_settings__db_conn_max_age__zero_opens_a_connection_per_request():
+    settings = _database_settings(DATABASE_URL="postgres://u:p@db.internal:6543/sd", DB_CONN_MAX_AGE="0")
+    assert settings[-2:] == ["0", "True"]
 
 
 def test_settings__no_database_url__sqlite_file_with_wal_and_immediate():
