@@ -1,5 +1,9 @@
 """The production recipe (gunicorn.conf.py) under slow clients: idle, half-sent connections must not
-delay /healthz beyond a second. Runs the real gunicorn on a free loopback port."""
+stall /healthz. Runs the real gunicorn on a free loopback port.
+
+A stall lasts until the client gives up (the half-sent clients never finish), so the bound is far from
+both: at least 15 s and ten times the slowest /healthz measured in the same run without the idle
+connections, with a client timeout well above it. A busy machine slows both measurements alike."""
 
 from __future__ import annotations
 
@@ -11,7 +15,9 @@ import pytest
 from tests.hardening.conftest import gunicorn, http_request
 
 IDLE_CONNECTIONS = 8
-HEALTHZ_BUDGET_S = 1.0
+STALL_FLOOR_S = 15.0  # the bound is never below this...
+STALL_FACTOR = 10  # ...nor below this many times the same request's time without idle connections
+CLIENT_TIMEOUT_S = 60.0  # a stalled /healthz ends here (an OSError), far above the bound
 # Half-sent requests: an unfinished request line, unfinished heads, a complete head with an unfinished body.
 HALF_SENT = [
     b"GET /hea",
@@ -30,11 +36,14 @@ def server(tmp_path_factory):
         yield port
 
 
-def test_gunicorn__8_half_sent_connections__healthz_within_a_second(server):
+def test_gunicorn__8_half_sent_connections__healthz_does_not_stall(server):
     # Given a warm server (each worker's first request imports the URLconf and views: a cold start, not
-    # what this test measures) and 8 clients that each sent part of a request and then went quiet
+    # what this test measures), its /healthz time without idle connections measured now
     for _ in range(8):
         http_request(server, "GET", "/healthz", timeout=10)
+    baseline = max(http_request(server, "GET", "/healthz", timeout=10).seconds for _ in range(10))
+    bound = max(STALL_FLOOR_S, STALL_FACTOR * baseline)
+    # And 8 clients that each sent part of a request and then went quiet
     sockets = []
     try:
         for i in range(IDLE_CONNECTIONS):
@@ -42,15 +51,18 @@ def test_gunicorn__8_half_sent_connections__healthz_within_a_second(server):
             sock.sendall(HALF_SENT[i % len(HALF_SENT)])
             sockets.append(sock)
         # When /healthz is asked repeatedly meanwhile
-        latencies = [http_request(server, "GET", "/healthz", timeout=5) for _ in range(10)]
+        latencies = [http_request(server, "GET", "/healthz", timeout=CLIENT_TIMEOUT_S) for _ in range(10)]
     finally:
         for sock in sockets:
             sock.close()
-    # Then every answer is a 200 within a second
+    # Then every answer is a 200, none of them stalled
     assert [r.status for r in latencies] == [200] * 10
     slowest = max(r.seconds for r in latencies)
-    print(f"\n/healthz with {IDLE_CONNECTIONS} half-sent connections open: slowest of 10 {slowest * 1000:.0f} ms")
-    assert slowest < HEALTHZ_BUDGET_S
+    print(
+        f"\n/healthz with {IDLE_CONNECTIONS} half-sent connections open: slowest of 10 {slowest * 1000:.0f} ms "
+        f"(without them {baseline * 1000:.0f} ms; stall bound {bound:.1f} s)"
+    )
+    assert slowest < bound
 
 
 def test_gunicorn__chunked_api_body__411_json(server):
