@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from readouts.selectors import readout_get, readout_next_step, readout_verdicts
+from readouts.selectors import readout_get
+from readouts.verdicts import readout_next_step
+from readouts.verdicts import verdicts_get as readout_verdicts
 
 
 @pytest.mark.parametrize(
@@ -24,7 +26,7 @@ def test_readout_verdicts__primary_outcome__headline(make_experiment, add_events
     # When
     [verdict] = readout_verdicts(readout_get(experiment=exp))
     # Then
-    assert verdict.variant == "treatment" and verdict.label == label
+    assert verdict.variant == "treatment" and verdict.title == label and verdict.label == label.lower()
     assert "purchase" in verdict.reason and "alpha 0.05" in verdict.reason
 
 
@@ -39,7 +41,7 @@ def test_readout_verdicts__decrease_metric__lower_is_a_win(make_experiment, add_
     # When
     [verdict] = readout_verdicts(readout_get(experiment=exp))
     # Then
-    assert verdict.label == "Won"
+    assert verdict.label == "won" and verdict.title == "Won"
 
 
 def test_readout_next_step__readout_status_and_ops__ship_or_kill_link(make_experiment, add_events, make_user):
