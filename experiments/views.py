@@ -49,9 +49,19 @@ def _render_review_detail(
         "error": error,
         "preregistration": experiment.preregistration or services.preregistration_build(experiment),
         "preregistration_frozen": experiment.preregistration is not None,
+        "verdicts": _verdicts(experiment),
     }
     status = 200 if error is None else (409 if error.code == "invalid_state" else 400)
     return render(request, "review/detail.html", context, status=status)
+
+
+def _verdicts(experiment: Experiment) -> list:
+    """The current verdicts once the experiment has started (none before: nobody is exposed)."""
+    if experiment.started_at is None:
+        return []
+    from readouts.verdicts import experiment_verdicts_get  # readouts depends on experiments, not back
+
+    return experiment_verdicts_get(experiment=experiment)
 
 
 @require_GET

@@ -41,6 +41,7 @@ OUTCOME_STYLE = {
     "better": ("#067647", "circle", "Better"),
     "worse": ("#b42318", "diamond", "Worse"),
     "inconclusive": ("#667085", "circle-open", "Inconclusive"),
+    "untrustworthy": ("#b54708", "square", "Untrustworthy"),  # a failing check: no outcome is read
 }
 MINUS = formatting.MINUS
 
@@ -477,12 +478,13 @@ def _lift_axis(values: Sequence[float]) -> list[float]:
     return _ticks(lo, hi, max_ticks=6)
 
 
-def effect_chart_svg(readout: Readout, *, metric: str | None = None) -> SafeString:
+def effect_chart_svg(readout: Readout, *, metric: str | None = None, untrustworthy: bool = False) -> SafeString:
     """Each treatment's relative lift (dot) with its interval (whisker) against a zero line.
 
     Colour and marker follow the comparison's outcome, and a text label ("Better", "Worse", "Inconclusive")
     says it without colour. Under sequential analysis the whisker is the always-valid interval (the one the
-    outcome is decided on), otherwise the fixed-horizon one; the chart's title says which.
+    outcome is decided on), otherwise the fixed-horizon one; the chart's title says which. ``untrustworthy``
+    (the verdict, ``readouts.verdicts``): every treatment reads "Untrustworthy" instead of its outcome.
     """
     result = _metric_result(readout, metric)
     sequential = readout.analysis == "sequential"
@@ -500,7 +502,7 @@ def effect_chart_svg(readout: Readout, *, metric: str | None = None) -> SafeStri
     step = ticks[1] - ticks[0] if len(ticks) > 1 else 0.01
     labels = [f"{c.variant} vs {c.control}" for c, _, _ in rows]
     label_w = min(WIDTH * 0.35, max(_text_width(t) for t in labels) + 16)
-    verdict_w = _text_width("+999.9% (−999.9% to +999.9%) · Inconclusive") + 12
+    verdict_w = _text_width("+999.9% (−999.9% to +999.9%) · Untrustworthy") + 12
     plot_x0, plot_x1 = label_w, WIDTH - verdict_w
     wrapped, centres, rows_h = _rows(labels, label_w - 16, 40)
     top = 12
@@ -514,7 +516,8 @@ def effect_chart_svg(readout: Readout, *, metric: str | None = None) -> SafeStri
     for i, (c, lift, ci) in enumerate(rows):
         label = labels[i]
         cy = top + centres[i]
-        colour, shape, word = OUTCOME_STYLE.get(c.outcome, OUTCOME_STYLE["inconclusive"])
+        outcome = "untrustworthy" if untrustworthy else c.outcome
+        colour, shape, word = OUTCOME_STYLE.get(outcome, OUTCOME_STYLE["inconclusive"])
         parts.append(_row_label(wrapped[i], label_w - 10, cy))
         if lift is None:
             parts.append(

@@ -17,6 +17,7 @@ from experiments.models import Experiment
 from readouts import formatting, stats
 from readouts.narrative import narrative_fallback_text
 from readouts.selectors import MetricComparison, MetricReadout, Readout, VariantReadout, readout_get
+from readouts.verdicts import UNTRUSTWORTHY, Verdict, verdicts_get, verdicts_json
 
 if TYPE_CHECKING:
     from readouts.dimensions import DimensionBreakdown
@@ -133,12 +134,14 @@ def readout_as_json(
     governance = _governance(readout, governance)
     selected = readout.selected
     plan = readout.plan
+    verdicts = verdicts_get(readout, governance=governance)
     return {
         "experiment": {
             "slug": readout.experiment_slug,
             "name": readout.experiment_name,
             "status": readout.experiment_status,
         },
+        "verdicts": verdicts_json(verdicts),
         "metric": readout.metric,
         "metrics": readout.metrics,
         "metric_kind": selected.kind,
@@ -202,6 +205,7 @@ CSV_COLUMNS = [
     "p_value",
     "p_value_adjusted",
     "outcome",
+    "verdict",  # the treatment's verdict (readouts.verdicts), on each of its rows; blank for the control
 ]
 
 
@@ -222,7 +226,7 @@ def _high(i: stats.Interval | None) -> float | None:
     return i.high if i else None
 
 
-def _csv_row(r: MetricReadout, v: VariantReadout, c: MetricComparison | None) -> list:
+def _csv_row(r: MetricReadout, v: VariantReadout, c: MetricComparison | None, verdict: Verdict | None) -> list:
     return [
         _csv_safe(r.key),
         r.role,
@@ -256,11 +260,14 @@ def _csv_row(r: MetricReadout, v: VariantReadout, c: MetricComparison | None) ->
                 c.outcome,
             ]
         ),
+        "" if verdict is None else verdict.label,
     ]
 
 
-def readout_csv(readout: Readout) -> str:
+def readout_csv(readout: Readout, *, verdicts: list[Verdict] | None = None) -> str:
     """One row per metric × variant: the selected metric first, then the rest of the scorecard."""
+    verdicts = verdicts_get(readout) if verdicts is None else verdicts
+    found = {v.variant: v for v in verdicts}
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
@@ -268,7 +275,7 @@ def readout_csv(readout: Readout) -> str:
     for r in ordered:
         by_variant = {c.variant: c for c in r.comparisons}
         for v in r.variants:
-            writer.writerow(_csv_row(r, v, by_variant.get(v.key)))
+            writer.writerow(_csv_row(r, v, by_variant.get(v.key), None if v.is_control else found.get(v.key)))
     return buf.getvalue()
 
 
@@ -280,7 +287,13 @@ VIEW_SENTENCE = {
 }
 
 
-def _scorecard_markdown(readout: Readout) -> list[str]:
+def _verdicts_markdown(verdicts: list[Verdict]) -> list[str]:
+    lines = ["## Verdict", ""]
+    lines += [f"- **{v.variant}: {v.headline}.** {v.reason}" for v in verdicts] or ["- nothing to judge yet"]
+    return [*lines, ""]
+
+
+def _scorecard_markdown(readout: Readout, *, trusted: bool = True) -> list[str]:
     lines = [
         "## Scorecard",
         "",
@@ -297,8 +310,8 @@ def _scorecard_markdown(readout: Readout) -> list[str]:
             lines.append(
                 f"| {r.key} ({r.kind}, {r.direction}) | {r.role} | {c.variant} "
                 f"| {formatting.signed_pct(c.rel.rel_lift)}"
-                f" | {ci_text} | {formatting.p_value_exact(c.p_value)} | {formatting.p_value_exact(c.p_value_adjusted)}"
-                f" | {OUTCOME_LABEL.get(c.outcome, c.outcome)} |"
+                f" | {ci_text} | {formatting.p_value(c.p_value)} | {formatting.p_value(c.p_value_adjusted)}"
+                f" | {OUTCOME_LABEL.get(c.outcome, c.outcome) if trusted else UNTRUSTWORTHY} |"
             )
     return lines
 
@@ -326,7 +339,7 @@ def _variants_markdown(r: MetricReadout) -> list[str]:
     return lines
 
 
-def _comparison_markdown(c: MetricComparison, kind: str) -> str:
+def _comparison_markdown(c: MetricComparison, kind: str, *, trusted: bool = True) -> str:
     if c.diff is None:
         return f"- {c.variant} vs {c.control}: no comparison — {c.test_reason or c.lift_reason}"
     diff_ci = f"{formatting.effect(c.diff_ci.low, kind=kind)} to {formatting.effect(c.diff_ci.high, kind=kind)}"
@@ -341,8 +354,8 @@ def _comparison_markdown(c: MetricComparison, kind: str) -> str:
     stat = "n/a" if c.z is None else f"{c.z:.3f}"
     return (
         f"- {c.variant} vs {c.control}: difference {formatting.effect(c.diff, kind=kind)} (95% CI {diff_ci}), "
-        f"{rel_text}, {test} = {stat}, p = {formatting.p_value_exact(c.p_value)}, "
-        f"Holm-adjusted p = {formatting.p_value_exact(c.p_value_adjusted)}, outcome: {c.outcome}"
+        f"{rel_text}, {test} = {stat}, p {formatting.p_equals(c.p_value)}, "
+        f"Holm-adjusted p {formatting.p_equals(c.p_value_adjusted)}, outcome: {c.outcome if trusted else UNTRUSTWORTHY}"
         + (f" — {c.test_reason}" if c.test_reason else "")
     )
 
@@ -372,7 +385,7 @@ def _decision_markdown(decision: dict | None) -> list[str]:
 def _governance_markdown(governance: Governance) -> list[str]:
     lines = ["## Health checks", "", "| Check | Status | Value | Message |", "|---|---|---:|---|"]
     for c in governance.checks:
-        value = "n/a" if c.value is None else f"{c.value:.4g}"
+        value = "n/a" if c.value is None else formatting.check_value(c.code, c.value)
         lines.append(f"| {c.code} | {c.status.upper() if c.status != 'ok' else 'ok'} | {value} | {c.message} |")
     lines += ["", "## Deviations from the pre-registration", ""]
     lines += [f"- **{d.code}**: {d.message}" for d in governance.deviations] or ["- none"]
@@ -383,6 +396,8 @@ def readout_markdown(
     readout: Readout, *, narrative_text: str = "", governance: Governance | None = None, decision: dict | None = None
 ) -> str:
     governance = _governance(readout, governance)
+    verdicts = verdicts_get(readout, governance=governance)
+    trusted = not any(v.label == UNTRUSTWORTHY for v in verdicts)
     selected = readout.selected
     unit = "percentage points (pp)" if selected.kind == stats.BINARY else "the metric's own unit per user"
     lines = [
@@ -394,13 +409,14 @@ def readout_markdown(
         f"- Alpha: {readout.alpha:g}. {VIEW_SENTENCE.get(readout.analysis, '')}",
         f"- Power plan: {readout.plan.sentence}",
         "",
+        *_verdicts_markdown(verdicts),
         *_decision_markdown(decision),
         *_governance_markdown(governance),
         "## Warnings",
         "",
         *([f"- **{w['code']}**: {w['message']}" for w in readout.warnings] or ["- none"]),
         "",
-        *_scorecard_markdown(readout),
+        *_scorecard_markdown(readout, trusted=trusted),
         "",
         f"## Variants ({readout.metric})",
         "",
@@ -408,7 +424,7 @@ def readout_markdown(
         "",
         f"## Comparisons (treatment minus control; differences in {unit}, relative lifts in %)",
         "",
-        *[_comparison_markdown(c, selected.kind) for c in selected.comparisons],
+        *[_comparison_markdown(c, selected.kind, trusted=trusted) for c in selected.comparisons],
     ]
     srm = readout.srm
     lines += [
@@ -416,8 +432,7 @@ def readout_markdown(
         "## Sample ratio (SRM) check",
         "",
         f"- chi-square = {'n/a' if srm.chi2 is None else f'{srm.chi2:.3f}'}, "
-        f"p = {formatting.p_value_exact(srm.p_value)}"
-        + (f" ({srm.reason})" if srm.reason else ""),
+        f"p {formatting.p_equals(srm.p_value)}" + (f" ({srm.reason})" if srm.reason else ""),
     ]
     if narrative_text:
         lines += ["", "## Narrative", "", narrative_text]
@@ -442,6 +457,7 @@ def readout_bundle(
 ) -> bytes:
     """A zip: summary.md, readout.json, variants.csv, query.sql and query_params.json."""
     governance = _governance(readout, governance)
+    verdicts = verdicts_get(readout, governance=governance)
     sql = "\n\n".join(f"-- query {i + 1}\n{q.sql};" for i, q in enumerate(readout.queries))
     params = [{"query": i + 1, "params": q.params} for i, q in enumerate(readout.queries)]
     files = {
@@ -451,7 +467,7 @@ def readout_bundle(
         "readout.json": json.dumps(
             readout_as_json(readout, governance=governance, decision=decision), indent=2, default=_json_default
         ),
-        "variants.csv": readout_csv(readout),
+        "variants.csv": readout_csv(readout, verdicts=verdicts),
         "query.sql": sql + "\n",
         "query_params.json": json.dumps(params, indent=2, default=_json_default),
     }

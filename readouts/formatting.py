@@ -57,8 +57,14 @@ def p_value(p: float | None) -> str:
     return f"{p:.3f}"
 
 
+def p_equals(p: float | None) -> str:
+    """A p-value after 'p' in a sentence: '< 0.001' or '= 0.004' (so 'p = < 0.001' never appears)."""
+    text = p_value(p)
+    return text if text.startswith("<") else f"= {text}"
+
+
 def p_value_exact(p: float | None) -> str:
-    """A p-value with its precision kept (narrative prompt, Markdown bundle): '2.58e-06', '0.0123'."""
+    """A p-value with its precision kept, for machines only (people read ``p_value``): '2.58e-06', '0.0123'."""
     if p is None:
         return "n/a"
     if p == 0:
@@ -76,3 +82,20 @@ def effect(x: float | None, *, kind: str) -> str:
 def level(x: float | None, *, kind: str) -> str:
     """A per-variant level: a rate in % for binary metrics, a mean for mean metrics."""
     return pct(x) if kind == "binary" else number(x)
+
+
+CHECK_P_VALUES = ("srm", "covariate_imbalance")  # health checks whose value is a p-value
+CHECK_SHARES = ("conversions_without_exposure", "variant_conflicts", "sample_progress")  # fractions
+
+
+def check_value(code: str, value: float | int | None) -> str:
+    """A health check's value (readouts.governance): p-values as '< 0.001', shares in %, counts with commas."""
+    if value is None:
+        return "—"
+    if code in CHECK_P_VALUES:
+        return p_value(value)
+    if code in CHECK_SHARES:
+        return pct(value)
+    if isinstance(value, int):
+        return count(value)
+    return number(value, 4)

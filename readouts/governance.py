@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 
 from django.contrib.auth import get_user_model
 from django.db.models import Count
@@ -145,17 +146,17 @@ def _srm_check(readout: Readout) -> Check:
     srm, threshold = readout.srm, {"fail": SRM_FAIL_P}
     if srm.p_value is None:
         return Check("srm", OK, None, threshold, f"No sample-ratio test yet: {srm.reason or 'no data'}.")
-    p = formatting.p_value_exact(srm.p_value)
+    p = formatting.p_equals(srm.p_value)
     if srm.p_value < SRM_FAIL_P:
         return Check(
             "srm",
             FAIL,
             srm.p_value,
             threshold,
-            f"Sample ratio mismatch: exposures per variant do not match the weights (chi-square p = {p} < "
+            f"Sample ratio mismatch: exposures per variant do not match the weights (chi-square p {p}, below "
             f"{SRM_FAIL_P:g}). The split is broken; no comparison can be trusted until it is explained.",
         )
-    return Check("srm", OK, srm.p_value, threshold, f"Exposures match the variant weights (chi-square p = {p}).")
+    return Check("srm", OK, srm.p_value, threshold, f"Exposures match the variant weights (chi-square p {p}).")
 
 
 def _level(value: float, warn: float, fail: float) -> str:
@@ -248,7 +249,7 @@ def _covariate_check(readout: Readout) -> Check:
     if worst is None:
         return Check("covariate_imbalance", OK, None, threshold, "Not checked: too few users with covariates.")
     p, metric, variant = worst
-    text = f"pre-exposure {metric} of {variant} vs {control.key}: Welch p = {formatting.p_value_exact(p)}"
+    text = f"pre-exposure {metric} of {variant} vs {control.key}: Welch p {formatting.p_equals(p)}"
     if p < COVARIATE_WARN_P:
         return Check(
             "covariate_imbalance",
@@ -477,6 +478,17 @@ class ShipAssessment:
     readout: Readout
     governance: Governance
     problems: dict[str, list[ShipProblem]]  # treatment key → its blocking problems
+
+    @cached_property
+    def verdicts(self) -> list:
+        """Each treatment's verdict (``readouts.verdicts``), from these checks and problems."""
+        from readouts.verdicts import verdicts_get  # verdicts reads this module
+
+        return verdicts_get(self.readout, governance=self.governance)
+
+    @property
+    def untrustworthy(self) -> bool:
+        return any(v.label == "untrustworthy" for v in self.verdicts)
 
 
 def ship_assessment_get(*, experiment: Experiment) -> ShipAssessment:

@@ -211,9 +211,7 @@ def tokens(text: str, numbers: dict) -> list[Token]:
                 kind = _kind(stripped[: m.start()], unit, written)
                 if kind == "p" and unit == "%":
                     kind = "percent"
-                out.append(
-                    Token(m.group(), value, decimals, scientific, _sign(written, clause, kind), kind, arm)
-                )
+                out.append(Token(m.group(), value, decimals, scientific, _sign(written, clause, kind), kind, arm))
         # clauses are re-split per sentence: an arm never carries over a sentence boundary
     return out
 
@@ -261,3 +259,19 @@ def narrative_guard(text: str, numbers: dict) -> list[str]:
         if not any(_matches(t, q) for q in allowed):
             bad.append(t.text)
     return bad
+
+
+def verdict_guard(text: str, numbers: dict) -> list[str]:
+    """What the narrative leaves out of the verdicts (``readouts.verdicts``) it must not contradict.
+
+    An untrustworthy treatment must be called untrustworthy, and a winner whose ship is blocked must say so;
+    a narrative that calls an untrustworthy result a win, or forgets the block, is discarded.
+    """
+    lowered = text.lower()
+    missing = []
+    for v in numbers.get("verdicts", []):
+        if v.get("label") == "untrustworthy" and "untrustworthy" not in lowered:
+            missing.append(f"{v.get('variant')} is untrustworthy")
+        elif v.get("label") == "won" and v.get("blocked_by") and "blocked" not in lowered:
+            missing.append(f"{v.get('variant')}: {v.get('headline')}")
+    return missing

@@ -25,13 +25,14 @@ from django.utils import timezone
 
 from readouts import formatting
 from readouts.formatting import p_value as format_p  # '< 0.001' for people, as on the page
-from readouts.guard import narrative_guard
+from readouts.guard import narrative_guard, verdict_guard
 from readouts.models import Narrative
 from readouts.selectors import Readout
+from readouts.verdicts import UNTRUSTWORTHY, Verdict, verdicts_get
 
 logger = logging.getLogger(__name__)
 
-PROMPT_VERSION = "v1"
+PROMPT_VERSION = "v2"  # v2: the verdicts lead, p-values in words
 SIGNIFICANCE_ALPHA = 0.05
 PROVIDERS = ("openai", "anthropic")
 
@@ -39,7 +40,9 @@ SYSTEM_PROMPT = (
     "You summarise A/B test readouts for product teams in 3 to 5 plain sentences. "
     "Use ONLY the numbers given in the readout, copied exactly as written there; never compute, round "
     "or invent other numbers, and do not mention dates. Say what the data suggests, never that it proves "
-    "anything. If p is 0.05 or more, say the data does not show a clear difference. Mention every warning."
+    "anything. If p is 0.05 or more, say the data does not show a clear difference. Mention every warning. "
+    "Open with each treatment's verdict headline exactly as given under 'verdicts' (for example 'Untrustworthy' "
+    "or 'Won — ship blocked by guardrail refund'), and never describe an untrustworthy result as better or worse."
 )
 
 
@@ -104,14 +107,21 @@ def _comparison_numbers(c, kind: str) -> dict:
     return out
 
 
-def readout_numbers(readout: Readout) -> dict:
+def _verdict_words(v: Verdict) -> dict:
+    return {"variant": v.variant, "label": v.label, "headline": v.headline, "blocked_by": list(v.blocked_by)}
+
+
+def readout_numbers(readout: Readout, verdicts: list[Verdict] | None = None) -> dict:
     """The numbers a narrative may state, formatted once; stored with each narrative and fingerprinted.
 
     Keys name the quantity (``readouts.guard.KEY_KINDS``): the guard holds each stated number to the
-    readout's value of that kind, for that arm, with that sign.
+    readout's value of that kind, for that arm, with that sign. ``verdicts`` (computed when not given) lead:
+    the narrative must not contradict them (``readouts.guard.verdict_guard``).
     """
     kind = readout.metric_kind
+    verdicts = verdicts_get(readout) if verdicts is None else verdicts
     return {
+        "verdicts": [_verdict_words(v) for v in verdicts],
         "experiment": readout.experiment_slug,
         "metric": readout.metric,
         "metric_kind": kind,
@@ -152,7 +162,16 @@ def fingerprint(numbers: dict) -> str:
 # --- Deterministic fallback ---------------------------------------------------------------------
 
 
-def _comparison_sentence(c, kind: str, alpha: float) -> str:
+def _verdict_sentence(v: Verdict) -> str:
+    if v.label == UNTRUSTWORTHY:
+        return (
+            f"Verdict for {v.variant}: Untrustworthy — do not act on these numbers: "
+            f"{', '.join(v.failing) or 'a health check'} failed."
+        )
+    return f"Verdict for {v.variant}: {v.headline}."
+
+
+def _comparison_sentence(c, kind: str, alpha: float, *, trusted: bool = True) -> str:
     if c.diff is None:
         return f"{c.variant} cannot be compared with {c.control}: {c.test_reason}"
     diff = _pp if kind == "binary" else (lambda x: f"{x:+,.2f} per user")
@@ -164,7 +183,9 @@ def _comparison_sentence(c, kind: str, alpha: float) -> str:
     if c.p_value is None:
         return f"{text} {c.test_reason}"
     p = c.p_value_adjusted if c.p_value_adjusted is not None else c.p_value
-    if p < alpha:
+    if not trusted:
+        verdict = "cannot be read as an effect while a health check fails"
+    elif p < alpha:
         verdict = "suggests a real difference, though it does not prove one"
     else:
         verdict = "does not show a clear difference"
@@ -182,19 +203,27 @@ def _variant_sentence(v, kind: str) -> str:
     return f"{label}: {v.exposures} exposed users, a mean of {v.summary.mean:,.2f} per user."
 
 
-def _scorecard_sentence(readout: Readout) -> str:
+def _scorecard_sentence(readout: Readout, *, trusted: bool = True) -> str:
     others = [r for r in readout.scorecard if r.key != readout.metric]
+    if not others:
+        return ""
+    if not trusted:
+        keys = ", ".join(r.key for r in others)
+        return f"Other planned metrics ({keys}) are not read either while a health check fails."
     parts = [f"{r.key} ({r.role}) is {c.outcome} for {c.variant}" for r in others for c in r.comparisons]
     return f"Other planned metrics: {'; '.join(parts)}." if parts else ""
 
 
-def narrative_fallback_text(readout: Readout) -> str:
-    """A plain summary built only from the readout numbers (no provider involved)."""
+def narrative_fallback_text(readout: Readout, verdicts: list[Verdict] | None = None) -> str:
+    """A plain summary built only from the readout numbers (no provider involved), verdicts first."""
     kind = readout.metric_kind
+    verdicts = verdicts_get(readout) if verdicts is None else verdicts
+    trusted = not any(v.label == UNTRUSTWORTHY for v in verdicts)
     parts = [f"Readout of {readout.experiment_name} on metric {readout.metric}."]
+    parts += [_verdict_sentence(v) for v in verdicts]
     parts += [_variant_sentence(v, kind) for v in readout.variants]
-    parts += [_comparison_sentence(c, kind, readout.alpha) for c in readout.comparisons]
-    if scorecard := _scorecard_sentence(readout):
+    parts += [_comparison_sentence(c, kind, readout.alpha, trusted=trusted) for c in readout.comparisons]
+    if scorecard := _scorecard_sentence(readout, trusted=trusted):
         parts.append(scorecard)
     if readout.warnings:
         parts.append("Warnings: " + " ".join(w["message"] for w in readout.warnings))
@@ -278,6 +307,9 @@ def _ask(*, provider: str, model: str, api_key: str | None, base_url: str | None
     invented = narrative_guard(text, numbers)
     if invented:
         return "", "guard: the narrative stated numbers that are not in the readout: " + ", ".join(invented[:10])
+    contradicted = verdict_guard(text, numbers)
+    if contradicted:
+        return "", "guard: the narrative left out the verdict: " + "; ".join(contradicted[:10])
     return text, ""
 
 
@@ -306,9 +338,11 @@ class NarrativeView:
         }
 
 
-def _fallback_view(readout: Readout, *, pending: bool = False, reason: str = "") -> NarrativeView:
+def _fallback_view(
+    readout: Readout, verdicts: list[Verdict], *, pending: bool = False, reason: str = ""
+) -> NarrativeView:
     return NarrativeView(
-        text=narrative_fallback_text(readout),
+        text=narrative_fallback_text(readout, verdicts),
         source=Narrative.Source.FALLBACK,
         model="",
         generated_at=readout.computed_at,
@@ -328,9 +362,9 @@ def _row_view(row: Narrative, *, stale: bool = False) -> NarrativeView:
     )
 
 
-def _numbers_and_key(readout: Readout) -> tuple[dict, dict]:
+def _numbers_and_key(readout: Readout, verdicts: list[Verdict]) -> tuple[dict, dict]:
     provider, model, _, _ = provider_settings()
-    numbers = {**readout_numbers(readout), "experiment_name": readout.experiment_name}
+    numbers = {**readout_numbers(readout, verdicts), "experiment_name": readout.experiment_name}
     key = {
         "experiment_id": readout.experiment_id,
         "metric": readout.metric,
@@ -342,11 +376,12 @@ def _numbers_and_key(readout: Readout) -> tuple[dict, dict]:
     return numbers, key
 
 
-def narrative_for_page(*, readout: Readout) -> NarrativeView:
+def narrative_for_page(*, readout: Readout, verdicts: list[Verdict] | None = None) -> NarrativeView:
     """What the readout page shows at once: the cache or the fallback. Never calls a provider."""
-    numbers, key = _numbers_and_key(readout)
+    verdicts = verdicts_get(readout) if verdicts is None else verdicts
+    numbers, key = _numbers_and_key(readout, verdicts)
     if key["provider"] == "none":
-        return _fallback_view(readout)
+        return _fallback_view(readout, verdicts)
     row = Narrative.objects.filter(**key).first()
     if row is not None:
         return _row_view(row)
@@ -358,31 +393,37 @@ def narrative_for_page(*, readout: Readout) -> NarrativeView:
     )
     if previous is not None:
         return _row_view(previous, stale=True)
-    return _fallback_view(readout, pending=True)
+    return _fallback_view(readout, verdicts, pending=True)
 
 
-def narrative_generate(*, readout: Readout, force: bool = False) -> NarrativeView:
+def narrative_generate(
+    *, readout: Readout, force: bool = False, verdicts: list[Verdict] | None = None
+) -> NarrativeView:
     """The narrative for the current numbers: from the cache, or one provider call (``force``: call again).
 
     A failure stores the deterministic fallback for these numbers (so they never cost a second call),
     except when it replaces a good AI narrative on ``force``: then the last good text is kept and the
     failure recorded on it.
     """
-    numbers, key = _numbers_and_key(readout)
+    verdicts = verdicts_get(readout) if verdicts is None else verdicts
+    numbers, key = _numbers_and_key(readout, verdicts)
     if key["provider"] == "none":
-        return _fallback_view(readout)
+        return _fallback_view(readout, verdicts)
     row = Narrative.objects.filter(**key).first()
     if row is not None and not force:
         return _row_view(row)
     lock = f"readouts:narrative:{key['fingerprint']}:{key['provider']}:{key['model']}"
     if not cache.add(lock, 1, timeout=int(settings.SIGNALDASH_AI_TIMEOUT_S) + 5):
-        return _fallback_view(readout, pending=True, reason="a narrative for these numbers is being generated")
+        return _fallback_view(
+            readout, verdicts, pending=True, reason="a narrative for these numbers is being generated"
+        )
     try:
         _, _, api_key, base_url = provider_settings()
         text, reason = _ask(
             provider=key["provider"], model=key["model"], api_key=api_key, base_url=base_url, numbers=numbers
         )
-        return _store(readout=readout, key=key, numbers=numbers, row=row, text=text, reason=reason)
+        fallback = narrative_fallback_text(readout, verdicts)
+        return _store(readout=readout, key=key, numbers=numbers, row=row, text=text or fallback, reason=reason)
     finally:
         cache.delete(lock)
 
@@ -396,7 +437,7 @@ def _store(*, readout: Readout, key: dict, numbers: dict, row: Narrative | None,
         return _row_view(row)
     values = {
         "source": key["provider"] if not reason else Narrative.Source.FALLBACK,
-        "text": text or narrative_fallback_text(readout),
+        "text": text,
         "readout_numbers": numbers,
         "failure_reason": reason,
         "created_at": timezone.now(),

@@ -205,8 +205,22 @@ class DimensionSerializer(serializers.Serializer):
     slices = SliceSerializer(many=True)
 
 
+class VerdictSerializer(serializers.Serializer):
+    variant = serializers.CharField(help_text="The treatment's key.")
+    label = serializers.ChoiceField(
+        choices=["won", "lost", "inconclusive", "untrustworthy"],
+        help_text="untrustworthy: a sample-ratio mismatch or a failing health check; else the primary outcome.",
+    )
+    reason = serializers.CharField(help_text="The verdict in one or two sentences, numbers in words.")
+    blocked_by = serializers.ListField(
+        child=serializers.ChoiceField(choices=["srm", "guardrail_worse", "primary_not_better", "sample_not_reached"]),
+        help_text="The ship-guard problem codes that hold for this treatment.",
+    )
+
+
 class ReadoutSerializer(serializers.Serializer):
     experiment = ExperimentRefSerializer()
+    verdicts = VerdictSerializer(many=True, help_text="One per treatment, judged on the primary metric.")
     metric = serializers.CharField()
     metrics = serializers.ListField(child=serializers.CharField())
     metric_kind = serializers.ChoiceField(choices=["binary", "mean"])

@@ -26,7 +26,6 @@ from readouts.selectors import (
     metric_key_is_valid,
     readout_daily_series,
     readout_get,
-    readout_page_get,
     readout_timeseries,
 )
 from readouts.serializers import (
@@ -36,6 +35,7 @@ from readouts.serializers import (
     ReadoutSerializer,
     TimeseriesSerializer,
 )
+from readouts.verdicts import readout_page_get
 from signaldash.permissions import CanReadExperiments, experiment_read_required, private_no_store
 from signaldash.ratelimit.throttles import ReadoutRateThrottle, readout_throttled
 from tracking.auth import APIKeyAuthentication
@@ -70,19 +70,18 @@ def readout_page(request: HttpRequest, slug: str) -> HttpResponse:
         readout=readout, user=request.user, source="page", dimension=dimension
     )
     series = readout_daily_series(readout=readout)
-    failing = [c.code for c in governance.checks if c.status == "fail"] if governance is not None else []
-    page = readout_page_get(readout=readout, user=request.user, failing_checks=failing)
+    page = readout_page_get(readout=readout, user=request.user, governance=governance)
     context = {
         "readout": readout,
         "governance": governance,  # templates/readouts/_governance.html
         "dimension": breakdown,
         "dimension_key": dimension or "",
         **page,
-        "narrative": narrative_for_page(readout=readout),
+        "narrative": narrative_for_page(readout=readout, verdicts=page["verdicts"]),
         "rate_chart": charts.rate_chart_svg(readout),
         "exposure_chart": charts.cumulative_chart_svg(readout, series, kind="exposures"),
         "conversion_chart": charts.cumulative_chart_svg(readout, series, kind="conversions"),
-        "effect_chart": charts.effect_chart_svg(readout),
+        "effect_chart": charts.effect_chart_svg(readout, untrustworthy=page["untrustworthy"]),
         "lift_chart": charts.lift_timeseries_svg(page["timeseries"]),
         "can_regenerate": settings.SIGNALDASH_AI_PROVIDER != "none" and request.user.has_perm(REGENERATE_PERMISSION),
         "timeout_s": _timeout_s(),

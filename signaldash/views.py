@@ -24,23 +24,18 @@ class HomeRow:
     exposed: int | None
     days: int | None
     result: str  # the primary result in words ("" when there is nothing to read yet)
-    outcome: str  # better | worse | inconclusive | shipped | killed | ""
+    outcome: str  # won | lost | inconclusive | untrustworthy (readouts.verdicts) | shipped | killed | ""
     has_readout: bool
 
 
 def _primary_result(experiment: Experiment) -> tuple[str, str]:
-    from readouts import formatting
-    from readouts.labels import OUTCOME_LABELS
+    """The verdict line of a live experiment ('carousel: Untrustworthy (sample ratio mismatch)') and its label."""
     from readouts.selectors import readout_get
+    from readouts.verdicts import overall_label, result_summary, verdicts_get
 
     readout = readout_get(experiment=experiment)
-    parts, outcomes = [], []
-    for c in readout.comparisons:
-        lift = formatting.signed_pct(c.rel.rel_lift, 1) if c.rel.rel_lift is not None else "lift n/a"
-        parts.append(f"{c.variant}: {OUTCOME_LABELS.get(c.outcome, c.outcome)} ({lift})")
-        outcomes.append(c.outcome)
-    outcome = next((o for o in ("worse", "better") if o in outcomes), "inconclusive" if outcomes else "")
-    return "; ".join(parts), outcome
+    verdicts = verdicts_get(readout)
+    return result_summary(verdicts, readout), overall_label(verdicts)
 
 
 def home_rows(*, now=None) -> list[HomeRow]:

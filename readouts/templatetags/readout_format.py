@@ -112,3 +112,9 @@ def warning_label(code: str) -> str:
     from readouts.labels import warning_label as label
 
     return label(code)
+
+
+@register.filter
+def check_value(check) -> str:
+    """A health check's value as on the rest of the page: p-values '< 0.001', shares in %, counts with commas."""
+    return formatting.check_value(check.code, check.value)

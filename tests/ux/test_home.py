@@ -31,7 +31,7 @@ def test_home__running_and_draft__result_counts_days_and_links(client, ux_owner,
     html = client.get("/").content.decode()
     # Then the running one shows its primary result, exposed users (thousands separator) and days running
     row = html.split('data-slug="winner"')[1].split("</tr>")[0]
-    assert "treatment: Better (+50.0%)" in row and "4,000" in row and ">0<" in row
+    assert "treatment: Won (+50.0%)" in row and "4,000" in row and ">0<" in row  # the verdict (readouts.verdicts)
     assert (
         'href="/experiments/winner/readout"' in row and f'href="/admin/experiments/experiment/{exp.pk}/change/"' in row
     )
