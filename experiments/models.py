@@ -198,12 +198,13 @@ class Experiment(ConcurrentTransitionMixin, models.Model):
             problems.append("a primary metric among the planned metrics")
         return problems
 
-    def metric_plan(self) -> list[PlannedMetric]:
+    def metric_plan(self, rows: list[ExperimentMetric] | None = None) -> list[PlannedMetric]:
         """The planned metrics, primary first, then secondary, then guardrail (then by key).
 
         Without metric rows: the legacy plan, ``primary_metric`` as a binary increase-is-good primary.
+        ``rows``: this experiment's metric rows when the caller already read them.
         """
-        rows = list(self.metrics.all())
+        rows = list(self.metrics.all()) if rows is None else list(rows)
         if not rows:
             return [PlannedMetric(self.primary_metric, "primary", "binary", "increase")]
         order = {"primary": 0, "secondary": 1, "guardrail": 2}

@@ -78,9 +78,9 @@ def audit_log_record(
 
 def _plan_snapshot(experiment: Experiment) -> dict[str, Any]:
     """The plan as it stands; each planned metric carries its full definition (``MetricDefinition.to_dict()``)."""
-    from experiments.selectors import experiment_live_metric_definitions  # noqa: PLC0415
+    from experiments.selectors import experiment_live_metric_plan  # noqa: PLC0415
 
-    definitions = experiment_live_metric_definitions(experiment=experiment)
+    plan, definitions = experiment_live_metric_plan(experiment)
     return {
         "hypothesis": experiment.hypothesis,
         "primary_metric": experiment.primary_metric,
@@ -92,7 +92,7 @@ def _plan_snapshot(experiment: Experiment) -> dict[str, Any]:
                 "direction": m.direction,
                 "definition": definitions[m.key].to_dict(),
             }
-            for m in experiment.metric_plan()
+            for m in plan
         ],
         "variants": [
             {"key": v.key, "name": v.name, "is_control": v.is_control, "weight": v.weight}
