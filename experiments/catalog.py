@@ -104,10 +104,93 @@ def metric_experiments(*, metric: Metric, statuses: list[str] | None = None) -> 
     return experiments.order_by("slug")
 
 
+def metrics_used_by(*, metrics: list[Metric]) -> dict[int, list[Experiment]]:
+    """For a page of metrics, the experiments using each (directly or as a ratio part), in two queries."""
+    ids = [m.pk for m in metrics]
+    rows = ExperimentMetric.objects.filter(
+        Q(metric_id__in=ids) | Q(metric__numerator_id__in=ids) | Q(metric__denominator_id__in=ids)
+    ).select_related("experiment", "metric")
+    out: dict[int, dict[int, Experiment]] = {}
+    for row in rows:
+        for pk in (row.metric_id, row.metric.numerator_id, row.metric.denominator_id):
+            if pk in ids:
+                out.setdefault(pk, {})[row.experiment_id] = row.experiment
+    return {pk: sorted(exps.values(), key=lambda e: e.slug) for pk, exps in out.items()}
+
+
+def metric_owners() -> list[str]:
+    return sorted(
+        {u for u in Metric.objects.filter(owner__isnull=False).values_list("owner__username", flat=True)}
+    )
+
+
+def metric_used_by(*, metric: Metric) -> list[str]:
+    """Slugs of every experiment whose plan uses the metric (directly or as a ratio part)."""
+    return list(metric_experiments(metric=metric).values_list("slug", flat=True))
+
+
+def _hours(h: float) -> str:
+    return f"{h:g} h"
+
+
+def metric_sentence(metric: Metric) -> str:
+    """The definition in words, e.g. "Revenue: sum of `value` on `purchase` events within 72 h of exposure,
+    capped at the 99th percentile"."""
+    d = metric_definition(metric)
+    if d.kind == "ratio":
+        return (
+            f"{d.name}: {metric_part_phrase(d.numerator)} divided by {metric_part_phrase(d.denominator)} "
+            "(summed over each variant's users)."
+        )
+    if d.kind == "funnel":
+        text = f"{d.name}: share of exposed users reaching {' → '.join(f'`{s}`' for s in d.steps)} in order"
+        return text + _timing(d) + _filter_phrase(d) + "."
+    return f"{d.name}: {metric_part_phrase(d)}."
+
+
+def metric_part_phrase(d) -> str:
+    if d.kind == "binary":
+        what = f"whether the user has any `{d.event}` event"
+    elif d.aggregation == "count":
+        what = f"number of `{d.event}` events per user"
+    else:
+        what = f"sum of `value` on `{d.event}` events per user"
+    text = what + _filter_phrase(d) + _timing(d)
+    if d.cap == "absolute":
+        text += f", capped at {d.cap_value:g}"
+    elif d.cap == "percentile":
+        pct = d.cap_value * 100
+        zeros = " (zeros left out)" if d.cap_ignore_zeros else ""
+        text += f", capped at the {pct:g}th percentile of all exposed users{zeros}"
+    return text
+
+
+def _filter_phrase(d) -> str:
+    if not d.filter_prop:
+        return ""
+    return f" where `props.{d.filter_prop}` is {' or '.join(f'`{v}`' for v in d.filter_values)}"
+
+
+def _timing(d) -> str:
+    delay = d.delay_hours or 0.0
+    start = "exposure" if not delay else f"exposure {'+' if delay > 0 else '−'} {_hours(abs(delay))}"
+    if d.window_hours is None:
+        return f" at or after {start}" if delay else " after exposure"
+    return f" within {_hours(d.window_hours)} of {start}"
+
+
 def metric_running_experiments(*, metric: Metric) -> list[str]:
     if metric.pk is None:
         return []
     return list(metric_experiments(metric=metric, statuses=[Experiment.Status.RUNNING]).values_list("slug", flat=True))
+
+
+def metric_running_warning(running: list[str]) -> str:
+    n = len(running)
+    return (
+        f"Used by {n} running experiment{'s' if n != 1 else ''} ({', '.join(running)}); "
+        "their readouts keep the approved definition."
+    )
 
 
 def metric_certify_problem(*, metric: Metric, actor: AbstractBaseUser | None, before: dict | None) -> str:
@@ -126,6 +209,8 @@ def metric_save(*, metric: Metric, actor: AbstractBaseUser | None, source: str =
         stored = Metric.objects.select_for_update(of=("self",)).select_related("owner", "numerator", "denominator")
         stored = stored.filter(pk=metric.pk).first()
         before = metric_as_dict(stored) if stored is not None else None
+    if before is None and metric.owner_id is None and actor is not None and actor.pk is not None:
+        metric.owner = actor  # a new metric is owned by whoever creates it unless told otherwise
     problem = metric_certify_problem(metric=metric, actor=actor, before=before)
     if problem:
         raise PermissionDenied(problem)
