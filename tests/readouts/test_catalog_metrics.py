@@ -279,3 +279,30 @@ def test_readout__catalog_edited_after_approval__readout_unchanged(plan, owner):
         for field in ("definition", "cap_applied", "variants", "steps"):
             assert after.get(field) == body.get(field), (key, field)
     assert Metric.objects.get(key="rev_p").changes.first().running_experiments == ["rules"]
+
+
+def test_seed_demo__catalog_showcase__every_kind_on_its_readout(client):
+    from django.contrib.auth import get_user_model
+
+    from experiments.demo_data import demo_seed
+
+    # Given the demo (its catalog is imported as metrics-as-code, the showcase experiment uses it)
+    demo_seed()
+    assert Metric.objects.get(key="revenue-p99").official
+    client.force_login(get_user_model().objects.get(username="reviewer"))
+    bodies = {
+        key: client.get(f"/api/experiments/catalog-showcase/readout?metric={key}").json()
+        for key in ("purchase-72h", "revenue-p99", "orders-per-user", "revenue-per-order", "shop-funnel")
+    }
+    # Then every kind shows with its definition
+    assert {k: b["metric_kind"] for k, b in bodies.items()} == {
+        "purchase-72h": "binary", "revenue-p99": "mean", "orders-per-user": "mean",
+        "revenue-per-order": "ratio", "shop-funnel": "funnel",
+    }  # fmt: skip
+    assert bodies["purchase-72h"]["definition"]["window_hours"] == 72
+    assert bodies["revenue-p99"]["cap_applied"] > 0
+    assert all(v["mean"] > 0 for v in bodies["revenue-per-order"]["variants"])
+    assert [s["event"] for s in bodies["shop-funnel"]["steps"]] == ["product_view", "add_to_cart", "purchase"]
+    assert all(s["variants"][0]["reached"] > 0 for s in bodies["shop-funnel"]["steps"])
+    page = client.get("/experiments/catalog-showcase/readout?metric=shop-funnel")
+    assert page.status_code == 200
