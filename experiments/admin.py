@@ -20,10 +20,21 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django_fsm.admin import FSMAdminMixin
 
-from experiments import services
+from experiments import catalog, services
 from experiments.admin_forms import ExperimentAdminForm, VariantAdminForm
 from experiments.forms import DecisionForm, RequestChangesForm, ShipForm
-from experiments.models import PERM_SUBMIT, POWER_PLAN_FIELDS, AuditLog, Decision, Experiment, ExperimentMetric, Variant
+from experiments.models import (
+    PERM_CERTIFY_METRIC,
+    PERM_SUBMIT,
+    POWER_PLAN_FIELDS,
+    AuditLog,
+    Decision,
+    Experiment,
+    ExperimentMetric,
+    Metric,
+    MetricChange,
+    Variant,
+)
 from experiments.templatetags.workflow import transition_label
 from signaldash.admin import ReadOnlyAdminMixin
 
@@ -77,10 +88,34 @@ class MetricInlineFormSet(BaseInlineFormSet):
             raise forms.ValidationError("Only one metric can be the primary metric.")
 
 
+class ExperimentMetricForm(forms.ModelForm):
+    """A planned metric: pick a catalog metric (its key, kind and direction are used), or type an ad-hoc key."""
+
+    class Meta:
+        model = ExperimentMetric
+        fields = ("metric", "key", "role", "kind", "direction")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["key"].required = False
+        self.fields["key"].help_text = "Ad-hoc metrics only (binary or mean on the conversions named by the key)."
+
+    def clean(self):
+        data = super().clean()
+        metric = data.get("metric")
+        if metric is not None:
+            data["key"], data["kind"], data["direction"] = metric.key, metric.kind, metric.direction
+        elif not data.get("key"):
+            self.add_error("key", "Pick a catalog metric or give an ad-hoc key.")
+        return data
+
+
 class ExperimentMetricInline(PlanInlineMixin, admin.TabularInline):
     model = ExperimentMetric
+    form = ExperimentMetricForm
     formset = MetricInlineFormSet
-    fields = ("key", "role", "kind", "direction")
+    fields = ("metric", "key", "role", "kind", "direction")
+    autocomplete_fields = ("metric",)
     verbose_name = "planned metric"
     verbose_name_plural = "Metric plan (primary, secondary and guardrail metrics)"
 
@@ -367,3 +402,76 @@ class DecisionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="Readout snapshot")
     def snapshot(self, obj: Decision) -> str:
         return _snapshot_html(obj.readout_snapshot)
+
+
+# --- the metric catalog ------------------------------------------------------------------------------
+@admin.register(Metric)
+class MetricAdmin(admin.ModelAdmin):
+    """Ops create and edit catalog metrics; ``official`` (and official metrics) need ``certify_metric``.
+
+    Saving goes through ``catalog.metric_save`` (validated, audited). Editing a metric that running
+    experiments use is allowed, with a warning: their readouts keep the definition they were approved with.
+    """
+
+    list_display = ("key", "name", "kind", "official", "archived", "owner", "updated_at")
+    list_filter = ("kind", "official", "archived", "owner")
+    list_select_related = ("owner",)
+    search_fields = ("key", "name", "description")
+    autocomplete_fields = ("numerator", "denominator")
+    readonly_fields = ("used_by",)
+    fieldsets = (
+        (None, {"fields": ("key", "name", "description", "owner", "kind", "direction", "official", "archived")}),
+        ("Events and rules", {"fields": ("event", "aggregation", "window_hours", "delay_hours", "filter_prop",
+                                         "filter_values")}),
+        ("Outlier capping (mean)", {"fields": ("cap", "cap_value", "cap_ignore_zeros")}),
+        ("Ratio and funnel", {"fields": ("numerator", "denominator", "steps")}),
+        ("Usage", {"fields": ("used_by",)}),
+    )  # fmt: skip
+
+    def get_search_results(self, request, queryset, search_term):
+        """The plan inline's picker (autocomplete) never offers archived metrics."""
+        queryset, distinct = super().get_search_results(request, queryset, search_term)
+        if request.GET.get("model_name") in ("experimentmetric", "metric"):
+            queryset = queryset.filter(archived=False)
+        return queryset, distinct
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(super().get_readonly_fields(request, obj))
+        if not request.user.has_perm(PERM_CERTIFY_METRIC):
+            fields.append("official")
+        return fields
+
+    def has_change_permission(self, request, obj=None):
+        if obj is not None and obj.official and not request.user.has_perm(PERM_CERTIFY_METRIC):
+            return False
+        return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # experiments and the audit trail refer to metrics: archive instead
+
+    @admin.display(description="Used by")
+    def used_by(self, obj: Metric) -> str:
+        slugs = catalog.metric_used_by(metric=obj) if obj.pk else []
+        return ", ".join(slugs) or "—"
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        obj = self.get_object(request, object_id)
+        if obj is not None and request.method == "GET":
+            running = catalog.metric_running_experiments(metric=obj)
+            if running:
+                messages.warning(request, catalog.metric_running_warning(running))
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def save_model(self, request, obj, form, change):
+        running = catalog.metric_running_experiments(metric=obj) if change else []
+        catalog.metric_save(metric=obj, actor=request.user, source="admin")
+        if running:
+            messages.warning(request, catalog.metric_running_warning(running))
+
+
+@admin.register(MetricChange)
+class MetricChangeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("metric", "action", "source", "actor", "at")
+    list_filter = ("action", "source")
+    list_select_related = ("metric", "actor")
+    search_fields = ("metric__key",)

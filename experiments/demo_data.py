@@ -30,7 +30,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from experiments import services
-from experiments.models import POWER_PLAN_FIELDS, Experiment, ExperimentMetric, Variant
+from experiments.models import POWER_PLAN_FIELDS, Experiment, ExperimentMetric, Metric, Variant
 from tracking.services import EventIn, Outcome, events_ingest
 
 SCENARIOS_PATH = Path(settings.BASE_DIR) / "fixtures" / "demo_scenarios.json"
@@ -252,6 +252,9 @@ def _create(spec: dict, users: dict, timeline: Timeline) -> Experiment:
                 actor=ops,
             )
         for m in spec.get("metrics", []):
+            m = dict(m)
+            if "catalog" in m:
+                m["metric"] = Metric.objects.get(key=m.pop("catalog"))
             services.experiment_metric_save(metric=ExperimentMetric(experiment=experiment, **m), actor=ops)
     return experiment
 
@@ -292,13 +295,26 @@ def _walk(experiment: Experiment, spec: dict, users: dict, timeline: Timeline) -
     return inserted
 
 
+def _catalog_ensure(metrics: list[dict], admin) -> None:
+    """The demo catalog (metrics as code, through metrics_import): missing metrics are created, none changed."""
+    from experiments.metrics_yaml import metrics_import_yaml  # noqa: PLC0415
+
+    existing = set(Metric.objects.values_list("key", flat=True))
+    missing = [dict(m, owner="ops") for m in metrics if m["key"] not in existing]
+    if missing:
+        metrics_import_yaml(json.dumps({"metrics": missing}), actor=admin, certify=True)
+
+
 def demo_seed(*, path: Path = SCENARIOS_PATH, reset_passwords: bool = False) -> SeedResult:
     result = SeedResult()
     with transaction.atomic():
         result.created_users = demo_users_ensure(reset_passwords=reset_passwords)
     user_model = get_user_model()
     users = {u.username: u for u in user_model.objects.filter(username__in=["ops", "reviewer", "admin"])}
-    scenarios = json.loads(path.read_text())["experiments"]
+    data = json.loads(path.read_text())
+    scenarios = data["experiments"]
+    with transaction.atomic():
+        _catalog_ensure(data.get("catalog", []), users["admin"])
     now = timezone.now()
     existing = set(Experiment.objects.filter(slug__in=[s["slug"] for s in scenarios]).values_list("slug", flat=True))
     for spec in scenarios:

@@ -6,10 +6,12 @@ Rules that must always hold are database constraints (named `<model>_<rule>`); t
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -22,13 +24,14 @@ PERM_APPROVE = "experiments.approve_experiment"
 PERM_END = "experiments.end_experiment"
 PERM_SHIP = "experiments.ship_experiment"
 PERM_KILL = "experiments.kill_experiment"
+PERM_CERTIFY_METRIC = "experiments.certify_metric"
 
 
 @dataclass(frozen=True)
 class PlannedMetric:
     key: str
     role: str  # primary | secondary | guardrail
-    kind: str  # binary | mean
+    kind: str  # binary | mean | ratio | funnel
     direction: str  # increase | decrease
 
 
@@ -43,6 +46,9 @@ POWER_PLAN_FIELDS = (
     "baseline_sd",
     "expected_daily_users",
 )
+
+
+SLUG_RE = re.compile(r"[-a-zA-Z0-9_]{1,100}")
 
 
 def generate_salt() -> str:
@@ -192,12 +198,13 @@ class Experiment(ConcurrentTransitionMixin, models.Model):
             problems.append("a primary metric among the planned metrics")
         return problems
 
-    def metric_plan(self) -> list[PlannedMetric]:
+    def metric_plan(self, rows: list[ExperimentMetric] | None = None) -> list[PlannedMetric]:
         """The planned metrics, primary first, then secondary, then guardrail (then by key).
 
         Without metric rows: the legacy plan, ``primary_metric`` as a binary increase-is-good primary.
+        ``rows``: this experiment's metric rows when the caller already read them.
         """
-        rows = list(self.metrics.all())
+        rows = list(self.metrics.all()) if rows is None else list(rows)
         if not rows:
             return [PlannedMetric(self.primary_metric, "primary", "binary", "increase")]
         order = {"primary": 0, "secondary": 1, "guardrail": 2}
@@ -304,6 +311,235 @@ class Variant(models.Model):
         return f"{self.experiment.slug}:{self.key}"
 
 
+class MetricKind(models.TextChoices):
+    BINARY = "binary", "Binary (converted or not)"
+    MEAN = "mean", "Mean (sum of values per user, e.g. revenue)"
+    RATIO = "ratio", "Ratio (numerator per denominator, e.g. revenue per order)"
+    FUNNEL = "funnel", "Funnel (ordered steps)"
+
+
+class MetricDirection(models.TextChoices):
+    INCREASE = "increase", "Increase is good"
+    DECREASE = "decrease", "Decrease is good"
+
+
+class Metric(models.Model):
+    """One metric of the shared catalog, defined once and reused by experiments (``ExperimentMetric.metric``).
+
+    The per-user rules these fields drive are in docs/metrics.md ("Metric catalog"); what an experiment
+    computes is the definition frozen at approval (``readouts.definitions.MetricDefinition``), never the
+    live row. Every write goes through ``experiments.catalog`` (``metric_save``), which audits it.
+    """
+
+    class Aggregation(models.TextChoices):
+        SUM = "sum", "Sum of value"
+        COUNT = "count", "Count of conversion events"
+
+    class Cap(models.TextChoices):
+        NONE = "none", "No cap"
+        ABSOLUTE = "absolute", "Absolute (cap at a value)"
+        PERCENTILE = "percentile", "Percentile (cap at a quantile of all exposed users)"
+
+    Kind = MetricKind
+    Direction = MetricDirection
+
+    key = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="owned_metrics"
+    )
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.BINARY)
+    direction = models.CharField(max_length=16, choices=Direction.choices, default=Direction.INCREASE)
+    event = models.SlugField(
+        max_length=100,
+        blank=True,
+        help_text="The `metric` name services send on conversions (defaults to the key; blank for ratio and funnel).",
+    )
+    aggregation = models.CharField(
+        max_length=8,
+        choices=Aggregation.choices,
+        default=Aggregation.SUM,
+        help_text="Mean metrics: sum of `value` (default) or count of counted conversion events.",
+    )
+    window_hours = models.FloatField(
+        null=True, blank=True, help_text="Count only conversions within this many hours of exposure + delay."
+    )
+    delay_hours = models.FloatField(default=0.0, help_text="Hours after first exposure the window starts (may be <0).")
+    cap = models.CharField(max_length=16, choices=Cap.choices, default=Cap.NONE)
+    cap_value = models.FloatField(
+        null=True, blank=True, help_text="Absolute: the cap; percentile: the quantile in (0, 1), e.g. 0.99."
+    )
+    cap_ignore_zeros = models.BooleanField(default=False, help_text="Percentile caps: leave users at 0 out.")
+    filter_prop = models.CharField(max_length=100, blank=True, help_text="Only conversions with this prop ...")
+    filter_values = models.JSONField(default=list, blank=True, help_text="... equal (as text) to one of these.")
+    numerator = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="+", help_text="Ratio: numerator."
+    )
+    denominator = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="+", help_text="Ratio: denominator."
+    )
+    steps = models.JSONField(default=list, blank=True, help_text="Funnel: the ordered event names (2 or more).")
+    official = models.BooleanField(default=False, help_text="Certified (needs the certify_metric permission).")
+    archived = models.BooleanField(default=False, help_text="Hidden when picking metrics for new plans.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["key"]
+        permissions = [("certify_metric", "Can set a metric official, and edit official metrics")]
+        constraints = [
+            models.CheckConstraint(condition=~Q(key=""), name="metric_key_not_empty"),
+            models.CheckConstraint(
+                condition=Q(kind__in=["binary", "mean", "ratio", "funnel"]), name="metric_kind_valid"
+            ),
+            models.CheckConstraint(condition=Q(direction__in=["increase", "decrease"]), name="metric_direction_valid"),
+            models.CheckConstraint(condition=Q(aggregation__in=["sum", "count"]), name="metric_aggregation_valid"),
+            models.CheckConstraint(condition=Q(cap__in=["none", "absolute", "percentile"]), name="metric_cap_valid"),
+            models.CheckConstraint(
+                condition=Q(window_hours__isnull=True) | Q(window_hours__gt=0), name="metric_window_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(cap="none", cap_value__isnull=True)
+                | Q(cap="absolute", cap_value__isnull=False, cap_value__gt=0)
+                | Q(cap="percentile", cap_value__isnull=False, cap_value__gt=0, cap_value__lt=1),
+                name="metric_cap_value_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind="ratio", numerator__isnull=False, denominator__isnull=False)
+                | (~Q(kind="ratio") & Q(numerator__isnull=True, denominator__isnull=True)),
+                name="metric_ratio_needs_both_parts",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind__in=["binary", "mean"], event__gt="") | Q(kind__in=["ratio", "funnel"], event=""),
+                name="metric_event_by_kind",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind="funnel", steps__1__isnull=False) | (~Q(kind="funnel") & Q(steps=[])),
+                name="metric_funnel_needs_steps",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.key
+
+    def get_absolute_url(self) -> str:
+        return f"/metrics/{self.key}/"
+
+    def clean(self) -> None:
+        """What the constraints cannot say, with a message per field (and the event default)."""
+        errors: dict[str, list[str]] = {}
+
+        def err(field: str, message: str) -> None:
+            errors.setdefault(field, []).append(message)
+
+        simple = self.kind in (MetricKind.BINARY, MetricKind.MEAN)
+        if simple and not self.event:
+            self.event = self.key
+        if not simple and self.event:
+            err("event", "Ratio and funnel metrics have no event of their own (their parts and steps do).")
+        if self.kind != MetricKind.MEAN and self.aggregation != self.Aggregation.SUM:
+            err("aggregation", "Only mean metrics have an aggregation (count of events).")
+        if self.kind != MetricKind.MEAN and self.cap != self.Cap.NONE:
+            err("cap", "Capping applies to mean metrics only (a ratio caps its parts).")
+        self._clean_cap(err)
+        if self.window_hours is not None and not self.window_hours > 0:
+            err("window_hours", "The window must be a positive number of hours (empty: no window).")
+        self._clean_filter(err)
+        self._clean_ratio(err)
+        self._clean_funnel(err)
+        if errors:
+            raise ValidationError(errors)
+
+    def _clean_cap(self, err) -> None:
+        if self.cap == self.Cap.NONE and self.cap_value is not None:
+            err("cap_value", "No cap is set, so there is no cap value.")
+        if self.cap == self.Cap.ABSOLUTE and (self.cap_value is None or not self.cap_value > 0):
+            err("cap_value", "An absolute cap needs a cap value above 0.")
+        if self.cap == self.Cap.PERCENTILE and (self.cap_value is None or not 0 < self.cap_value < 1):
+            err("cap_value", "A percentile cap needs a cap value strictly between 0 and 1 (e.g. 0.99).")
+        if self.cap_ignore_zeros and self.cap != self.Cap.PERCENTILE:
+            err("cap_ignore_zeros", "Ignoring zeros applies to percentile caps only.")
+
+    def _clean_filter(self, err) -> None:
+        values = self.filter_values
+        if not isinstance(values, list) or not all(isinstance(v, str | int | float | bool) for v in values):
+            err("filter_values", "The filter values must be a list of texts.")
+            return
+        if self.filter_prop and not values:
+            err("filter_values", "A filter needs at least one value.")
+        if values and not self.filter_prop:
+            err("filter_prop", "Filter values need the prop they filter on.")
+        if self.filter_prop and self.kind == MetricKind.RATIO:
+            err("filter_prop", "A ratio filters through its parts (each with its own filter).")
+
+    def _clean_ratio(self, err) -> None:
+        if self.kind != MetricKind.RATIO:
+            for part in ("numerator", "denominator"):
+                if getattr(self, f"{part}_id") is not None:
+                    err(part, "Only ratio metrics have a numerator and a denominator.")
+            return
+        for part in ("numerator", "denominator"):
+            target = getattr(self, part) if getattr(self, f"{part}_id") is not None else None
+            if target is None:
+                err(part, f"A ratio metric needs a {part} (a binary or mean catalog metric).")
+            elif target.kind not in (MetricKind.BINARY, MetricKind.MEAN):
+                err(part, f"The {part} must be a binary or mean metric ('{target.key}' is {target.kind}).")
+            elif self.pk is not None and target.pk == self.pk:
+                err(part, "A ratio cannot use itself as a part.")
+        if self.window_hours is not None or self.delay_hours:
+            err("window_hours", "A ratio takes its windows from its parts (each with its own window and delay).")
+
+    def _clean_funnel(self, err) -> None:
+        steps = self.steps
+        if not isinstance(steps, list) or not all(isinstance(s, str) and SLUG_RE.fullmatch(s) for s in steps):
+            err("steps", "The steps must be a list of event names (letters, digits, - and _).")
+            return
+        if self.kind == MetricKind.FUNNEL and len(steps) < 2:
+            err("steps", f"A funnel needs at least 2 steps (has {len(steps)}).")
+        if self.kind != MetricKind.FUNNEL and steps:
+            err("steps", "Only funnel metrics have steps.")
+
+
+class MetricChangeQuerySet(models.QuerySet):
+    def update(self, **kwargs):  # noqa: ARG002
+        raise PermissionError("The metric change log is append-only: rows cannot be updated.")
+
+    def delete(self):
+        raise PermissionError("The metric change log is append-only: rows cannot be deleted.")
+
+
+class MetricChange(models.Model):
+    """The audit trail of the catalog: one row per create/update of a metric (who, when, before/after)."""
+
+    metric = models.ForeignKey(Metric, on_delete=models.PROTECT, related_name="changes")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    action = models.CharField(max_length=16)  # create | update
+    source = models.CharField(max_length=16, default="admin")  # admin | import | migration | demo | service
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(default=dict)
+    running_experiments = models.JSONField(default=list, blank=True)  # slugs of running users at the time
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    objects = MetricChangeQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.metric_id} {self.action} at {self.at:%Y-%m-%d %H:%M}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise PermissionError("The metric change log is append-only: rows cannot be updated.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise PermissionError("The metric change log is append-only: rows cannot be deleted.")
+
+
 class ExperimentMetric(models.Model):
     """One metric of an experiment's plan: its role in the decision, its kind, and which way is good.
 
@@ -317,19 +553,27 @@ class ExperimentMetric(models.Model):
         SECONDARY = "secondary", "Secondary"
         GUARDRAIL = "guardrail", "Guardrail"
 
-    class Kind(models.TextChoices):
-        BINARY = "binary", "Binary (converted or not)"
-        MEAN = "mean", "Mean (sum of values per user, e.g. revenue)"
-
-    class Direction(models.TextChoices):
-        INCREASE = "increase", "Increase is good"
-        DECREASE = "decrease", "Decrease is good"
+    Kind = MetricKind
+    Direction = MetricDirection
 
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="metrics")
+    metric = models.ForeignKey(
+        "Metric",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="experiment_rows",
+        help_text="A catalog metric (its key, kind and direction are used); empty: an ad-hoc binary or mean "
+        "metric on the conversions named by the key.",
+    )
     key = models.SlugField(max_length=100, help_text="The `metric` that services send on conversions.")
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.SECONDARY)
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.BINARY)
     direction = models.CharField(max_length=16, choices=Direction.choices, default=Direction.INCREASE)
+    # The conversion events this row's metric reads -> "mean" when a conversion needs a value, else "binary"
+    # (ingest's rule, part 8). Written by the services from the metric's definition (frozen at approval);
+    # empty: the row's own key and kind, as before the catalog.
+    events = models.JSONField(default=dict, blank=True, editable=False)
 
     class Meta:
         ordering = ["experiment_id", "key"]
@@ -341,7 +585,13 @@ class ExperimentMetric(models.Model):
             models.CheckConstraint(
                 condition=Q(role__in=["primary", "secondary", "guardrail"]), name="experimentmetric_role_valid"
             ),
-            models.CheckConstraint(condition=Q(kind__in=["binary", "mean"]), name="experimentmetric_kind_valid"),
+            models.CheckConstraint(
+                condition=Q(kind__in=["binary", "mean", "ratio", "funnel"]), name="experimentmetric_kind_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(metric__isnull=False) | Q(kind__in=["binary", "mean"]),
+                name="experimentmetric_adhoc_binary_or_mean",
+            ),
             models.CheckConstraint(
                 condition=Q(direction__in=["increase", "decrease"]), name="experimentmetric_direction_valid"
             ),
@@ -350,6 +600,17 @@ class ExperimentMetric(models.Model):
 
     def __str__(self) -> str:
         return f"{self.experiment.slug}:{self.key} ({self.role}, {self.kind})"
+
+    def apply_catalog(self) -> None:
+        """A row with a catalog metric takes its key, kind and direction from it (called before validation)."""
+        if self.metric_id is not None:
+            metric = self.metric
+            self.key, self.kind, self.direction = metric.key, metric.kind, metric.direction
+
+    def clean(self) -> None:
+        self.apply_catalog()
+        if self.metric_id is None and self.kind not in (MetricKind.BINARY, MetricKind.MEAN):
+            raise ValidationError({"kind": "Ratio and funnel metrics come from the catalog: pick the catalog metric."})
 
 
 class AuditLogQuerySet(models.QuerySet):

@@ -77,11 +77,22 @@ def audit_log_record(
 
 
 def _plan_snapshot(experiment: Experiment) -> dict[str, Any]:
+    """The plan as it stands; each planned metric carries its full definition (``MetricDefinition.to_dict()``)."""
+    from experiments.selectors import experiment_live_metric_plan  # noqa: PLC0415
+
+    plan, definitions = experiment_live_metric_plan(experiment)
     return {
         "hypothesis": experiment.hypothesis,
         "primary_metric": experiment.primary_metric,
         "metrics": [
-            {"key": m.key, "role": m.role, "kind": m.kind, "direction": m.direction} for m in experiment.metric_plan()
+            {
+                "key": m.key,
+                "role": m.role,
+                "kind": m.kind,
+                "direction": m.direction,
+                "definition": definitions[m.key].to_dict(),
+            }
+            for m in plan
         ],
         "variants": [
             {"key": v.key, "name": v.name, "is_control": v.is_control, "weight": v.weight}
@@ -158,10 +169,32 @@ def _sync_primary_metric(experiment: Experiment) -> None:
 def experiment_metric_save(*, metric: ExperimentMetric, actor: AbstractBaseUser) -> ExperimentMetric:  # noqa: ARG001
     """Add or change a planned metric of a draft experiment (keeps ``primary_metric`` in sync)."""
     _lock_draft(metric.experiment)
+    metric.apply_catalog()
     metric.full_clean()
+    metric.events = _row_events(metric)
     metric.save()
     _sync_primary_metric(metric.experiment)
     return metric
+
+
+def _row_events(row: ExperimentMetric) -> dict[str, str]:
+    """The conversion events a planned metric reads (ingest accepts them), from its live definition."""
+    from experiments.catalog import metric_definition, metric_row_events  # noqa: PLC0415
+    from readouts.definitions import MetricDefinition  # noqa: PLC0415
+
+    if row.metric_id is None:
+        return metric_row_events(MetricDefinition.adhoc(key=row.key, kind=row.kind, direction=row.direction))
+    return metric_row_events(metric_definition(row.metric))
+
+
+def _freeze_row_events(experiment: Experiment) -> None:
+    """At approval: each planned row's events from the frozen definitions (what ingest accepts while running)."""
+    from experiments.catalog import metric_row_events  # noqa: PLC0415
+    from readouts.definitions import MetricDefinition  # noqa: PLC0415
+
+    for planned in (experiment.preregistration or {}).get("metrics") or []:
+        events = metric_row_events(MetricDefinition.from_dict(planned["definition"]))
+        ExperimentMetric.objects.filter(experiment=experiment, key=planned["key"]).update(events=events)
 
 
 @transaction.atomic
@@ -284,6 +317,7 @@ def experiment_approve_and_start(*, experiment: Experiment, actor: AbstractBaseU
 
     def freeze(exp: Experiment) -> None:
         exp.preregistration = preregistration_build(exp)
+        _freeze_row_events(exp)
 
     return _transition(
         experiment=experiment,

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from experiments import views
+from experiments import api, views
 
 app_name = "experiments"
 urlpatterns = [
@@ -11,4 +11,8 @@ urlpatterns = [
     path("experiments/<slug:slug>/history", views.experiment_history, name="experiment_history"),
     path("experiments/<slug:slug>/decide", views.experiment_decide, name="decide"),
     path("experiments/<slug:slug>/decision-bundle.zip", views.decision_bundle, name="decision_bundle"),
+    path("metrics/", views.metric_list, name="metric_list"),
+    path("metrics/<str:key>/", views.metric_detail, name="metric_detail"),
+    path("api/metrics", api.metric_list_api, name="api_metric_list"),
+    path("api/metrics/<str:key>", api.metric_detail_api, name="api_metric_detail"),
 ]

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from experiments import selectors, services
 from experiments.forms import DecisionForm, RequestChangesForm, ShipForm
-from experiments.models import PERM_APPROVE, PERM_KILL, PERM_REQUEST_CHANGES, PERM_SHIP, Experiment
+from experiments.models import PERM_APPROVE, PERM_KILL, PERM_REQUEST_CHANGES, PERM_SHIP, Experiment, Metric
 from experiments.services import WorkflowError
 from signaldash.permissions import experiment_read_required, private_no_store
 
@@ -194,3 +194,42 @@ def experiment_decide(request: HttpRequest, slug: str) -> HttpResponse:
         return JsonResponse({"status": experiment.status, "outcome": experiment.status})
     messages.success(request, f"“{experiment.name}” is now {experiment.get_status_display().lower()}.")
     return redirect("experiments:experiment_history", slug=experiment.slug)
+
+
+# --- the metric catalog ------------------------------------------------------------------------------
+@require_GET
+@experiment_read_required
+def metric_list(request: HttpRequest) -> HttpResponse:
+    """The catalog: filters kind, official, owner; search q (key, name, description)."""
+    from experiments import catalog  # noqa: PLC0415
+
+    kind = request.GET.get("kind", "")
+    official = {"yes": True, "no": False}.get(request.GET.get("official", ""))
+    owner, query = request.GET.get("owner", ""), request.GET.get("q", "").strip()
+    metrics = list(catalog.metric_list(kind=kind if kind in Metric.Kind.values else "", official=official,
+                                       owner=owner, search=query))  # fmt: skip
+    used = catalog.metrics_used_by(metrics=metrics)
+    context = {
+        "rows": [(m, used.get(m.pk, [])) for m in metrics],
+        "kinds": Metric.Kind.choices,
+        "owners": catalog.metric_owners(),
+        "filters": {"kind": kind, "official": request.GET.get("official", ""), "owner": owner, "q": query},
+    }
+    return render(request, "metrics/list.html", context)
+
+
+@require_GET
+@experiment_read_required
+def metric_detail(request: HttpRequest, key: str) -> HttpResponse:
+    from experiments import catalog  # noqa: PLC0415
+
+    metric = catalog.metric_by_key(key=key)
+    if metric is None:
+        raise Http404(f"No metric with key '{key}'.")
+    context = {
+        "metric": metric,
+        "sentence": catalog.metric_sentence(metric),
+        "experiments": list(catalog.metric_experiments(metric=metric)),
+        "changes": list(metric.changes.select_related("actor")[:20]),
+    }
+    return render(request, "metrics/detail.html", context)

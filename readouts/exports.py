@@ -44,7 +44,55 @@ def _variant_json(v: VariantReadout) -> dict:
         "sum_squares": v.sums.sum_squares,
         "mean": v.summary.mean,
         "sd": v.summary.sd,
+        **(_ratio_json(v) if v.ratio is not None else {}),
         **({"note": v.rate.reason} if v.rate.reason else {}),
+    }
+
+
+def _ratio_json(v: VariantReadout) -> dict:
+    """A ratio variant: n and the five sums of per-user numerator m and denominator d; mean = Σm/Σd."""
+    r = v.ratio
+    return {
+        "n": r.n,
+        "numerator_sum": r.numerator_sum,
+        "numerator_sum_squares": r.numerator_sum_squares,
+        "denominator_sum": r.denominator_sum,
+        "denominator_sum_squares": r.denominator_sum_squares,
+        "sum_products": r.sum_products,
+        "mean": v.summary.mean,
+        **({"mean_note": v.summary.reason} if v.summary.reason else {}),
+    }
+
+
+def _funnel_steps_json(r: MetricReadout) -> list[dict]:
+    """Per step, in order: the share of exposed users reaching it per variant, and each step compared as binary."""
+    return [
+        {
+            "event": step.event,
+            "variants": [
+                {"key": v.key, "n": v.exposures, "reached": v.conversions, "share": v.rate.rate}
+                for v in step.result.variants
+            ],
+            "comparisons": [
+                {
+                    "variant": c.variant,
+                    "p_value": c.p_value,
+                    "rel_lift": c.rel.rel_lift,
+                    "rel_lift_ci": _interval(c.rel.rel_lift_ci),
+                }
+                for c in step.result.comparisons
+            ],
+        }
+        for step in r.steps or []
+    ]
+
+
+def _definition_json(r: MetricReadout) -> dict:
+    """The definition computed (frozen when approved), ``cap_applied``, and a funnel's ``steps``."""
+    return {
+        "definition": r.definition.to_dict() if r.definition is not None else None,
+        "cap_applied": r.cap_applied,
+        **({"steps": _funnel_steps_json(r)} if r.kind == "funnel" else {}),
     }
 
 
@@ -68,8 +116,8 @@ def _comparison_json(c: MetricComparison, kind: str) -> dict:
         "diff": c.diff,
         "diff_ci": _interval(c.diff_ci),
         "lift": c.lift,
-        "z": c.z if kind == stats.BINARY else None,
-        **({"t": c.z, "df": c.df} if kind == stats.MEAN else {}),
+        "z": c.z if kind in (stats.BINARY, "funnel") else None,
+        **({"t": c.z, "df": c.df} if kind in (stats.MEAN, stats.RATIO) else {}),
         "p_value": c.p_value,
         "rel_lift": c.rel.rel_lift,
         "rel_lift_ci": _interval(c.rel.rel_lift_ci),
@@ -145,6 +193,7 @@ def readout_as_json(
         "metric": readout.metric,
         "metrics": readout.metrics,
         "metric_kind": selected.kind,
+        **_definition_json(selected),
         "metric_role": selected.role,
         "direction": selected.direction,
         "alpha": readout.alpha,

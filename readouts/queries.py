@@ -269,3 +269,31 @@ def readout_dimension(query: BoundQuery) -> list[SliceRow]:
         )
         for r in _fetch(query)
     ]
+
+
+# --- catalog metrics with per-user rules (windows, delays, filters, caps, count, ratio, funnel) ----------
+# Rollup rows cannot represent these (a window or a cap depends on each user's exposure time and on the
+# distribution over all users), so their readout reads the exposures and the conversions of the events
+# they name, and ``readouts.metric_values`` applies the rules. Two statements, both by the event
+# readout index (experiment, type, metric, user).
+def readout_metric_events(*, experiment_id: int, events: list[str]):
+    """(exposures by user, conversions by user) for the conversion ``events`` (each stored event once)."""
+    from readouts.metric_values import Conversion, Exposure  # noqa: PLC0415 - pure module, no cycle
+
+    exposures = {
+        user: Exposure(user, variant_id, at)
+        for user, variant_id, at in Event.objects.filter(
+            experiment_id=experiment_id, event_type=Event.EventType.EXPOSURE, metric=""
+        ).values_list("user_key", "variant_id", "occurred_at")
+    }
+    conversions: dict[str, list] = {}
+    if events:
+        for user, metric, value, at, props in (
+            Event.objects.filter(
+                experiment_id=experiment_id, event_type=Event.EventType.CONVERSION, metric__in=sorted(set(events))
+            )
+            .order_by("occurred_at", "id")
+            .values_list("user_key", "metric", "value", "occurred_at", "props")
+        ):
+            conversions.setdefault(user, []).append(Conversion(user, metric, value, at, props or {}))
+    return exposures, conversions

@@ -17,7 +17,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from experiments.models import Experiment, PlannedMetric, Variant
-from readouts import formatting, queries, rollups, stats
+from readouts import catalog_metrics, formatting, queries, rollups, stats
+from readouts.definitions import MetricDefinition
 
 METRIC_KEY_RE = re.compile(r"[-a-zA-Z0-9_]{1,100}")
 ROLE_ORDER = {"primary": 0, "secondary": 1, "guardrail": 2, "exploratory": 3}
@@ -47,6 +48,7 @@ class VariantReadout:
     rate: stats.RateResult  # conversions / exposures with its Wilson interval
     sums: stats.SampleSums
     summary: stats.ArmSummary
+    ratio: stats.RatioSums | None = None  # ratio metrics: Σm, Σm², Σd, Σd², Σm·d (summary.mean = Σm/Σd)
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,14 @@ class MetricComparison:
 
 
 @dataclass(frozen=True)
+class FunnelStep:
+    """One funnel step compared as a binary metric over all exposed users (GrowthBook's convention)."""
+
+    event: str
+    result: MetricReadout
+
+
+@dataclass(frozen=True)
 class MetricReadout:
     key: str
     role: str  # primary | secondary | guardrail | exploratory
@@ -83,6 +93,9 @@ class MetricReadout:
     late: int
     unexposed: int
     counted_events: int = 0  # conversion events counted (at or after the user's exposure)
+    definition: MetricDefinition | None = None  # what was computed (the frozen definition when approved)
+    cap_applied: float | dict | None = None  # the cap used (ratio: per part), None without a cap
+    steps: list[FunnelStep] | None = None  # funnels: every step as a binary metric (the last one is this)
 
     @property
     def planned(self) -> bool:
@@ -123,6 +136,11 @@ class Readout:
     ended_at: datetime | None = None
     queries: list[queries.BoundQuery] = field(default_factory=list)
     rows: list[queries.SumsRow] = field(default_factory=list, repr=False)
+    # Per metric key: exposure rows + that metric's conversion rows keyed by the key (rollups or computed).
+    metric_rows: dict[str, list[queries.SumsRow]] = field(default_factory=dict, repr=False)
+
+    def rows_for(self, key: str) -> list[queries.SumsRow]:
+        return self.metric_rows.get(key, self.rows)
 
     @property
     def selected(self) -> MetricReadout:
@@ -306,6 +324,83 @@ def _metric_readout(spec: PlannedMetric, variants: list[VariantInfo], t: _Totals
         unexposed=t.unexposed.get(spec.key, 0),
         counted_events=sum(acc.events for (_, m), acc in t.conversions.items() if m == spec.key),
     )
+
+
+def _ratio_variant(v: VariantInfo, t: _Totals, metric: str, ratio: stats.RatioSums | None) -> VariantReadout:
+    base = _variant_readout(v, t, metric, stats.MEAN)
+    ratio = ratio or stats.RatioSums(base.exposures, 0.0, 0.0, 0.0, 0.0, 0.0)
+    return replace(base, ratio=ratio, summary=stats.ratio_summary(ratio))
+
+
+def _compare_ratio(control: VariantReadout, treatment: VariantReadout, spec: PlannedMetric, alpha: float):
+    a, b = control.ratio, treatment.ratio
+    rel = stats.relative_lift(control=a, treatment=b, kind=stats.RATIO, alpha=alpha)
+    lift, lift_reason = None, rel.reason or "No relative lift."
+    if control.summary.mean is not None and treatment.summary.mean is not None:
+        lift, lift_reason = stats.lift_percent(control_rate=control.summary.mean, treatment_rate=treatment.summary.mean)
+    w = stats.ratio_diff(control=a, treatment=b, alpha=alpha)
+    return MetricComparison(
+        variant=treatment.key,
+        control=control.key,
+        diff=w.diff,
+        diff_ci=w.diff_ci,
+        lift=lift,
+        z=w.t,
+        df=w.df,
+        p_value=w.p_value,
+        lift_reason=lift_reason,
+        test_reason=w.reason,
+        rel=rel,
+        sequential=stats.sequential_lift(
+            control=a, treatment=b, kind=stats.RATIO, alpha=alpha, tuning=settings.SIGNALDASH_SEQUENTIAL_TUNING
+        ),
+        bayes=stats.bayes_lift(
+            control=a,
+            treatment=b,
+            kind=stats.RATIO,
+            direction=spec.direction,
+            alpha=alpha,
+            prior_sd=settings.SIGNALDASH_BAYES_PRIOR_SD,
+        ),
+        cuped=None,
+    )
+
+
+def _ratio_readout(spec: PlannedMetric, variants: list[VariantInfo], t: _Totals, alpha: float,
+                   ratio: dict[int, stats.RatioSums]) -> MetricReadout:  # fmt: skip
+    vr = [_ratio_variant(v, t, spec.key, ratio.get(v.id)) for v in variants]
+    control = next((v for v in vr if v.is_control), None)
+    comparisons = [] if control is None else [_compare_ratio(control, v, spec, alpha) for v in vr if not v.is_control]
+    return MetricReadout(
+        key=spec.key,
+        role=spec.role,
+        kind=stats.RATIO,
+        direction=spec.direction,
+        variants=vr,
+        comparisons=comparisons,
+        late=t.late.get(spec.key, 0),
+        unexposed=t.unexposed.get(spec.key, 0),
+        counted_events=sum(acc.events for (_, m), acc in t.conversions.items() if m == spec.key),
+    )
+
+
+def _catalog_metric_readout(spec: PlannedMetric, d: MetricDefinition, variants: list[VariantInfo], rows: list,
+                            computed: catalog_metrics.Computed | None, alpha: float) -> MetricReadout:  # fmt: skip
+    """One planned metric from its definition: rollup-shaped ones from ``rows``, the rest from ``computed``."""
+    t = _Totals.of(rows)
+    if d.kind == "ratio":
+        result = _ratio_readout(spec, variants, t, alpha, computed.ratio if computed else {})
+    elif d.kind == "funnel":
+        binary = replace(spec, kind=stats.BINARY)
+        exposure_rows = [r for r in rows if r.kind == "exposure"]
+        steps = [
+            FunnelStep(event, _metric_readout(binary, variants, _Totals.of(exposure_rows + step_rows), alpha))
+            for event, step_rows in (computed.steps if computed else [])
+        ]
+        result = replace(_metric_readout(binary, variants, t, alpha), kind="funnel", steps=steps)
+    else:
+        result = _metric_readout(replace(spec, kind=d.kind), variants, t, alpha)
+    return replace(result, definition=d, cap_applied=computed.cap_applied if computed else None)
 
 
 def _effect(c: MetricComparison) -> float | None:
@@ -511,15 +606,29 @@ def readout_get(*, experiment: Experiment, metric: str | None = None, by_day: bo
     Query count is constant: the variants, the metric plan, one aggregate (per UTC day, so the page's
     cumulative charts and the time series need no further pass) and the conflict count.
     """
+    from experiments.selectors import experiment_metric_plan  # noqa: PLC0415 - experiments imports readouts
+
     metric = metric or experiment.primary_metric
     variants = _variant_infos(experiment)
     agg_query = queries.readout_aggregate_query(experiment_id=experiment.pk)
     rows = rollups.readout_rows(experiment_id=experiment.pk)  # = readout_aggregate(agg_query)
     conflicts, conflict_query = _variant_conflict_count(experiment_id=experiment.pk)
-    totals = _Totals.of(rows)
-    plan = experiment.metric_plan()
+    plan, definitions = experiment_metric_plan(experiment)
+    definitions = dict(definitions)
+    plan = [replace(m, kind=definitions[m.key].kind, direction=definitions[m.key].direction) for m in plan]
     specs, metrics = _specs(plan, metric, {r.metric for r in rows if r.kind in ("conversion", "uncounted")})
-    results = [_metric_readout(spec, variants, totals, experiment.alpha) for spec in specs]
+    for spec in specs:
+        definitions.setdefault(spec.key, MetricDefinition.adhoc(key=spec.key, kind=spec.kind))
+    computed = catalog_metrics.compute(experiment_id=experiment.pk, definitions=[definitions[s.key] for s in specs])
+    metric_rows = {
+        s.key: catalog_metrics.metric_rows(definitions[s.key], rows, computed.get(s.key)) for s in specs
+    }
+    results = [
+        _catalog_metric_readout(
+            spec, definitions[spec.key], variants, metric_rows[spec.key], computed.get(spec.key), experiment.alpha
+        )
+        for spec in specs
+    ]
     results = _with_corrections(results, alpha=experiment.alpha, analysis=experiment.analysis)
     selected = next(r for r in results if r.key == metric)
     srm = stats.srm_test(exposures=[v.exposures for v in selected.variants], weights=[v.weight for v in variants])
@@ -544,13 +653,18 @@ def readout_get(*, experiment: Experiment, metric: str | None = None, by_day: bo
         ended_at=experiment.ended_at,
         queries=[q for q in (agg_query, conflict_query) if q is not None],
         rows=rows,
+        metric_rows=metric_rows,
     )
 
 
 # --- over time (no further query) -------------------------------------------------------------------
 def readout_daily_series(*, readout: Readout) -> dict:
     """Cumulative exposed and converted users (on the readout's metric) per variant and UTC day."""
-    rows = [r for r in readout.rows if r.kind == "exposure" or (r.kind == "conversion" and r.metric == readout.metric)]
+    rows = [
+        r
+        for r in readout.rows_for(readout.metric)
+        if r.kind == "exposure" or (r.kind == "conversion" and r.metric == readout.metric)
+    ]
     days = sorted({r.day for r in rows if r.users})
     series: dict[str, dict[str, list[int]]] = {"exposure": {}, "conversion": {}}
     for kind, per_variant in series.items():
@@ -571,11 +685,14 @@ def readout_timeseries(*, readout: Readout) -> dict:
     """Per UTC day, cumulative per treatment: rel_lift with its fixed-horizon and always-valid intervals."""
     selected = readout.selected
     variants = [VariantInfo(v.id, v.key, v.name, v.is_control, v.weight) for v in selected.variants]
-    spec = PlannedMetric(selected.key, selected.role, selected.kind, selected.direction)
-    days = sorted({r.day for r in readout.rows if r.users or r.total})
+    kind = stats.BINARY if selected.kind == "funnel" else selected.kind
+    spec = PlannedMetric(selected.key, selected.role, kind, selected.direction)
+    rows = readout.rows_for(selected.key)
+    # A ratio has no per-day sums (its numerator and denominator are per user): no time series.
+    days = [] if kind == stats.RATIO else sorted({r.day for r in rows if r.users or r.total})
     points: dict[str, list[dict]] = {v.key: [] for v in variants if not v.is_control}
     for d in days:
-        result = _metric_readout(spec, variants, _Totals.of(readout.rows, until=d), readout.alpha)
+        result = _metric_readout(spec, variants, _Totals.of(rows, until=d), readout.alpha)
         for c in result.comparisons:
             points[c.variant].append(
                 {

@@ -212,9 +212,10 @@ def small_samples(arms: Sequence[Arm]) -> list[SmallSample]:
 # reader may conclude: docs/metrics.md ("Statistics engine").
 # ---------------------------------------------------------------------------------------------------
 
-BINARY, MEAN = "binary", "mean"
+BINARY, MEAN, RATIO = "binary", "mean", "ratio"
 INCREASE, DECREASE = "increase", "decrease"
 KINDS = (BINARY, MEAN)
+STAT_KINDS = (BINARY, MEAN, RATIO)  # what the lift functions take (a ratio with RatioSums)
 DIRECTIONS = (INCREASE, DECREASE)
 BETTER, WORSE, INCONCLUSIVE = "better", "worse", "inconclusive"
 SEQUENTIAL_TUNING = 5000
@@ -239,6 +240,25 @@ class SampleSums:
     cov_sum_squares: float = 0.0
     sum_products: float = 0.0  # Σ X·Y
     has_covariate: bool = False  # True when any covariate was sent for this metric in this experiment
+
+
+@dataclass(frozen=True)
+class RatioSums:
+    """Sufficient statistics of a ratio metric for one variant: per-user numerator m and denominator d.
+
+    The part kinds choose the part variance as gbstats does (binary: ProportionStatistic p(1 − p); mean:
+    SampleMeanStatistic). The statistic is gbstats ``RatioStatistic``: mean Σm/Σd, delta-method variance.
+    """
+
+    n: int
+    numerator_sum: float
+    numerator_sum_squares: float
+    denominator_sum: float
+    denominator_sum_squares: float
+    sum_products: float  # Σ m·d
+    numerator_kind: str = MEAN
+    denominator_kind: str = MEAN
+    has_covariate: bool = False  # no CUPED for ratios
 
 
 @dataclass(frozen=True)
@@ -314,6 +334,7 @@ class _ArmStat:
     mean: float
     unadjusted_mean: float
     variance: float
+    undefined: str = ""  # why the arm's mean is undefined (a ratio's zero denominator), "" when defined
 
 
 @dataclass(frozen=True)
@@ -323,10 +344,14 @@ class _Estimate:
     df: float  # Welch-Satterthwaite
 
 
-def _check(kind: str | None = None, alpha: float | None = None, direction: str | None = None) -> None:
-    """Configuration errors (not data) raise: an unknown kind or direction, alpha outside (0, 1)."""
-    if kind is not None and kind not in KINDS:
-        raise ValueError(f"unknown metric kind {kind!r} (expected one of {KINDS})")
+def _check(kind: str | None = None, alpha: float | None = None, direction: str | None = None, sums=None) -> None:
+    """Configuration errors (not data) raise: an unknown kind or direction, alpha outside (0, 1).
+
+    ``ratio`` is a kind only with ``RatioSums`` (``sums``); the per-arm SampleSums functions never take it.
+    """
+    ratio_ok = isinstance(sums, RatioSums)
+    if kind is not None and (kind not in STAT_KINDS or (kind == RATIO) != ratio_ok):
+        raise ValueError(f"unknown metric kind {kind!r} for {type(sums).__name__} (expected one of {STAT_KINDS})")
     if direction is not None and direction not in DIRECTIONS:
         raise ValueError(f"unknown direction {direction!r} (expected one of {DIRECTIONS})")
     if alpha is not None and not 0.0 < alpha < 1.0:
@@ -368,7 +393,27 @@ def _arm_variance(s: SampleSums, kind: str) -> float:
     return _sample_variance(s.n, s.sum, s.sum_squares)
 
 
-def _arm_stat(s: SampleSums, kind: str) -> _ArmStat:
+def _ratio_stat(s: RatioSums) -> _ArmStat:
+    """gbstats RatioStatistic: mean Σm/Σd (0 when Σd = 0), delta-method variance (0 for n ≤ 1 or mean d = 0)."""
+    n = int(s.n)
+    m = SampleSums(n, float(s.numerator_sum), float(s.numerator_sum_squares))
+    d = SampleSums(n, float(s.denominator_sum), float(s.denominator_sum_squares))
+    if d.sum == 0:
+        reason = "The ratio is undefined: the denominator sum is 0 in this arm." if n > 0 else ""
+        return _ArmStat(n=n, mean=0.0, unadjusted_mean=0.0, variance=0.0, undefined=reason)
+    mean = m.sum / d.sum
+    mu_m, mu_d = _arm_mean(m), _arm_mean(d)
+    variance = 0.0
+    if n > 1 and mu_d != 0:
+        var_m, var_d = _arm_variance(m, s.numerator_kind), _arm_variance(d, s.denominator_kind)
+        cov = _covariance(n, m.sum, d.sum, float(s.sum_products))
+        variance = var_m / mu_d**2 - 2.0 * cov * mu_m / mu_d**3 + mu_m**2 * var_d / mu_d**4
+    return _ArmStat(n=n, mean=mean, unadjusted_mean=mean, variance=variance)
+
+
+def _arm_stat(s: SampleSums | RatioSums, kind: str) -> _ArmStat:
+    if isinstance(s, RatioSums):
+        return _ratio_stat(s)
     s = _as_floats(s)
     mean = _arm_mean(s)
     return _ArmStat(n=s.n, mean=mean, unadjusted_mean=mean, variance=_arm_variance(s, kind))
@@ -424,6 +469,39 @@ def welch_diff(*, control: SampleSums, treatment: SampleSums, alpha: float) -> M
     return MeanDiff(diff=_finite(diff), diff_ci=ci, t=_finite(t_stat), df=_finite(df), p_value=_finite(p_value))
 
 
+def ratio_summary(s: RatioSums) -> ArmSummary:
+    """An arm's ratio Σm/Σd with its delta-method variance (per user) and sd; None with a reason when undefined."""
+    if s.n <= 0:
+        return ArmSummary(mean=None, sd=None, variance=None, reason="No users in this arm yet.")
+    stat = _ratio_stat(s)
+    if stat.undefined:
+        return ArmSummary(mean=None, sd=None, variance=None, reason=stat.undefined)
+    variance = max(0.0, stat.variance)
+    return ArmSummary(mean=_finite(stat.mean), sd=_finite(math.sqrt(variance)), variance=_finite(variance))
+
+
+def ratio_diff(*, control: RatioSums, treatment: RatioSums, alpha: float) -> MeanDiff:
+    """Treatment ratio minus control ratio: gbstats TwoSidedTTest (absolute) on RatioStatistic, Welch df."""
+    _check(alpha=alpha)
+    a, b = _ratio_stat(control), _ratio_stat(treatment)
+    for name, arm in (("control", a), ("treatment", b)):
+        if arm.undefined:
+            return MeanDiff(None, None, None, None, None, arm.undefined.replace("this arm", f"the {name} arm"))
+    small = [name for name, arm in (("control", a), ("treatment", b)) if arm.n < 2]
+    if small:
+        arms = f"{' and '.join(small)} arm{'s' if len(small) > 1 else ''}"
+        reason = f"No interval or test: the {arms} need at least two users."
+        return MeanDiff(diff=_finite(b.mean - a.mean), diff_ci=None, t=None, df=None, p_value=None, reason=reason)
+    diff = b.mean - a.mean
+    if a.variance <= 0 or b.variance <= 0:
+        reason = "No interval or test: a ratio's delta-method variance is 0 in an arm, so there is no variation."
+        return MeanDiff(diff=_finite(diff), diff_ci=None, t=None, df=None, p_value=None, reason=reason)
+    se2 = a.variance / a.n + b.variance / b.n
+    df = _welch_df(a, b)
+    t_stat, p_value, ci = _two_sided_t(diff, math.sqrt(se2), df, alpha)
+    return MeanDiff(diff=_finite(diff), diff_ci=ci, t=_finite(t_stat), df=_finite(df), p_value=_finite(p_value))
+
+
 def _delta_variance(a: _ArmStat, b: _ArmStat) -> float:
     """gbstats frequentist_variance(relative=True): Var((μB − μA)/μA) by the delta method."""
     mu_a, mu_b = a.unadjusted_mean, b.unadjusted_mean
@@ -432,6 +510,9 @@ def _delta_variance(a: _ArmStat, b: _ArmStat) -> float:
 
 def _relative_estimate(a: _ArmStat, b: _ArmStat) -> tuple[_Estimate | None, str]:
     """The relative lift, its delta-method variance and Welch df; (None, reason) when undefined."""
+    for name, arm in (("control", a), ("treatment", b)):
+        if arm.undefined:
+            return None, arm.undefined.replace("this arm", f"the {name} arm")
     if a.n <= 0:
         return None, NO_USERS_CONTROL
     if b.n <= 0:
@@ -454,7 +535,7 @@ def _relative_estimate(a: _ArmStat, b: _ArmStat) -> tuple[_Estimate | None, str]
 
 def relative_lift(*, control: SampleSums, treatment: SampleSums, kind: str, alpha: float) -> RelativeLift:
     """(μB − μA)/μA with a delta-method Student-t interval (Welch df) and two-sided p-value (gbstats TTest)."""
-    _check(kind=kind, alpha=alpha)
+    _check(kind=kind, alpha=alpha, sums=control)
     est, reason = _relative_estimate(_arm_stat(control, kind), _arm_stat(treatment, kind))
     if est is None:
         return RelativeLift(rel_lift=None, rel_lift_ci=None, variance=None, df=None, reason=reason)
@@ -477,7 +558,7 @@ def sequential_lift(
     *, control: SampleSums, treatment: SampleSums, kind: str, alpha: float, tuning: float = SEQUENTIAL_TUNING
 ) -> Sequential:
     """Always-valid interval and p-value for the relative lift (asymptotic confidence sequence)."""
-    _check(kind=kind, alpha=alpha)
+    _check(kind=kind, alpha=alpha, sums=control)
     if not tuning > 0:
         raise ValueError(f"tuning must be positive, got {tuning!r}")
     est, reason = _relative_estimate(_arm_stat(control, kind), _arm_stat(treatment, kind))
@@ -527,7 +608,7 @@ def bayes_lift(
     prior_sd: float | None = None,
 ) -> Bayes:
     """Chance to beat control, expected loss and credible interval of the relative lift (Gaussian model)."""
-    _check(kind=kind, alpha=alpha, direction=direction)
+    _check(kind=kind, alpha=alpha, direction=direction, sums=control)
     if prior_sd is not None and not prior_sd > 0:
         raise ValueError(f"prior_sd must be positive or None, got {prior_sd!r}")
     est, reason = _relative_estimate(_arm_stat(control, kind), _arm_stat(treatment, kind))

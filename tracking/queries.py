@@ -246,9 +246,10 @@ def experiments_running_lock(experiment_ids: Sequence[int]) -> dict[int, str]:
 def experiments_with_variants(slugs: Sequence[str], *, lock: bool = False) -> list[tuple]:
     """The experiments by slug with their variants and planned metrics, in one statement for the request path.
 
-    Rows (id, slug, status, primary_metric, salt, started_at, part, key, variant_id, weight, metric_kind):
-    `part` "v" for a variant (variant columns NULL for an experiment without variants; metric_kind NULL),
-    "m" for a planned metric (ExperimentMetric row: key and metric_kind; variant_id and weight NULL).
+    Rows (id, slug, status, primary_metric, salt, started_at, part, key, variant_id, weight, metric_kind,
+    metric_events): `part` "v" for a variant (variant columns NULL for an experiment without variants;
+    metric_kind and metric_events NULL), "m" for a planned metric (ExperimentMetric row: key, metric_kind and
+    the JSON of the conversion events it reads, ``ExperimentMetric.events``; variant_id and weight NULL).
 
     `lock` (inside the caller's write transaction): on PostgreSQL the experiment rows are share-locked
     (`FOR SHARE`, in id order) by the same statement, and the status returned is the locked row's — what
@@ -265,10 +266,10 @@ def experiments_with_variants(slugs: Sequence[str], *, lock: bool = False) -> li
         # One CTE, referenced twice: evaluated (and locked) once; its columns are the locked row versions.
         f"WITH x AS (SELECT id, slug, status, primary_metric, salt, started_at FROM {experiment} "
         f"WHERE slug IN ({', '.join(['%s'] * len(slugs))}) ORDER BY id{for_share}) "
-        f"SELECT {head}, 'v' AS part, v.{qn('key')}, v.id, v.weight, NULL "
+        f"SELECT {head}, 'v' AS part, v.{qn('key')}, v.id, v.weight, NULL, NULL "
         f"FROM x LEFT JOIN {variant} v ON v.experiment_id = x.id "
         f"UNION ALL "
-        f"SELECT {head}, 'm' AS part, m.{qn('key')}, NULL, NULL, m.kind "
+        f"SELECT {head}, 'm' AS part, m.{qn('key')}, NULL, NULL, m.kind, m.events "
         f"FROM x JOIN {metric} m ON m.experiment_id = x.id "
         f"ORDER BY 1, 7, 9, 8"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -26,7 +27,9 @@ class IngestExperiment:
     started_at: datetime | None = None
     variant_ids: dict[str, int] = field(default_factory=dict)  # variant key -> id
     variant_weights: tuple[tuple[str, int], ...] = ()  # (key, weight)
-    metric_kinds: dict[str, str] = field(default_factory=dict)  # planned metric key -> kind; empty: legacy plan
+    # Planned conversion event -> "mean" (needs a value) or "binary": every event of every planned metric
+    # (a ratio's parts, each funnel step; ``ExperimentMetric.events``). Empty: legacy plan, anything goes.
+    metric_kinds: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_running(self) -> bool:
@@ -55,18 +58,26 @@ def experiments_for_ingest(*, slugs: Iterable[str], lock: bool = False) -> dict[
     """
     rows = queries.experiments_with_variants(sorted(set(slugs)), lock=lock)
     found: dict[str, IngestExperiment] = {}
-    for pk, slug, status, primary_metric, salt, started_at, part, key, variant_id, weight, kind in rows:
+    for pk, slug, status, primary_metric, salt, started_at, part, key, variant_id, weight, kind, events in rows:
         experiment = found.get(slug)
         if experiment is None:
             experiment = found[slug] = IngestExperiment(
                 id=pk, slug=slug, status=status, primary_metric=primary_metric, salt=salt, started_at=started_at
             )
         if part == "m":
-            experiment.metric_kinds[key] = kind
+            _plan_events(experiment.metric_kinds, key, kind, events)
         elif variant_id is not None:
             experiment.variant_ids[key] = variant_id
             object.__setattr__(experiment, "variant_weights", (*experiment.variant_weights, (key, weight)))
     return found
+
+
+def _plan_events(into: dict[str, str], key: str, kind: str, events) -> None:
+    """Merge one planned metric's events (JSON text or decoded); a row without any reads its own key."""
+    if isinstance(events, str):
+        events = json.loads(events)
+    for event, need in (events or {key: kind}).items():
+        into[event] = ExperimentMetric.Kind.MEAN if ExperimentMetric.Kind.MEAN in (need, into.get(event)) else need
 
 
 # Running experiments' ingest data, remembered per process for the single-event path

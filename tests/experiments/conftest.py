@@ -53,6 +53,7 @@ def ensure_workflow_groups() -> None:
     migration = import_module("experiments.migrations.0003_workflow_groups")
     migration.create_groups(apps, None)
     import_module("experiments.migrations.0006_metric_plan_permissions").grant(apps, None)
+    import_module("experiments.migrations.0007_metric_catalog").grant(apps, None)
 
 
 @pytest.fixture
