@@ -96,6 +96,18 @@ def _plan_snapshot(experiment: Experiment) -> dict[str, Any]:
         "baseline_sd": experiment.baseline_sd,
         "expected_daily_users": experiment.expected_daily_users,
         "dimensions": list(experiment.dimensions or []),
+        **_assignment_plan(experiment),
+    }
+
+
+def _assignment_plan(experiment: Experiment) -> dict[str, Any]:
+    """Who is enrolled (docs/assignment.md): coverage, targeting, layer range, holdout."""
+    layer = experiment.layer
+    return {
+        "coverage": experiment.coverage,
+        "targeting": experiment.targeting or {},
+        "layer": ({"key": layer.key, "start": experiment.layer_start, "end": experiment.layer_end} if layer else None),
+        "holdout": experiment.holdout.slug if experiment.holdout_id else None,
     }
 
 
