@@ -69,6 +69,22 @@ class Rule:
         }
 
 
+def rule_from_json(data: Mapping[str, Any]) -> Rule:
+    """A Rule from its published form (`Rule.as_json`, one item of `GET /api/assign/rules`)."""
+    layer = data.get("layer")
+    variants = data["variants"]
+    return Rule(
+        slug=data["experiment"],
+        salt=data["salt"],
+        variants=tuple((v["key"], v["weight"]) for v in variants),
+        control=next((v["key"] for v in variants if v.get("is_control")), None),
+        coverage=data.get("coverage", 1.0),
+        targeting=data.get("targeting") or {},
+        layer=LayerRule(layer["key"], layer["salt"], layer["start"], layer["end"]) if layer else None,
+        holdout=data.get("holdout"),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Answer:
     experiment: str
