@@ -65,6 +65,30 @@ def can_approve(experiment: Experiment, user) -> bool:
     return bool(user.has_perm(PERM_APPROVE)) and experiment.owner_id != user.pk
 
 
+class Layer(models.Model):
+    """A set of mutually exclusive experiments: each claims a range [start, end) of the layer, and the ranges
+    of a layer's running experiments never overlap (checked at approval, under this row's lock)."""
+
+    key = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=200)
+    salt = models.CharField(max_length=64, default=generate_salt, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["key"]
+        constraints = [
+            models.CheckConstraint(condition=~Q(key=""), name="layer_key_not_empty"),
+            models.CheckConstraint(condition=~Q(salt=""), name="layer_salt_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+# The assignment fields of the plan (locked after draft, frozen into the pre-registration).
+ASSIGNMENT_PLAN_FIELDS = ("coverage", "targeting", "layer", "layer_start", "layer_end", "holdout")
+
+
 class ExperimentQuerySet(models.QuerySet):
     def update(self, **kwargs):
         if "status" in kwargs:
@@ -122,6 +146,34 @@ class Experiment(ConcurrentTransitionMixin, models.Model):
     dimensions = models.JSONField(
         default=list, blank=True, help_text="Pre-registered breakdowns: up to 5 exposure props keys."
     )
+    # --- assignment (who is enrolled; part of the plan, see docs/assignment.md) -----------------------
+    coverage = models.FloatField(
+        default=1.0, help_text="Share of eligible users enrolled (0 < coverage ≤ 1; 0.1 = 10%). Default: all."
+    )
+    targeting = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Who is eligible: a GrowthBook condition on user attributes, e.g. {"country": {"$in": ["DE"]}, '
+        '"app_version": {"$vgte": "2.10.0"}}. Empty: everyone.',
+    )
+    layer = models.ForeignKey(
+        Layer,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="experiments",
+        help_text="Mutually exclusive experiments share a layer; each claims a range of it.",
+    )
+    layer_start = models.FloatField(null=True, blank=True, help_text="Start of this experiment's layer range (≥ 0).")
+    layer_end = models.FloatField(null=True, blank=True, help_text="End of the layer range (> start, ≤ 1).")
+    holdout = models.ForeignKey(
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="held_out",
+        help_text="A running two-variant holdout experiment: users in its control are never enrolled here.",
+    )
     # The plan as approved (hypothesis, metrics, variants, alpha, MDE, power plan, analysis, dimensions):
     # written once, by ``experiment_approve_and_start``, and never changed (the plan is locked after draft).
     preregistration = models.JSONField(null=True, blank=True, editable=False)
@@ -164,6 +216,18 @@ class Experiment(ConcurrentTransitionMixin, models.Model):
                 condition=Q(status__in=["draft", "review", "running"]) | Q(ended_at__isnull=False),
                 name="experiment_ended_at_once_over",
             ),
+            models.CheckConstraint(condition=Q(coverage__gt=0, coverage__lte=1), name="experiment_coverage_range"),
+            models.CheckConstraint(
+                condition=Q(layer__isnull=True, layer_start__isnull=True, layer_end__isnull=True)
+                | Q(
+                    layer__isnull=False,
+                    layer_start__gte=0,
+                    layer_end__lte=1,
+                    layer_start__lt=models.F("layer_end"),
+                ),
+                name="experiment_layer_range",
+            ),
+            models.CheckConstraint(condition=~Q(holdout=models.F("id")), name="experiment_holdout_not_self"),
         ]
 
     def __str__(self) -> str:
@@ -171,6 +235,37 @@ class Experiment(ConcurrentTransitionMixin, models.Model):
 
     def get_absolute_url(self) -> str:
         return f"/experiments/{self.slug}/history"
+
+    def clean(self) -> None:
+        """Messages for the assignment fields, each on its field (the constraints guard every other path)."""
+        from experiments.targeting import targeting_problems
+
+        errors: dict[str, list[str]] = {}
+        if self.coverage is not None and not 0 < self.coverage <= 1:
+            errors["coverage"] = ["Coverage must be above 0 and at most 1 (0.1 = 10% of eligible users)."]
+        problems = targeting_problems(self.targeting)
+        if problems:
+            errors["targeting"] = [f"Invalid condition at {p}" for p in problems]
+        errors.update(self._layer_errors())
+        if self.holdout_id is not None:
+            if self.pk is not None and self.holdout_id == self.pk:
+                errors["holdout"] = ["An experiment cannot be its own holdout."]
+            elif self.holdout.holdout_id is not None:
+                errors["holdout"] = [f"'{self.holdout.slug}' has a holdout itself; a holdout cannot be held out."]
+        if errors:
+            raise ValidationError(errors)
+
+    def _layer_errors(self) -> dict[str, list[str]]:
+        start, end = self.layer_start, self.layer_end
+        if self.layer_id is None:
+            if start is not None or end is not None:
+                return {"layer": ["Choose the layer this range belongs to (or clear the range)."]}
+            return {}
+        if start is None or end is None:
+            return {"layer_start": ["An experiment in a layer needs a range: start and end."]}
+        if not 0 <= start < end <= 1:
+            return {"layer_end": ["The layer range must satisfy 0 ≤ start < end ≤ 1 (e.g. 0 to 0.5)."]}
+        return {}
 
     # --- plan ---------------------------------------------------------------------------------
     @property

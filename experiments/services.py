@@ -26,7 +26,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django_fsm import ConcurrentTransition, TransitionNotAllowed
 
-from experiments.models import PERM_APPROVE, AuditLog, Decision, Experiment, ExperimentMetric, Variant
+from experiments.models import PERM_APPROVE, AuditLog, Decision, Experiment, ExperimentMetric, Layer, Variant
 
 
 class WorkflowError(Exception):
@@ -34,7 +34,8 @@ class WorkflowError(Exception):
 
     `code` is one of: "invalid_state" (wrong status, or someone else moved it first),
     "incomplete_plan", "missing_comment", "missing_rationale", "plan_locked", "missing_variant",
-    "invalid_variant", "ship_blocked".
+    "invalid_variant", "ship_blocked", "layer_overlap" (the layer range overlaps running experiments: `problems`
+    lists their slugs), "invalid_holdout".
     `problems` lists what is missing or wrong, for display; for "ship_blocked" it is the list of problem
     codes (`srm`, `guardrail_worse`, `primary_not_better`, `sample_not_reached`) and `details` holds
     `{"code", "message"}` for each.
@@ -107,6 +108,18 @@ def _plan_snapshot(experiment: Experiment) -> dict[str, Any]:
         "baseline_sd": experiment.baseline_sd,
         "expected_daily_users": experiment.expected_daily_users,
         "dimensions": list(experiment.dimensions or []),
+        **_assignment_plan(experiment),
+    }
+
+
+def _assignment_plan(experiment: Experiment) -> dict[str, Any]:
+    """Who is enrolled (docs/assignment.md): coverage, targeting, layer range, holdout."""
+    layer = experiment.layer
+    return {
+        "coverage": experiment.coverage,
+        "targeting": experiment.targeting or {},
+        "layer": ({"key": layer.key, "start": experiment.layer_start, "end": experiment.layer_end} if layer else None),
+        "holdout": experiment.holdout.slug if experiment.holdout_id else None,
     }
 
 
@@ -316,6 +329,8 @@ def experiment_approve_and_start(*, experiment: Experiment, actor: AbstractBaseU
     """
 
     def freeze(exp: Experiment) -> None:
+        _check_holdout(exp)
+        _check_layer_free(exp)
         exp.preregistration = preregistration_build(exp)
         _freeze_row_events(exp)
 
@@ -326,6 +341,49 @@ def experiment_approve_and_start(*, experiment: Experiment, actor: AbstractBaseU
         before=freeze,
         extra=lambda exp: dict(exp.preregistration),
     )
+
+
+def _check_layer_free(experiment: Experiment) -> None:
+    """Refuse (`layer_overlap`) when the experiment's layer range overlaps a running experiment's in its layer.
+
+    The layer row is locked first (`SELECT … FOR UPDATE`), so two approvals in one layer run one after the
+    other: the second sees the first running (its own statement, after the lock, reads what was committed).
+    """
+    if experiment.layer_id is None:
+        return
+    layer = Layer.objects.select_for_update().get(pk=experiment.layer_id)
+    start, end = experiment.layer_start, experiment.layer_end
+    conflicts = list(
+        Experiment.objects.filter(
+            layer_id=layer.pk, status=Experiment.Status.RUNNING, layer_start__lt=end, layer_end__gt=start
+        )
+        .exclude(pk=experiment.pk)
+        .order_by("slug")
+        .values_list("name", "slug", "layer_start", "layer_end")
+    )
+    if conflicts:
+        names = [f"{name} ({slug}, {s:g}–{e:g})" for name, slug, s, e in conflicts]
+        raise WorkflowError(
+            f"Cannot approve '{experiment.slug}': its range {start:g}–{end:g} of layer '{layer.key}' overlaps "
+            f"running {'experiment' if len(names) == 1 else 'experiments'} {', '.join(names)}.",
+            code="layer_overlap",
+            problems=[slug for _, slug, _, _ in conflicts],
+        )
+
+
+def _check_holdout(experiment: Experiment) -> None:
+    """The holdout must be running, with exactly two variants (its control is the held-out group)."""
+    if experiment.holdout_id is None:
+        return
+    holdout = Experiment.objects.get(pk=experiment.holdout_id)
+    variants = holdout.variants.count()
+    if holdout.status != Experiment.Status.RUNNING or variants != 2:
+        raise WorkflowError(
+            f"Cannot approve '{experiment.slug}': its holdout '{holdout.slug}' must be running with exactly two "
+            f"variants (it is {holdout.get_status_display().lower()} with {variants}).",
+            code="invalid_holdout",
+            problems=[holdout.slug],
+        )
 
 
 @transaction.atomic

@@ -39,6 +39,7 @@ from readouts.verdicts import readout_page_get
 from signaldash.permissions import CanReadExperiments, experiment_read_required, private_no_store
 from signaldash.ratelimit.throttles import ReadoutRateThrottle, readout_throttled
 from tracking.auth import APIKeyAuthentication
+from tracking.selectors import assignment_evaluations_get
 
 REGENERATE_PERMISSION = "readouts.regenerate_narrative"
 
@@ -85,6 +86,7 @@ def readout_page(request: HttpRequest, slug: str) -> HttpResponse:
         "lift_chart": charts.lift_timeseries_svg(page["timeseries"]),
         "can_regenerate": settings.SIGNALDASH_AI_PROVIDER != "none" and request.user.has_perm(REGENERATE_PERMISSION),
         "timeout_s": _timeout_s(),
+        "assignment_evaluations": assignment_evaluations_get(experiment_id=readout.experiment_id),
     }
     return render(request, "readouts/readout.html", context)
 

@@ -1,6 +1,7 @@
 """The tracking and assignment HTTP API: validate, call one service, serialize.
 
-Contract (clients depend on it): `POST /api/track`, `POST /api/track/batch`, `POST /api/assign`, all
+Contract (clients depend on it): `POST /api/track`, `POST /api/track/batch`, `POST /api/assign`,
+`POST /api/assign/all`, `GET /api/assign/rules`, all
 authenticated with `Authorization: Bearer <key>` and throttled per key.
 """
 
@@ -30,6 +31,7 @@ from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from signaldash.permissions import CanTrack
+from tracking.assignment import REASONS
 from tracking.auth import APIKeyAuthentication
 from tracking.fast_validation import plain_event
 from tracking.fields import (
@@ -38,6 +40,7 @@ from tracking.fields import (
     PROPS_MAX_DEPTH,
     USER_KEY_MESSAGE,
     USER_KEY_RE,
+    AttributesField,
     CovariatesField,
     PropsField,
     StrictCharField,
@@ -56,6 +59,8 @@ from tracking.services import (
     ExperimentNotRunning,
     Outcome,
     assignment_get_or_create,
+    assignment_rules_published,
+    assignments_get_or_create_all,
     event_ingest,
     events_ingest,
 )
@@ -504,25 +509,47 @@ class TrackBatchApi(ServiceAPIView):
         return Response(self.OutputSerializer(body).data, status=status.HTTP_200_OK)
 
 
+REASON_HELP = (
+    "`assigned` (enrolled: `variant` is set and stored), or why not: `not_targeted` (the targeting condition "
+    "does not match the attributes), `in_holdout` (held out by the experiment's holdout), `outside_layer_range`, "
+    "`outside_coverage`. See docs/assignment.md."
+)
+ASSIGN_ALL_MAX_EXPERIMENTS = 200
+
+
+def _user_key_field() -> StrictCharField:
+    return StrictCharField(min_length=1, max_length=255, validators=[RegexValidator(USER_KEY_RE, USER_KEY_MESSAGE)])
+
+
+def _attributes_field() -> AttributesField:
+    return AttributesField(
+        required=False,
+        allow_null=True,
+        help_text=f"User attributes for targeting: a JSON object, at most {PROPS_MAX_BYTES} bytes and "
+        f"{PROPS_MAX_DEPTH} levels deep (like `props`). Never stored: a stored assignment wins over later attributes.",
+    )
+
+
 class AssignApi(ServiceAPIView):
-    """Assign a user to a variant by deterministic weighted hashing (docs/metrics.md); stored once."""
+    """Assign a user to a variant by the experiment's rules (docs/assignment.md); an enrolment is stored once."""
 
     @extend_schema_serializer(component_name="AssignRequest")
     class InputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         experiment = StrictCharField(min_length=1, max_length=100)
-        user_key = StrictCharField(
-            min_length=1, max_length=255, validators=[RegexValidator(USER_KEY_RE, USER_KEY_MESSAGE)]
-        )
+        user_key = _user_key_field()
+        attributes = _attributes_field()
 
     @extend_schema_serializer(component_name="Assignment")
     class OutputSerializer(serializers.Serializer):
-        variant = serializers.CharField()
-        assigned_at = serializers.DateTimeField()
+        variant = serializers.CharField(allow_null=True, help_text="null when the user is not enrolled.")
+        assigned_at = serializers.DateTimeField(allow_null=True, help_text="null when the user is not enrolled.")
         new = serializers.BooleanField(help_text="True when this call made the assignment.")
+        in_experiment = serializers.BooleanField(help_text="True when the user is enrolled (has a variant).")
+        reason = serializers.ChoiceField(choices=list(REASONS), help_text=REASON_HELP)
 
     @extend_schema(
         operation_id="assign",
-        summary="The user's variant: stored, or assigned now by deterministic weighted hashing",
+        summary="The user's variant: stored, or decided now by targeting, holdout, layer, coverage and weights",
         request=InputSerializer,
         responses={
             200: OutputSerializer,
@@ -532,10 +559,26 @@ class AssignApi(ServiceAPIView):
             **_error_responses(400, 401, 403, 404, 411, 413, 415, 429, 503),
         },
         examples=[
-            OpenApiExample("Assign", {"experiment": "checkout-button", "user_key": "user-42"}, request_only=True),
+            OpenApiExample(
+                "Assign",
+                {"experiment": "checkout-button", "user_key": "user-42", "attributes": {"country": "DE"}},
+                request_only=True,
+            ),
             OpenApiExample(
                 "Assigned",
-                {"variant": "treatment", "assigned_at": "2026-01-01T12:00:00Z", "new": True},
+                {
+                    "variant": "treatment",
+                    "assigned_at": "2026-01-01T12:00:00Z",
+                    "new": True,
+                    "in_experiment": True,
+                    "reason": "assigned",
+                },
+                response_only=True,
+                status_codes=[200],
+            ),
+            OpenApiExample(
+                "Not targeted",
+                {"variant": None, "assigned_at": None, "new": False, "in_experiment": False, "reason": "not_targeted"},
                 response_only=True,
                 status_codes=[200],
             ),
@@ -544,9 +587,10 @@ class AssignApi(ServiceAPIView):
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
         try:
             result = assignment_get_or_create(
-                experiment_slug=serializer.validated_data["experiment"], user_key=serializer.validated_data["user_key"]
+                experiment_slug=data["experiment"], user_key=data["user_key"], attributes=data.get("attributes") or {}
             )
         except ExperimentNotFound:
             return Response({"error": "experiment_not_found"}, status=status.HTTP_404_NOT_FOUND)
@@ -554,6 +598,126 @@ class AssignApi(ServiceAPIView):
             return Response({"error": "experiment_not_running"}, status=status.HTTP_409_CONFLICT)
         except ExperimentHasNoVariants:
             return Response({"error": "experiment_has_no_variants"}, status=status.HTTP_409_CONFLICT)
-        self.log_outcome = "assigned" if result.new else "existing"
-        body = {"variant": result.variant, "assigned_at": result.assigned_at, "new": result.new}
+        self.log_outcome = ("assigned" if result.new else "existing") if result.in_experiment else result.reason
+        body = {
+            "variant": result.variant,
+            "assigned_at": result.assigned_at,
+            "new": result.new,
+            "in_experiment": result.in_experiment,
+            "reason": result.reason,
+        }
         return Response(self.OutputSerializer(body).data, status=status.HTTP_200_OK)
+
+
+class AssignAllApi(ServiceAPIView):
+    """Every running experiment's answer for one user (or the listed experiments'), in one request."""
+
+    @extend_schema_serializer(component_name="AssignAllRequest")
+    class InputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+        user_key = _user_key_field()
+        attributes = _attributes_field()
+        experiments = serializers.ListField(
+            child=StrictCharField(min_length=1, max_length=100),
+            required=False,
+            allow_null=True,
+            max_length=ASSIGN_ALL_MAX_EXPERIMENTS,
+            help_text=f"Experiment slugs (at most {ASSIGN_ALL_MAX_EXPERIMENTS}); default: every running "
+            "experiment. Listed experiments that are not running are left out of the answer.",
+        )
+
+    @extend_schema_serializer(component_name="AssignAllResult")
+    class OutputSerializer(serializers.Serializer):
+        class ItemSerializer(serializers.Serializer):
+            experiment = serializers.CharField()
+            variant = serializers.CharField(allow_null=True)
+            in_experiment = serializers.BooleanField()
+            reason = serializers.ChoiceField(choices=list(REASONS), help_text=REASON_HELP)
+            new = serializers.BooleanField(help_text="True when this call made the assignment.")
+
+        assignments = ItemSerializer(many=True, help_text="One per running experiment asked about, by slug.")
+
+    @extend_schema(
+        operation_id="assign_all",
+        summary="Every running experiment's answer for one user, in one request",
+        request=InputSerializer,
+        responses={200: OutputSerializer, **_error_responses(400, 401, 403, 411, 413, 415, 429, 503)},
+        examples=[
+            OpenApiExample(
+                "All running",
+                {"user_key": "user-42", "attributes": {"country": "DE", "app_version": "2.10.0"}},
+                request_only=True,
+            )
+        ],
+    )
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        results = assignments_get_or_create_all(
+            user_key=data["user_key"], attributes=data.get("attributes") or {}, experiment_slugs=data.get("experiments")
+        )
+        self.log_extra = {"experiments": len(results)}
+        body = {
+            "assignments": [
+                {
+                    "experiment": r.experiment,
+                    "variant": r.variant,
+                    "in_experiment": r.in_experiment,
+                    "reason": r.reason,
+                    "new": r.new,
+                }
+                for r in results
+            ]
+        }
+        return Response(self.OutputSerializer(body).data, status=status.HTTP_200_OK)
+
+
+class AssignRulesApi(ServiceAPIView):
+    """The published rules of every running experiment, for evaluating assignments locally (docs/assignment.md)."""
+
+    @extend_schema_serializer(component_name="AssignRules")
+    class OutputSerializer(serializers.Serializer):
+        class RuleSerializer(serializers.Serializer):
+            class VariantSerializer(serializers.Serializer):
+                key = serializers.CharField()
+                weight = serializers.IntegerField()
+                is_control = serializers.BooleanField()
+
+            class LayerSerializer(serializers.Serializer):
+                key = serializers.CharField()
+                salt = serializers.CharField()
+                start = serializers.FloatField()
+                end = serializers.FloatField()
+
+            experiment = serializers.CharField()
+            salt = serializers.CharField()
+            variants = VariantSerializer(many=True)
+            coverage = serializers.FloatField()
+            targeting = serializers.DictField(help_text="GrowthBook condition; {} matches everyone.")
+            layer = LayerSerializer(allow_null=True)
+            holdout = serializers.CharField(allow_null=True, help_text="The holdout experiment's slug.")
+
+        algorithm = serializers.CharField(help_text="The algorithm's version (docs/assignment.md).")
+        experiments = RuleSerializer(many=True)
+
+    @extend_schema(
+        operation_id="assign_rules",
+        summary="Every running experiment's assignment rules, with an ETag (304 on If-None-Match)",
+        responses={
+            200: OutputSerializer,
+            304: OpenApiResponse(description="Not modified: the rules still have the ETag sent in If-None-Match."),
+            **_error_responses(401, 403, 429, 503),
+        },
+    )
+    def get(self, request):
+        body, etag = assignment_rules_published()
+        quoted = f'"{etag}"'
+        sent = [tag.strip().removeprefix("W/") for tag in request.headers.get("If-None-Match", "").split(",")]
+        if quoted in sent or "*" in sent:
+            self.log_outcome = "not_modified"
+            response = Response(status=status.HTTP_304_NOT_MODIFIED)
+        else:
+            response = Response(body, status=status.HTTP_200_OK)
+        response["ETag"] = quoted
+        response["Cache-Control"] = "private, no-cache"
+        return response

@@ -204,3 +204,16 @@ class PropsField(serializers.Field):
 
     def to_representation(self, value):
         return value
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "additionalProperties": True,
+        "description": f"The user's attributes for targeting (e.g. country, platform, app_version, plan): a JSON "
+        f"object, at most {PROPS_MAX_BYTES} bytes as compact UTF-8 JSON and at most {PROPS_MAX_DEPTH} levels of "
+        "nested objects/arrays. Never stored.",
+    }
+)
+class AttributesField(PropsField):
+    """User attributes for targeting: bounded exactly like `props`."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
+from fractions import Fraction
 
 _SPACE = 1 << 64
 
@@ -32,3 +34,14 @@ def assign_variant(salt: str, user_key: str, weights: Sequence[tuple[str, int]])
         if target < upper:
             return key
     raise AssertionError("unreachable: target < total")  # pragma: no cover
+
+
+def unit_threshold(fraction: float) -> int:
+    """ceil(fraction × 2^64), exactly: a double is a binary fraction, so Fraction(fraction) is exact."""
+    return math.ceil(Fraction(fraction) * _SPACE)
+
+
+def in_unit_range(point: int, start: float, end: float) -> bool:
+    """True when the 64-bit `point` lies in [start, end) of the unit interval: ceil(start·2^64) ≤ point <
+    ceil(end·2^64). With end = 1 every point below 2^64 is inside."""
+    return unit_threshold(start) <= point < unit_threshold(end)

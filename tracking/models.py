@@ -35,6 +35,41 @@ class Assignment(models.Model):
         return f"{self.user_key} → {self.variant}"
 
 
+class AssignmentReason(models.TextChoices):
+    """Why `/api/assign` enrolled a user or not (docs/assignment.md, the rule order)."""
+
+    ASSIGNED = "assigned", "assigned"
+    NOT_TARGETED = "not_targeted", "not targeted"
+    IN_HOLDOUT = "in_holdout", "in the holdout"
+    OUTSIDE_LAYER_RANGE = "outside_layer_range", "outside the layer range"
+    OUTSIDE_COVERAGE = "outside_coverage", "outside coverage"
+
+
+class AssignmentEvaluationCount(models.Model):
+    """How many `/api/assign` evaluations of an experiment ended with each reason (upserted, one row per
+    experiment and reason). Users who are not enrolled are stored nowhere else: this is their only trace."""
+
+    experiment = models.ForeignKey(
+        "experiments.Experiment", on_delete=models.CASCADE, related_name="assignment_evaluation_counts"
+    )
+    reason = models.CharField(max_length=32, choices=AssignmentReason.choices)
+    count = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "reason"], name="assignmentevaluationcount_one_per_reason"),
+            models.CheckConstraint(
+                condition=Q(
+                    reason__in=["assigned", "not_targeted", "in_holdout", "outside_layer_range", "outside_coverage"]
+                ),
+                name="assignmentevaluationcount_reason_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.experiment_id} {self.reason}: {self.count}"
+
+
 class Event(models.Model):
     class EventType(models.TextChoices):
         EXPOSURE = "exposure", "Exposure"

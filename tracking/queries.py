@@ -365,3 +365,22 @@ def event_insert_single(
         cursor.execute(_single_event_sql(), params)
         running, verdict, stored = cursor.fetchone()
     return bool(running), verdict, bool(stored)
+
+
+def assignment_counts_add(rows: Sequence[tuple[int, str, int]]) -> None:
+    """Add (experiment_id, reason, n) to the per-experiment evaluation counters, in one upsert statement
+    (rows in key order, so concurrent callers lock counter rows in one order)."""
+    if not rows:
+        return
+    from tracking.models import AssignmentEvaluationCount  # added with the assignment rules
+
+    qn = connection.ops.quote_name
+    table = qn(AssignmentEvaluationCount._meta.db_table)
+    values = ", ".join(["(%s, %s, %s)"] * len(rows))
+    sql = (
+        f"INSERT INTO {table} ({qn('experiment_id')}, {qn('reason')}, {qn('count')}) VALUES {values} "
+        f"ON CONFLICT ({qn('experiment_id')}, {qn('reason')}) "
+        f"DO UPDATE SET {qn('count')} = {table}.{qn('count')} + excluded.{qn('count')}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [value for row in sorted(rows) for value in row])

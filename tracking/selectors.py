@@ -9,10 +9,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.conf import settings
+from django.db.models import Prefetch, Q
 
-from experiments.models import Experiment, ExperimentMetric
+from experiments.models import Experiment, ExperimentMetric, Variant
 from signaldash.ttl_cache import TTLCache
 from tracking import queries
+from tracking.assignment import LayerRule, Rule
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,3 +110,85 @@ def running_experiment_forget(slug: str | None = None) -> None:
         _running.clear()
     else:
         _running.pop(slug)
+
+
+# --- Assignment rules -------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class AssignExperiment:
+    """One experiment as assignment sees it: its published rules plus the ids to store answers under."""
+
+    id: int
+    status: str
+    rule: Rule
+    variant_ids: dict[str, int]
+
+    @property
+    def is_running(self) -> bool:
+        return self.status == Experiment.Status.RUNNING
+
+
+def _rule(experiment: Experiment) -> Rule:
+    variants = list(experiment.variants.all())  # prefetched, ordered by -is_control, key
+    layer = experiment.layer
+    return Rule(
+        slug=experiment.slug,
+        salt=experiment.salt,
+        variants=tuple((v.key, v.weight) for v in variants),
+        control=next((v.key for v in variants if v.is_control), None),
+        coverage=experiment.coverage,
+        targeting=experiment.targeting or {},
+        layer=(
+            LayerRule(key=layer.key, salt=layer.salt, start=experiment.layer_start, end=experiment.layer_end)
+            if layer is not None
+            else None
+        ),
+        holdout=experiment.holdout.slug if experiment.holdout_id else None,
+    )
+
+
+def assignment_rules_get(*, slugs: Iterable[str] | None = None) -> dict[str, AssignExperiment]:
+    """Every running experiment (`slugs` None), or the named ones in any status plus their running holdouts,
+    by slug, in two queries whatever their number (experiments with layer and holdout; variants)."""
+    queryset = Experiment.objects.select_related("layer", "holdout").prefetch_related(
+        Prefetch("variants", queryset=Variant.objects.order_by("-is_control", "key"))
+    )
+    if slugs is None:
+        queryset = queryset.filter(status=Experiment.Status.RUNNING)
+    else:
+        names = sorted(set(slugs))
+        queryset = queryset.filter(
+            Q(slug__in=names)
+            | Q(pk__in=Experiment.objects.filter(slug__in=names, holdout__isnull=False).values("holdout_id"))
+        )
+    return {
+        e.slug: AssignExperiment(
+            id=e.pk, status=e.status, rule=_rule(e), variant_ids={v.key: v.pk for v in e.variants.all()}
+        )
+        for e in queryset.order_by("slug")
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class AssignmentEvaluations:
+    """How `/api/assign` answered for one experiment: evaluations in all, and per reason."""
+
+    total: int
+    by_reason: dict[str, int]
+
+    @property
+    def sentence(self) -> str:
+        """ "of 12,000 evaluations, 3,600 assigned, 8,400 not targeted", reasons in rule order."""
+        from tracking.models import AssignmentReason
+
+        if not self.total:
+            return "No assignment evaluations yet (POST /api/assign)."
+        parts = [f"{self.by_reason[r.value]:,} {r.label}" for r in AssignmentReason if self.by_reason.get(r.value)]
+        return f"Of {self.total:,} assignment evaluations, " + ", ".join(parts) + "."
+
+
+def assignment_evaluations_get(*, experiment_id: int) -> AssignmentEvaluations:
+    """The experiment's evaluation counters (one query)."""
+    from tracking.models import AssignmentEvaluationCount
+
+    counts = dict(AssignmentEvaluationCount.objects.filter(experiment_id=experiment_id).values_list("reason", "count"))
+    return AssignmentEvaluations(total=sum(counts.values()), by_reason=counts)

@@ -7,9 +7,12 @@ retried on a deadlock or serialization failure, so concurrent clients never see 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -21,10 +24,12 @@ from django.utils import timezone
 
 from experiments.models import Experiment
 from tracking import queries
-from tracking.hashing import assign_variant
+from tracking.assignment import Answer, evaluate
 from tracking.models import Assignment, Event
 from tracking.selectors import (
+    AssignExperiment,
     IngestExperiment,
+    assignment_rules_get,
     experiments_for_ingest,
     running_experiment_cached,
     running_experiment_forget,
@@ -416,37 +421,142 @@ def event_ingest(*, event: EventIn) -> EventResult:
 # --- Assignment -----------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class AssignmentResult:
-    variant: str
-    assigned_at: datetime
+    """One experiment's answer for one user: enrolled (`variant` set, stored) or not (`variant` None,
+    nothing stored, `reason` says why)."""
+
+    experiment: str
+    variant: str | None
+    reason: str
+    assigned_at: datetime | None
     new: bool
 
+    @property
+    def in_experiment(self) -> bool:
+        return self.variant is not None
 
-def _assignment_store(experiment: IngestExperiment, user_key: str) -> AssignmentResult:
+
+def _stored_assignments(user_key: str, experiments: dict[str, AssignExperiment]) -> dict[str, tuple[str, datetime]]:
+    """The user's stored (variant key, assigned_at) per experiment slug, in one query."""
+    by_id = {e.id: e for e in experiments.values()}
+    if not by_id:
+        return {}
+    keys = {(e.id, pk): key for e in by_id.values() for key, pk in e.variant_ids.items()}
+    rows = Assignment.objects.filter(user_key=user_key, experiment_id__in=sorted(by_id)).values_list(
+        "experiment_id", "variant_id", "assigned_at"
+    )
+    return {by_id[e].rule.slug: (keys[(e, v)], at) for e, v, at in rows}
+
+
+def _assignments_store(
+    user_key: str, new: list[Answer], experiments: dict[str, AssignExperiment]
+) -> tuple[dict[str, tuple[str, datetime]], set[str], set[str]]:
+    """Store the new answers, only for experiments still running at commit (checked under a share lock, so
+    nothing is assigned after an end). Returns what is stored now for them, the slugs stored by this call,
+    and the slugs that were no longer running."""
+    ids = {experiments[a.experiment].id: a for a in new}
     with transaction.atomic():
-        status = queries.experiments_running_lock([experiment.id]).get(experiment.id)
-        if status != Experiment.Status.RUNNING:  # ended since it was read: never assign after the end
-            raise ExperimentNotRunning(status)
-        variant_key = assign_variant(experiment.salt, user_key, experiment.variant_weights)
-        created = queries.assignments_insert(
-            [(experiment.id, user_key, experiment.variant_ids[variant_key], timezone.now(), Assignment.Source.HASH)]
+        statuses = queries.experiments_running_lock(sorted(ids))
+        ended = {a.experiment for pk, a in ids.items() if statuses.get(pk) != Experiment.Status.RUNNING}
+        now = timezone.now()
+        rows = sorted(
+            (pk, user_key, experiments[a.experiment].variant_ids[a.variant], now, Assignment.Source.HASH)
+            for pk, a in ids.items()
+            if a.experiment not in ended
         )
-        variant_id, assigned_at = Assignment.objects.values_list("variant_id", "assigned_at").get(
-            experiment_id=experiment.id, user_key=user_key
+        created = queries.assignments_insert(rows) if rows else set()
+        stored = _stored_assignments(user_key, {s: e for s, e in experiments.items() if e.id in ids}) if rows else {}
+    slugs = {pk: a.experiment for pk, a in ids.items()}
+    return stored, {slugs[pk] for pk, _ in created}, ended
+
+
+def _evaluate(
+    user_key: str, attributes: dict[str, Any], experiments: dict[str, AssignExperiment], asked: list[str]
+) -> list[AssignmentResult]:
+    """Evaluate the `asked` running experiments (docs/assignment.md), store new enrolments (the holdouts'
+    too), count every answer per experiment and reason. A fixed number of queries whatever the count."""
+    running = {slug: e for slug, e in experiments.items() if e.is_running}
+    rules = {slug: e.rule for slug, e in running.items()}
+    stored = _stored_assignments(user_key, running)
+    memo: dict[str, Answer] = {}
+    for slug in asked:
+        evaluate(
+            rules[slug],
+            user_key=user_key,
+            attributes=attributes,
+            rules=rules,
+            stored={s: v for s, (v, _) in stored.items()},
+            memo=memo,
         )
-    return AssignmentResult(variant=experiment.variant_key(variant_id), assigned_at=assigned_at, new=bool(created))
+    new = [a for a in memo.values() if a.variant is not None and not a.stored]
+    created: set[str] = set()
+    ended: set[str] = set()
+    if new:
+        now_stored, created, ended = _with_retry(lambda: _assignments_store(user_key, new, running))
+        stored.update(now_stored)
+    results = []
+    for slug in asked:
+        answer = memo[slug]
+        if slug in ended:
+            continue
+        if answer.variant is None:
+            results.append(AssignmentResult(slug, None, answer.reason, None, False))
+            continue
+        variant, assigned_at = stored[slug]  # the stored row wins (a concurrent first exposure, say)
+        results.append(AssignmentResult(slug, variant, answer.reason, assigned_at, slug in created))
+    counts = Counter((running[r.experiment].id, r.reason) for r in results)
+    _with_retry(lambda: queries.assignment_counts_add([(e, reason, n) for (e, reason), n in counts.items()]))
+    if len(ended) == len(asked) and asked:
+        raise ExperimentNotRunning("ended")
+    return results
 
 
-def assignment_get_or_create(*, experiment_slug: str, user_key: str) -> AssignmentResult:
-    """The user's variant: the stored assignment, or a new one by deterministic hash (source `hash`).
-
-    An existing assignment (from an earlier call or from the user's first exposure) always wins, so
-    the answer never changes once given.
+def assignment_get_or_create(
+    *, experiment_slug: str, user_key: str, attributes: dict[str, Any] | None = None
+) -> AssignmentResult:
+    """The user's answer for one experiment: the stored assignment, or the rules in order (targeting,
+    holdout, layer range, coverage, weights; docs/assignment.md). An enrolled user's assignment is stored
+    once (source `hash`) and wins afterwards, whatever the attributes say later; a user who is not enrolled
+    is stored nowhere, only counted (`AssignmentEvaluationCount`).
     """
-    experiment = experiments_for_ingest(slugs=[experiment_slug]).get(experiment_slug)
+    experiments = assignment_rules_get(slugs=[experiment_slug])
+    experiment = experiments.get(experiment_slug)
     if experiment is None:
         raise ExperimentNotFound(experiment_slug)
-    if experiment.status != Experiment.Status.RUNNING:
+    if not experiment.is_running:
         raise ExperimentNotRunning(experiment.status)
-    if not experiment.variant_weights:
+    if not experiment.rule.variants:
         raise ExperimentHasNoVariants(experiment_slug)
-    return _with_retry(lambda: _assignment_store(experiment, user_key))
+    return _evaluate(user_key, attributes or {}, experiments, [experiment_slug])[0]
+
+
+def assignments_get_or_create_all(
+    *, user_key: str, attributes: dict[str, Any] | None = None, experiment_slugs: Sequence[str] | None = None
+) -> list[AssignmentResult]:
+    """`assignment_get_or_create` for every running experiment (or the listed ones that are running; others
+    are left out), in slug order, in a fixed number of queries whatever their count."""
+    experiments = assignment_rules_get(slugs=None if experiment_slugs is None else experiment_slugs)
+    wanted = set(experiment_slugs) if experiment_slugs is not None else None
+    asked = sorted(
+        slug
+        for slug, e in experiments.items()
+        if e.is_running and e.rule.variants and (wanted is None or slug in wanted)
+    )
+    try:
+        return _evaluate(user_key, attributes or {}, experiments, asked)
+    except ExperimentNotRunning:
+        return []
+
+
+ASSIGNMENT_ALGORITHM = "signaldash-assign-1"
+
+
+def assignment_rules_published() -> tuple[dict[str, Any], str]:
+    """The published rules of every running experiment (with variants) and their ETag: the SHA-256 of the
+    canonical JSON of the body, so it changes when, and only when, a running experiment's rules do."""
+    experiments = assignment_rules_get()
+    body = {
+        "algorithm": ASSIGNMENT_ALGORITHM,
+        "experiments": [e.rule.as_json() for _, e in sorted(experiments.items()) if e.rule.variants],
+    }
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return body, hashlib.sha256(canonical.encode("utf-8")).hexdigest()

@@ -55,6 +55,8 @@ MATRIX = [
     ("POST", "/api/track", "api/track", TRACK_API),
     ("POST", "/api/track/batch", "api/track/batch", TRACK_API),
     ("POST", "/api/assign", "api/assign", TRACK_API),
+    ("POST", "/api/assign/all", "api/assign/all", TRACK_API),
+    ("GET", "/api/assign/rules", "api/assign/rules", (401, 401, 401, 401, 401, 200, 403)),
     # POST-only pages: GET is not allowed once logged in (405), anonymous visitors are sent to log in first.
     ("GET", f"/review/{S}/approve", "review/<slug:slug>/approve", (302, 405, 405, 405, 405, 302, 302)),
     ("GET", f"/review/{S}/request-changes", "review/<slug:slug>/request-changes", (302, 405, 405, 405, 405, 302, 302)),
