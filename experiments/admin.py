@@ -27,7 +27,7 @@ from experiments.models import PERM_SUBMIT, POWER_PLAN_FIELDS, AuditLog, Decisio
 from experiments.templatetags.workflow import transition_label
 from signaldash.admin import ReadOnlyAdminMixin
 
-PLAN_FIELDS = ("name", "slug", "owner", "hypothesis", "primary_metric")
+PLAN_FIELDS = ("name", "slug", "owner", "hypothesis", "primary_metric", "data_source")
 POWER_FIELDS = (*POWER_PLAN_FIELDS, "dimensions")
 
 

@@ -11,6 +11,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
+from typing import Any
 
 from django.apps import apps
 from django.conf import settings
@@ -123,6 +124,7 @@ class Readout:
     ended_at: datetime | None = None
     queries: list[queries.BoundQuery] = field(default_factory=list)
     rows: list[queries.SumsRow] = field(default_factory=list, repr=False)
+    snapshot: Any = None  # warehouse experiments: readouts.sources.refresh.SnapshotState
 
     @property
     def selected(self) -> MetricReadout:
@@ -514,7 +516,15 @@ def readout_get(*, experiment: Experiment, metric: str | None = None, by_day: bo
     metric = metric or experiment.primary_metric
     variants = _variant_infos(experiment)
     agg_query = queries.readout_aggregate_query(experiment_id=experiment.pk)
-    rows = rollups.readout_rows(experiment_id=experiment.pk)  # = readout_aggregate(agg_query)
+    snapshot = None
+    if experiment.data_source_id is not None:  # a warehouse experiment: the latest ok snapshot's sums
+        from readouts.sources.refresh import snapshot_state_get, snapshot_sums
+
+        snapshot = snapshot_state_get(experiment=experiment)
+        rows = snapshot_sums(experiment=experiment, snapshot=snapshot.snapshot)
+        agg_query = queries.BoundQuery(sql=snapshot.snapshot.sql if snapshot.snapshot else "", params={})
+    else:
+        rows = rollups.readout_rows(experiment_id=experiment.pk)  # = readout_aggregate(agg_query)
     conflicts, conflict_query = _variant_conflict_count(experiment_id=experiment.pk)
     totals = _Totals.of(rows)
     plan = experiment.metric_plan()
@@ -544,6 +554,7 @@ def readout_get(*, experiment: Experiment, metric: str | None = None, by_day: bo
         ended_at=experiment.ended_at,
         queries=[q for q in (agg_query, conflict_query) if q is not None],
         rows=rows,
+        snapshot=snapshot,
     )
 
 
