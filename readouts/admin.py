@@ -37,6 +37,15 @@ class DataSourceAdmin(SuperuserOnlyAdmin):
     list_display = ("key", "name", "engine", "url_env", "timeout_s", "updated_at")
     list_filter = ("engine",)
     search_fields = ("key", "name")
+    actions = ["test_connection"]
+
+    @admin.action(description="Test connection (both SELECTs with LIMIT 5)")
+    def test_connection(self, request, queryset):
+        from readouts.sources.refresh import source_test
+
+        for source in queryset:
+            result = source_test(source=source)
+            self.message_user(request, f"{source.key}: {result.message}", "success" if result.ok else "error")
 
 
 @admin.register(ReadoutSnapshot)

@@ -4,11 +4,26 @@ import django.db.models.deletion
 from django.db import migrations, models
 
 
+def grant_refresh(apps, schema_editor):
+    """readouts.refresh_readout to the `ops` group (the "Refresh results" button)."""
+    ContentType = apps.get_model("contenttypes", "ContentType")
+    Permission = apps.get_model("auth", "Permission")
+    Group = apps.get_model("auth", "Group")
+    content_type, _ = ContentType.objects.get_or_create(app_label="readouts", model="readoutsnapshot")
+    permission, _ = Permission.objects.get_or_create(
+        codename="refresh_readout", content_type=content_type, defaults={"name": "Can refresh a warehouse readout"}
+    )
+    group, _ = Group.objects.get_or_create(name="ops")
+    group.permissions.add(permission)
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
         ('experiments', '0006_metric_plan_permissions'),
         ('readouts', '0005_rollups'),
+        ('auth', '0012_alter_user_first_name_max_length'),
+        ('contenttypes', '0002_remove_content_type_name'),
     ]
 
     operations = [
@@ -55,4 +70,5 @@ class Migration(migrations.Migration):
                 'constraints': [models.CheckConstraint(condition=models.Q(('status__in', ['queued', 'running', 'ok', 'failed'])), name='readoutsnapshot_status_valid'), models.UniqueConstraint(condition=models.Q(('status__in', ['queued', 'running'])), fields=('experiment',), name='readoutsnapshot_one_active_per_experiment')],
             },
         ),
+        migrations.RunPython(grant_refresh, migrations.RunPython.noop),
     ]

@@ -205,3 +205,28 @@ def snapshot_sums(*, experiment: Experiment, snapshot: ReadoutSnapshot | None) -
             )
         )
     return out
+
+
+# --- test connection (admin) ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ConnectionTest:
+    ok: bool
+    message: str
+
+
+def source_test(*, source: DataSource) -> ConnectionTest:
+    """Run both SELECTs with LIMIT 5: the columns found, or the exact problem (never the URL)."""
+    found = []
+    try:
+        for what, sql, required in (
+            ("exposure", source.exposure_sql, builder.EXPOSURE_COLUMNS),
+            ("events", source.events_sql, builder.EVENT_COLUMNS),
+        ):
+            probe = builder.probe_query(sql=sql, engine=source.engine, what=what, limit=5)
+            result = runners.run(engine=source.engine, url_env=source.url_env, sql=probe, timeout_s=source.timeout_s)
+            columns = frozenset(c.lower() for c in result.columns)
+            _check_columns(source, columns, required, what)
+            found.append(f"{what}: {', '.join(result.columns)} ({len(result.rows)} sample rows)")
+    except (runners.SourceError, builder.BuildError) as e:
+        return ConnectionTest(False, str(e))
+    return ConnectionTest(True, "OK — " + "; ".join(found))

@@ -43,6 +43,8 @@ def _scrub(message: str, url: str) -> str:
         secrets += [parts.password, unquote(parts.password)]
     if parts.netloc:
         secrets.append(parts.netloc)
+    if parts.path and len(parts.path) > 1 and parts.path != "/:memory:":  # a DuckDB file's path
+        secrets += [parts.path, parts.path.lstrip("/")]
     for s in sorted({s for s in secrets if s}, key=len, reverse=True):
         text = text.replace(s, "«hidden»")
     return text[:500]
