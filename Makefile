@@ -16,12 +16,13 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
+	@# The demo warehouse (readouts/sources/demo.py): Parquet files read by an in-memory DuckDB.
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py createcachetable
 	$(PY) manage.py seed_demo
 	$(PY) manage.py collectstatic --noinput -v0
 	@echo "Serving Signal Dash on http://127.0.0.1:8000  (Ctrl-C to stop)"
-	DEBUG=1 $(PY) manage.py runserver 127.0.0.1:8000
+	SIGNALDASH_DEMO_LAKE_URL=$${SIGNALDASH_DEMO_LAKE_URL:-duckdb:///:memory:} DEBUG=1 $(PY) manage.py runserver 127.0.0.1:8000
 
 check: install
 	$(PY) manage.py check
@@ -48,4 +49,4 @@ screenshots: install
 	$(PY) docs/screenshots/make_screenshots.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .test-db.sqlite3* *.egg-info
+	rm -rf $(VENV) .venv-spark demo-lake .pytest_cache .ruff_cache .test-db.sqlite3* *.egg-info

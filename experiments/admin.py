@@ -38,7 +38,7 @@ from experiments.models import (
 from experiments.templatetags.workflow import transition_label
 from signaldash.admin import ReadOnlyAdminMixin
 
-PLAN_FIELDS = ("name", "slug", "owner", "hypothesis", "primary_metric")
+PLAN_FIELDS = ("name", "slug", "owner", "hypothesis", "primary_metric", "data_source")
 POWER_FIELDS = (*POWER_PLAN_FIELDS, "dimensions")
 
 
@@ -134,6 +134,7 @@ class ExperimentAdmin(FSMAdminMixin, admin.ModelAdmin):
     list_select_related = ("owner",)
     search_fields = ("name", "slug", "hypothesis", "owner__username")
     inlines = [ExperimentMetricInline, VariantInline]
+    actions = ["refresh_results"]
     readonly_fields = (
         "status_badge",
         "created_at",
@@ -146,6 +147,18 @@ class ExperimentAdmin(FSMAdminMixin, admin.ModelAdmin):
 
     class Media:
         css = {"all": ("experiments/admin.css",)}
+
+    @admin.action(description="Refresh results (warehouse experiments; a background task)")
+    def refresh_results(self, request, queryset):
+        from readouts.sources.refresh import snapshot_request  # readouts depends on experiments, not back
+
+        if not request.user.has_perm("readouts.refresh_readout"):
+            self.message_user(request, "Refreshing results needs the readouts.refresh_readout permission.", "error")
+            return
+        queued = [e.slug for e in queryset if e.data_source_id is not None]
+        for experiment in queryset.filter(data_source__isnull=False):
+            snapshot_request(experiment=experiment, triggered_by=request.user.get_username())
+        self.message_user(request, f"Refresh queued for: {', '.join(queued) or 'none (no warehouse experiments)'}.")
 
     # --- display ------------------------------------------------------------------------------
     @admin.display(description="Status", ordering="status")

@@ -177,6 +177,15 @@ class Experiment(ConcurrentTransitionMixin, models.Model):
     # The plan as approved (hypothesis, metrics, variants, alpha, MDE, power plan, analysis, dimensions):
     # written once, by ``experiment_approve_and_start``, and never changed (the plan is locked after draft).
     preregistration = models.JSONField(null=True, blank=True, editable=False)
+    # Where the readout is computed: null = Signal Dash's own events; a warehouse source otherwise (part of the plan).
+    data_source = models.ForeignKey(
+        "readouts.DataSource",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="experiments",
+        help_text="Compute the readout in this warehouse (empty: Signal Dash's own events).",
+    )
 
     objects = ExperimentQuerySet.as_manager()
 

@@ -108,6 +108,7 @@ def _plan_snapshot(experiment: Experiment) -> dict[str, Any]:
         "baseline_sd": experiment.baseline_sd,
         "expected_daily_users": experiment.expected_daily_users,
         "dimensions": list(experiment.dimensions or []),
+        "data_source": experiment.data_source.key if experiment.data_source_id else None,
         **_assignment_plan(experiment),
     }
 

@@ -334,7 +334,34 @@ def checks_get(*, readout: Readout, facts: ViewFacts) -> list[Check]:
         _covariate_check(readout),
         _sample_check(readout),
         _peeking_check(readout, facts),
+        *_warehouse_checks(readout),
     ]
+
+
+WAREHOUSE_FAIL = 0.05  # share of exposed users
+
+
+def _warehouse_checks(readout: Readout) -> list[Check]:
+    """Warehouse experiments only: the snapshot's unknown_variants (rows) and multiple_exposures (users)."""
+    state = readout.snapshot
+    if state is None or state.snapshot is None:
+        return []
+    health = (state.snapshot.rows or {}).get("health", {})
+    exposed = max(1, sum(v.exposures for v in readout.variants))
+    out = []
+    for code, unit, what in (
+        (
+            "unknown_variants",
+            "exposure row(s)",
+            "name a variant key this experiment does not have; they are not counted",
+        ),
+        ("multiple_exposures", "user(s)", "were exposed to more than one variant and are left out of every metric"),
+    ):
+        value = int(health.get(code, 0))
+        status = OK if value == 0 else (FAIL if value / exposed > WAREHOUSE_FAIL else WARN)
+        message = f"{value:,} {unit} {what}." if value else f"No {code.replace('_', ' ')} in the warehouse data."
+        out.append(Check(code, status, value, {"warn": 1, "fail_share_of_exposed": WAREHOUSE_FAIL}, message))
+    return out
 
 
 # --- deviations ------------------------------------------------------------------------------------

@@ -127,3 +127,96 @@ class Rollup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.experiment_id} {self.kind} {self.variant_id} {self.metric} {self.day}"
+
+
+class DataSource(models.Model):
+    """A warehouse or lake an experiment's readout is computed in (``readouts/sources/``).
+
+    The connection URL is never stored: ``url_env`` names the environment variable that holds it
+    (``postgresql://…``, ``duckdb:///path/file.duckdb``, ``sc://host:port``), read only by the runner
+    at refresh time. Managed by superusers in the admin only.
+    """
+
+    class Engine(models.TextChoices):
+        POSTGRESQL = "postgresql", "PostgreSQL"
+        DUCKDB = "duckdb", "DuckDB"
+        SPARK = "spark", "Apache Spark (Spark Connect)"
+
+    key = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=200)
+    engine = models.CharField(max_length=16, choices=Engine.choices)
+    url_env = models.CharField(
+        max_length=100,
+        help_text="Name of the environment variable holding the connection URL (the URL itself is never stored).",
+    )
+    exposure_sql = models.TextField(
+        help_text="A SELECT returning experiment_key, variant_key, user_key, timestamp (extra columns: dimensions)."
+    )
+    events_sql = models.TextField(
+        help_text="A SELECT returning user_key, timestamp, event, value (nullable); optionally event_id, props."
+    )
+    cuped_lookback_days = models.PositiveIntegerField(
+        default=14, help_text="CUPED covariate: the metric's per-user value in this many days before exposure."
+    )
+    timeout_s = models.PositiveIntegerField(default=300, help_text="Longest a refresh query may run (seconds).")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["key"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(engine__in=["postgresql", "duckdb", "spark"]), name="datasource_engine_valid"
+            ),
+            models.CheckConstraint(condition=Q(url_env__regex=r"^[A-Z_][A-Z0-9_]*$"), name="datasource_url_env_name"),
+            models.CheckConstraint(condition=Q(timeout_s__gt=0), name="datasource_timeout_positive"),
+            models.CheckConstraint(condition=~Q(key=""), name="datasource_key_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.engine})"
+
+
+class ReadoutSnapshot(models.Model):
+    """One refresh of a warehouse experiment's sums: what ran (``sql``), what came back (``rows``), or why not.
+
+    ``rows`` holds the ``SumsRow``s as JSON (variants by key) plus the source's health counts; the
+    readout reads the latest ``ok`` snapshot. Written only by ``readouts.sources.refresh``.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        OK = "ok", "OK"
+        FAILED = "failed", "Failed"
+
+    experiment = models.ForeignKey("experiments.Experiment", on_delete=models.CASCADE, related_name="snapshots")
+    data_source = models.ForeignKey(DataSource, on_delete=models.PROTECT, related_name="snapshots")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    rows = models.JSONField(default=dict, blank=True)
+    sql = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    triggered_by = models.CharField(max_length=150, blank=True, help_text="Username, or 'command' / 'cron'.")
+    task_id = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["experiment", "status", "created_at"], name="snapshot_experiment_status")]
+        permissions = [("refresh_readout", "Can refresh a warehouse readout")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=["queued", "running", "ok", "failed"]), name="readoutsnapshot_status_valid"
+            ),
+            # One refresh per experiment at a time: a second request joins the queued or running one.
+            models.UniqueConstraint(
+                fields=["experiment"],
+                condition=Q(status__in=["queued", "running"]),
+                name="readoutsnapshot_one_active_per_experiment",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.experiment_id} {self.status} {self.created_at:%Y-%m-%d %H:%M}"

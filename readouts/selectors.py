@@ -11,6 +11,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
+from typing import Any
 
 from django.apps import apps
 from django.conf import settings
@@ -141,6 +142,7 @@ class Readout:
 
     def rows_for(self, key: str) -> list[queries.SumsRow]:
         return self.metric_rows.get(key, self.rows)
+    snapshot: Any = None  # warehouse experiments: readouts.sources.refresh.SnapshotState
 
     @property
     def selected(self) -> MetricReadout:
@@ -611,7 +613,15 @@ def readout_get(*, experiment: Experiment, metric: str | None = None, by_day: bo
     metric = metric or experiment.primary_metric
     variants = _variant_infos(experiment)
     agg_query = queries.readout_aggregate_query(experiment_id=experiment.pk)
-    rows = rollups.readout_rows(experiment_id=experiment.pk)  # = readout_aggregate(agg_query)
+    snapshot = None
+    if experiment.data_source_id is not None:  # a warehouse experiment: the latest ok snapshot's sums
+        from readouts.sources.refresh import snapshot_state_get, snapshot_sums
+
+        snapshot = snapshot_state_get(experiment=experiment)
+        rows = snapshot_sums(experiment=experiment, snapshot=snapshot.snapshot)
+        agg_query = queries.BoundQuery(sql=snapshot.snapshot.sql if snapshot.snapshot else "", params={})
+    else:
+        rows = rollups.readout_rows(experiment_id=experiment.pk)  # = readout_aggregate(agg_query)
     conflicts, conflict_query = _variant_conflict_count(experiment_id=experiment.pk)
     plan, definitions = experiment_metric_plan(experiment)
     definitions = dict(definitions)
@@ -619,10 +629,16 @@ def readout_get(*, experiment: Experiment, metric: str | None = None, by_day: bo
     specs, metrics = _specs(plan, metric, {r.metric for r in rows if r.kind in ("conversion", "uncounted")})
     for spec in specs:
         definitions.setdefault(spec.key, MetricDefinition.adhoc(key=spec.key, kind=spec.kind))
-    computed = catalog_metrics.compute(experiment_id=experiment.pk, definitions=[definitions[s.key] for s in specs])
-    metric_rows = {
-        s.key: catalog_metrics.metric_rows(definitions[s.key], rows, computed.get(s.key)) for s in specs
-    }
+    if snapshot is not None:  # the warehouse query applied every rule already; its rows carry the plan keys
+        computed: dict[str, catalog_metrics.Computed] = {}
+        metric_rows = {s.key: [r for r in rows if r.kind == "exposure" or r.metric == s.key] for s in specs}
+    else:
+        computed = catalog_metrics.compute(
+            experiment_id=experiment.pk, definitions=[definitions[s.key] for s in specs]
+        )
+        metric_rows = {
+            s.key: catalog_metrics.metric_rows(definitions[s.key], rows, computed.get(s.key)) for s in specs
+        }
     results = [
         _catalog_metric_readout(
             spec, definitions[spec.key], variants, metric_rows[spec.key], computed.get(spec.key), experiment.alpha
@@ -654,6 +670,7 @@ def readout_get(*, experiment: Experiment, metric: str | None = None, by_day: bo
         queries=[q for q in (agg_query, conflict_query) if q is not None],
         rows=rows,
         metric_rows=metric_rows,
+        snapshot=snapshot,
     )
 
 

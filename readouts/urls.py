@@ -14,6 +14,7 @@ urlpatterns = [
         views.readout_narrative_regenerate,
         name="narrative_regenerate",
     ),
+    path("experiments/<slug:slug>/readout/refresh", views.readout_refresh, name="refresh"),
     path("api/experiments/<slug:slug>/readout", views.readout_api, name="api"),
     path("api/experiments/<slug:slug>/readout/timeseries", views.readout_timeseries_api, name="api_timeseries"),
 ]

@@ -228,3 +228,24 @@ def readout_narrative_regenerate(request: HttpRequest, slug: str) -> HttpRespons
     if readout is None:
         return HttpResponseBadRequest(BAD_METRIC)
     return _narrative_response(request, readout, narrative_generate(readout=readout, force=True))
+
+
+REFRESH_PERMISSION = "readouts.refresh_readout"
+
+
+@require_POST
+@experiment_read_required
+def readout_refresh(request: HttpRequest, slug: str) -> HttpResponse:
+    """ "Refresh results" (ops): queue the warehouse refresh as a background task; never runs it here."""
+    from django.contrib import messages
+
+    from readouts.sources.refresh import snapshot_request
+
+    experiment = get_object_or_404(Experiment, slug=slug)
+    if not request.user.has_perm(REFRESH_PERMISSION):
+        return HttpResponse("Refreshing results needs the readouts.refresh_readout permission (ops).", status=403)
+    if experiment.data_source_id is None:
+        return HttpResponseBadRequest("This experiment reads Signal Dash's own events; there is nothing to refresh.")
+    _, created = snapshot_request(experiment=experiment, triggered_by=request.user.get_username())
+    messages.info(request, "Refresh queued." if created else "A refresh is already running; this request joined it.")
+    return redirect(reverse("readouts:page", args=[slug]))

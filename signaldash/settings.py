@@ -278,3 +278,6 @@ if PRODUCTION:
 # tasks go through django-tasks (the backport of Django 6's tasks API) with its database backend
 # (django-tasks-db), and `manage.py db_worker` runs them. See docs/architecture.md.
 TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+
+# Warehouse readouts: a snapshot older than this many hours is marked stale on the readout.
+SIGNALDASH_SNAPSHOT_STALE_HOURS = env_float("SIGNALDASH_SNAPSHOT_STALE_HOURS", 24.0)

@@ -66,6 +66,7 @@ def _ensure_workflow_groups() -> None:
     import_module("experiments.migrations.0003_workflow_groups").create_groups(apps, None)
     import_module("readouts.migrations.0003_grant_regenerate_to_ops").grant(apps, None)
     import_module("experiments.migrations.0007_metric_catalog").grant(apps, None)
+    import_module("readouts.migrations.0006_warehouse_sources").grant_refresh(apps, None)
 
 
 @pytest.fixture

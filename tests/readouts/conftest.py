@@ -169,3 +169,15 @@ def ai_provider(request, settings, fake_ai):
     settings.ANTHROPIC_BASE_URL = fake_ai.url
     settings.ANTHROPIC_MODEL = "claude-test"
     return request.param
+
+
+# --- One Spark Connect server per test session (tests/sparkcluster.py) -------------------------------
+@pytest.fixture(scope="session")
+def spark_connect(tmp_path_factory):
+    """(sc:// URL, UI port) of a Spark Connect server on a two-executor local cluster, started once."""
+    from tests import sparkcluster
+
+    if not sparkcluster.java_available():
+        pytest.skip("Spark tests need Java 17 (Debian openjdk-17-jre-headless)")
+    with sparkcluster.spark_connect_server(tmp_path_factory.mktemp("spark")) as server:
+        yield server

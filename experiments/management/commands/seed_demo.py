@@ -25,6 +25,13 @@ class Command(BaseCommand):
         result = demo_seed(path=SCENARIOS_PATH, reset_passwords=options["reset_passwords"])
         if result.events_inserted:
             analyze_event_tables()
+        from django.contrib.auth import get_user_model
+
+        from readouts.sources.demo import SLUG, demo_lake_seed  # the warehouse-native demo experiment
+
+        users = {u.username: u for u in get_user_model().objects.filter(username__in=["ops", "reviewer"])}
+        if demo_lake_seed(users=users):
+            result.created_experiments.append(SLUG)
         if result.created_experiments:
             self.stdout.write(
                 f"Created {len(result.created_experiments)} demo experiments "

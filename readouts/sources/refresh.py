@@ -1,0 +1,232 @@
+"""Snapshots of warehouse readouts: request a refresh, run it as a background task, read the latest ``ok`` one.
+
+A refresh is a ``ReadoutSnapshot`` row: ``queued`` when requested (the database allows one queued or
+running snapshot per experiment, so a second request joins the first), ``running`` while the task runs
+the experiment's one query, then ``ok`` (the rows) or ``failed`` (a plain message; the previous ``ok``
+snapshot stays what the readout shows). The task runs through django-tasks (``django_tasks_db``'s
+database backend and its ``db_worker`` command), never inside a web request.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django_tasks import task
+
+from experiments.models import Experiment
+from readouts import queries
+from readouts.models import DataSource, ReadoutSnapshot
+from readouts.sources import builder, runners
+from readouts.sources.plan import query_plan_for
+
+logger = logging.getLogger(__name__)
+ACTIVE = (ReadoutSnapshot.Status.QUEUED, ReadoutSnapshot.Status.RUNNING)
+
+
+# --- request ------------------------------------------------------------------------------------------
+def snapshot_request(*, experiment: Experiment, triggered_by: str) -> tuple[ReadoutSnapshot, bool]:
+    """Queue a refresh of ``experiment`` (returns the snapshot and whether it is new; False = joined)."""
+    if experiment.data_source_id is None:
+        raise ValueError(f"{experiment.slug} reads Signal Dash's own events; there is nothing to refresh.")
+    try:
+        with transaction.atomic():
+            snapshot = ReadoutSnapshot.objects.create(
+                experiment=experiment, data_source_id=experiment.data_source_id, triggered_by=triggered_by[:150]
+            )
+    except IntegrityError:  # readoutsnapshot_one_active_per_experiment: join the queued or running one
+        active = ReadoutSnapshot.objects.filter(experiment=experiment, status__in=ACTIVE).first()
+        if active is not None:
+            return active, False
+        raise
+    transaction.on_commit(lambda: _enqueue(snapshot.pk))
+    return snapshot, True
+
+
+def _enqueue(snapshot_id: int) -> None:
+    result = readout_refresh_task.enqueue(snapshot_id=snapshot_id)
+    ReadoutSnapshot.objects.filter(pk=snapshot_id).update(task_id=str(result.id)[:64])
+
+
+@task()
+def readout_refresh_task(*, snapshot_id: int) -> str:
+    """The background task: run one queued snapshot (idempotent: a finished snapshot is left as it is)."""
+    snapshot = ReadoutSnapshot.objects.select_related("experiment", "data_source").get(pk=snapshot_id)
+    if snapshot.status not in ACTIVE:
+        return snapshot.status
+    return snapshot_run(snapshot=snapshot).status
+
+
+# --- run ----------------------------------------------------------------------------------------------
+def _check_columns(source: DataSource, found: frozenset[str], required: tuple[str, ...], what: str) -> None:
+    missing = [c for c in required if c not in found]
+    if missing:
+        raise runners.SourceError(
+            f"The {what} SELECT of source {source.key} has no column {', '.join(missing)} "
+            f"(found: {', '.join(sorted(found)) or 'none'})."
+        )
+
+
+def snapshot_run(*, snapshot: ReadoutSnapshot, now: datetime | None = None) -> ReadoutSnapshot:
+    """Run the experiment's query on its source and store the sums or the failure (never raises for a bad source)."""
+    source, experiment = snapshot.data_source, snapshot.experiment
+    snapshot.status, snapshot.started_at = ReadoutSnapshot.Status.RUNNING, timezone.now()
+    snapshot.save(update_fields=["status", "started_at"])
+    try:
+        exposure_cols = _probe(source, source.exposure_sql, "exposure")
+        _check_columns(source, exposure_cols, builder.EXPOSURE_COLUMNS, "exposure")
+        event_cols = _probe(source, source.events_sql, "events")
+        _check_columns(source, event_cols, builder.EVENT_COLUMNS, "events")
+        plan = query_plan_for(experiment=experiment, lookback_days=source.cuped_lookback_days, now=now)
+        sql = builder.build_query(
+            plan=plan,
+            source=builder.SourceSQL(source.exposure_sql, source.events_sql, event_cols),
+            engine=source.engine,
+        )
+        snapshot.sql = sql
+        result = runners.run(engine=source.engine, url_env=source.url_env, sql=sql, timeout_s=source.timeout_s)
+        snapshot.rows = rows_to_json(result.dicts())
+        snapshot.status, snapshot.error = ReadoutSnapshot.Status.OK, ""
+    except (runners.SourceError, builder.BuildError) as e:
+        snapshot.status, snapshot.error = ReadoutSnapshot.Status.FAILED, str(e)
+        logger.warning("readout refresh failed: experiment=%s source=%s: %s", experiment.slug, source.key, e)
+    except Exception as e:  # noqa: BLE001 - a task must always end its snapshot
+        snapshot.status = ReadoutSnapshot.Status.FAILED
+        snapshot.error = f"Unexpected error ({type(e).__name__}); see the worker log."
+        logger.exception("readout refresh crashed: experiment=%s source=%s", experiment.slug, source.key)
+    snapshot.finished_at = timezone.now()
+    snapshot.save(update_fields=["status", "error", "sql", "rows", "finished_at"])
+    return snapshot
+
+
+def _probe(source: DataSource, sql: str, what: str) -> frozenset[str]:
+    probe = builder.probe_query(sql=sql, engine=source.engine, what=what, limit=0)
+    result = runners.run(engine=source.engine, url_env=source.url_env, sql=probe, timeout_s=source.timeout_s)
+    return frozenset(c.lower() for c in result.columns)
+
+
+def _num(value, cast=float):
+    return cast(value or 0)
+
+
+def rows_to_json(rows: list[dict]) -> dict:
+    """The query's rows as the snapshot stores them: SumsRow fields (variant by key) plus health counts."""
+    sums, health = [], {k: 0 for k in builder.HEALTH_KINDS}
+    for r in rows:
+        kind = r["kind"]
+        if kind in builder.HEALTH_KINDS:
+            health[kind] = int(r["users"] or 0)
+            continue
+        day = r["day"]
+        sums.append(
+            {
+                "kind": kind,
+                "variant": r["variant_key"],
+                "metric": r["metric"],
+                "day": day.isoformat() if isinstance(day, date) else str(day)[:10],
+                "users": _num(r["users"], int),
+                "total": _num(r["total"]),
+                "total_sq": _num(r["total_sq"]),
+                "products": _num(r["products"]),
+                "products_bin": _num(r["products_bin"]),
+                "events": _num(r["events"], int),
+                "late": _num(r["late"], int),
+                "unexposed": _num(r["unexposed"], int),
+            }
+        )
+    sums.sort(key=lambda s: (s["kind"], s["variant"] or "", s["metric"], s["day"]))
+    return {"sums": sums, "health": health}
+
+
+# --- read ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SnapshotState:
+    """What a warehouse readout shows about its numbers: from which snapshot, how old, the last failure."""
+
+    snapshot: ReadoutSnapshot | None  # the latest ok one (None: no numbers yet)
+    latest: ReadoutSnapshot | None  # the latest of any status
+    stale: bool
+    age: timedelta | None
+
+    @property
+    def failed(self) -> ReadoutSnapshot | None:
+        latest = self.latest
+        if latest is not None and latest.status == ReadoutSnapshot.Status.FAILED:
+            if self.snapshot is None or latest.created_at >= self.snapshot.created_at:
+                return latest
+        return None
+
+    @property
+    def active(self) -> bool:
+        return self.latest is not None and self.latest.status in ACTIVE
+
+
+def snapshot_state_get(*, experiment: Experiment, now: datetime | None = None) -> SnapshotState:
+    snaps = list(ReadoutSnapshot.objects.filter(experiment=experiment).order_by("-created_at", "-id")[:20])
+    ok = next((s for s in snaps if s.status == ReadoutSnapshot.Status.OK), None)
+    if ok is None and snaps:
+        ok = ReadoutSnapshot.objects.filter(experiment=experiment, status=ReadoutSnapshot.Status.OK).first()
+    now = now or timezone.now()
+    age = (now - ok.finished_at) if ok is not None and ok.finished_at else None
+    stale_after = timedelta(hours=settings.SIGNALDASH_SNAPSHOT_STALE_HOURS)
+    return SnapshotState(
+        snapshot=ok, latest=snaps[0] if snaps else None, stale=age is None or age > stale_after, age=age
+    )
+
+
+def snapshot_sums(*, experiment: Experiment, snapshot: ReadoutSnapshot | None) -> list[queries.SumsRow]:
+    """The snapshot's rows as ``SumsRow`` (variant keys mapped to this experiment's variant ids)."""
+    if snapshot is None:
+        return []
+    ids = dict(experiment.variants.values_list("key", "pk"))
+    out = []
+    for r in (snapshot.rows or {}).get("sums", []):
+        variant_id = ids.get(r["variant"]) if r["variant"] is not None else None
+        if r["variant"] is not None and variant_id is None:
+            continue  # a variant renamed after the snapshot; the plan is locked, so this does not happen
+        out.append(
+            queries.SumsRow(
+                kind=r["kind"],
+                variant_id=variant_id,
+                metric=r["metric"],
+                day=date.fromisoformat(r["day"]),
+                users=r["users"],
+                total=r["total"],
+                total_sq=r["total_sq"],
+                products=r["products"],
+                products_bin=r["products_bin"],
+                events=r["events"],
+                late=r["late"],
+                unexposed=r["unexposed"],
+            )
+        )
+    return out
+
+
+# --- test connection (admin) ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ConnectionTest:
+    ok: bool
+    message: str
+
+
+def source_test(*, source: DataSource) -> ConnectionTest:
+    """Run both SELECTs with LIMIT 5: the columns found, or the exact problem (never the URL)."""
+    found = []
+    try:
+        for what, sql, required in (
+            ("exposure", source.exposure_sql, builder.EXPOSURE_COLUMNS),
+            ("events", source.events_sql, builder.EVENT_COLUMNS),
+        ):
+            probe = builder.probe_query(sql=sql, engine=source.engine, what=what, limit=5)
+            result = runners.run(engine=source.engine, url_env=source.url_env, sql=probe, timeout_s=source.timeout_s)
+            columns = frozenset(c.lower() for c in result.columns)
+            _check_columns(source, columns, required, what)
+            found.append(f"{what}: {', '.join(result.columns)} ({len(result.rows)} sample rows)")
+    except (runners.SourceError, builder.BuildError) as e:
+        return ConnectionTest(False, str(e))
+    return ConnectionTest(True, "OK — " + "; ".join(found))

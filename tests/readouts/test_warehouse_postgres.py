@@ -1,0 +1,136 @@
+"""Warehouse readouts on PostgreSQL: a second database in the test cluster plays the warehouse.
+
+The same dataset goes through Signal Dash's API for one experiment and into the warehouse database for
+another: every SumsRow and every statistic equal. Bad sources fail with a plain message, keep the
+previous numbers, and never show the URL.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+
+from readouts.exports import readout_as_json
+from readouts.models import DataSource, ReadoutSnapshot
+from readouts.selectors import readout_get
+from readouts.sources import runners
+from readouts.sources.refresh import snapshot_request, snapshot_run
+from tests.readouts import warehouse_data
+from tests.readouts.warehouse_helpers import (
+    EVENT_COLUMNS,
+    EXPOSURE_COLUMNS,
+    assert_json_equal,
+    assert_rows_equal,
+    keyed,
+    running_experiment,
+    send_to_api,
+    start_time,
+)
+
+pytestmark = [pytest.mark.postgres_only, pytest.mark.django_db]
+WAREHOUSE_DB = "sd_test_warehouse"
+
+
+def _server_url(dbname: str) -> str:
+    s = connection.settings_dict
+    auth = s["USER"] + (f":{s['PASSWORD']}" if s.get("PASSWORD") else "")
+    return f"postgresql://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{dbname}"
+
+
+@pytest.fixture
+def warehouse_db():
+    """A fresh second database with the two tables; yields a function loading a dataset into it."""
+    import psycopg
+
+    with psycopg.connect(_server_url("postgres"), autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{WAREHOUSE_DB}"')
+        admin.execute(f'CREATE DATABASE "{WAREHOUSE_DB}"')
+    url = _server_url(WAREHOUSE_DB)
+
+    def load(ds) -> None:
+        with psycopg.connect(url, autocommit=True) as con:
+            con.execute(
+                'CREATE TABLE exposures (experiment_key text, variant_key text, user_key text, "timestamp" timestamptz)'
+            )
+            con.execute(
+                'CREATE TABLE events (user_key text, "timestamp" timestamptz, event text, value double precision, '
+                "event_id text, channel text)"
+            )
+            con.execute("CREATE SEQUENCE touched")
+            with con.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO exposures VALUES (%s, %s, %s, %s)",
+                    [[r[c] for c in EXPOSURE_COLUMNS] for r in ds.exposures],
+                )
+                cur.executemany(
+                    "INSERT INTO events VALUES (%s, %s, %s, %s, %s, %s)",
+                    [[r[c] for c in EVENT_COLUMNS] for r in ds.events],
+                )
+
+    yield url, load
+    with psycopg.connect(_server_url("postgres"), autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{WAREHOUSE_DB}" WITH (FORCE)')
+
+
+def pg_source(**over) -> DataSource:
+    fields = {
+        "key": "analytics",
+        "name": "Analytics replica",
+        "engine": "postgresql",
+        "url_env": "SD_TEST_PG_URL",
+        "exposure_sql": "SELECT * FROM exposures",
+        "events_sql": "SELECT * FROM events",
+        "cuped_lookback_days": warehouse_data.LOOKBACK_DAYS,
+        "timeout_s": 30,
+        **over,
+    }
+    return DataSource.objects.create(**fields)
+
+
+def test_postgres_snapshot__same_dataset__every_sumsrow_and_statistic_equal(owner, warehouse_db, monkeypatch):
+    # Given the dataset sent to the API for one experiment and loaded into the warehouse database
+    url, load = warehouse_db
+    started = start_time()
+    internal = running_experiment(owner, "own-exp", started=started)
+    ds = warehouse_data.build(start=started, internal_key="own-exp", warehouse_key="wh-exp")
+    send_to_api(ds.api)
+    load(ds)
+    monkeypatch.setenv("SD_TEST_PG_URL", url)
+    warehouse = running_experiment(owner, "wh-exp", started=started, data_source=pg_source())
+
+    # When the warehouse experiment is refreshed
+    snapshot = snapshot_run(snapshot=snapshot_request(experiment=warehouse, triggered_by="test")[0])
+
+    # Then every SumsRow and every statistic equals the internal readout's
+    assert snapshot.status == ReadoutSnapshot.Status.OK, snapshot.error
+    assert snapshot.rows["health"] == {
+        "unknown_variants": ds.unknown_variant_rows,
+        "multiple_exposures": ds.multiple_exposure_users,
+    }
+    a, b = readout_get(experiment=internal), readout_get(experiment=warehouse)
+    assert_rows_equal(
+        keyed(a.rows, {v.pk: v.key for v in internal.variants.all()}),
+        keyed(b.rows, {v.pk: v.key for v in warehouse.variants.all()}),
+    )
+    for metric in warehouse_data.METRICS:
+        assert_json_equal(
+            readout_as_json(readout_get(experiment=internal, metric=metric)),
+            readout_as_json(readout_get(experiment=warehouse, metric=metric)),
+        )
+
+
+def test_postgres_runner__select_that_writes__refused_by_read_only_transaction(warehouse_db, monkeypatch):
+    # Given a warehouse with a sequence (nextval writes, and is a plain SELECT to any parser)
+    url, load = warehouse_db
+    load(warehouse_data.Dataset())
+    monkeypatch.setenv("SD_TEST_PG_URL", url)
+    # When a query calls it, Then the read-only transaction refuses it with a plain message
+    with pytest.raises(runners.SourceError, match="read-only"):
+        runners.run(engine="postgresql", url_env="SD_TEST_PG_URL", sql="SELECT nextval('touched')", timeout_s=5)
+
+
+def test_postgres_runner__query_past_timeout__cancelled_by_statement_timeout(warehouse_db, monkeypatch):
+    url, _ = warehouse_db
+    monkeypatch.setenv("SD_TEST_PG_URL", url)
+    with pytest.raises(runners.SourceError, match="timeout of 1 s"):
+        runners.run(engine="postgresql", url_env="SD_TEST_PG_URL", sql="SELECT pg_sleep(5)", timeout_s=1)

@@ -1,0 +1,85 @@
+"""Warehouse readouts on Apache Spark: a Spark Connect server in front of a two-executor cluster, reading Parquet.
+
+The same dataset goes through Signal Dash's API for one experiment and into Parquet files read by Spark
+for another: every SumsRow and every statistic equal. The server starts once per test session (the
+``spark_connect`` fixture); this module runs in the SQLite pass only, so ``make test`` pays for it once.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.db import connection
+
+from readouts.exports import readout_as_json
+from readouts.models import DataSource, ReadoutSnapshot
+from readouts.selectors import readout_get
+from readouts.sources.refresh import snapshot_request, snapshot_run
+from tests import sparkcluster
+from tests.readouts import warehouse_data
+from tests.readouts.test_warehouse_duckdb import write_lake
+from tests.readouts.warehouse_helpers import (
+    assert_json_equal,
+    assert_rows_equal,
+    keyed,
+    running_experiment,
+    send_to_api,
+    start_time,
+)
+
+pytestmark = [
+    pytest.mark.django_db,
+    pytest.mark.skipif(connection.vendor != "sqlite", reason="the Spark cluster runs once, in the SQLite pass"),
+]
+
+
+def test_spark_snapshot__parquet_on_two_executors__every_sumsrow_and_statistic_equal(
+    spark_connect, owner, tmp_path, monkeypatch
+):
+    # Given a Spark Connect server on a cluster with at least two executors
+    url, ui_port = spark_connect
+    deadline = time.monotonic() + 60
+    while len(sparkcluster.executors(ui_port)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert len(sparkcluster.executors(ui_port)) >= 2
+    # and the dataset sent to the API for one experiment and written as Parquet for another
+    started = start_time()
+    internal = running_experiment(owner, "own-exp", started=started)
+    ds = warehouse_data.build(start=started, internal_key="own-exp", warehouse_key="wh-exp")
+    send_to_api(ds.api)
+    write_lake(tmp_path, ds, parquet=True)
+    monkeypatch.setenv("SD_TEST_SPARK_URL", url)
+    source = DataSource.objects.create(
+        key="spark",
+        name="Spark lake",
+        engine="spark",
+        url_env="SD_TEST_SPARK_URL",
+        exposure_sql=f"SELECT * FROM parquet.`{tmp_path / 'exposures.parquet'}`",
+        events_sql=f"SELECT * FROM parquet.`{tmp_path / 'events.parquet'}`",
+        cuped_lookback_days=warehouse_data.LOOKBACK_DAYS,
+        timeout_s=120,
+    )
+    warehouse = running_experiment(owner, "wh-exp", started=started, data_source=source)
+
+    # When the warehouse experiment is refreshed on Spark
+    snapshot = snapshot_run(snapshot=snapshot_request(experiment=warehouse, triggered_by="test")[0])
+
+    # Then every SumsRow and every statistic equals the internal readout's
+    assert snapshot.status == ReadoutSnapshot.Status.OK, snapshot.error
+    assert snapshot.rows["health"] == {
+        "unknown_variants": ds.unknown_variant_rows,
+        "multiple_exposures": ds.multiple_exposure_users,
+    }
+    a, b = readout_get(experiment=internal), readout_get(experiment=warehouse)
+    assert_rows_equal(
+        keyed(a.rows, {v.pk: v.key for v in internal.variants.all()}),
+        keyed(b.rows, {v.pk: v.key for v in warehouse.variants.all()}),
+    )
+    for metric in warehouse_data.METRICS:
+        assert_json_equal(
+            readout_as_json(readout_get(experiment=internal, metric=metric)),
+            readout_as_json(readout_get(experiment=warehouse, metric=metric)),
+        )
+    # and the tasks ran on the executors (not only the driver)
+    assert sum(e["totalTasks"] for e in sparkcluster.executors(ui_port)) > 0

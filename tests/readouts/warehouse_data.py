@@ -1,0 +1,143 @@
+"""One randomized dataset for the warehouse-equality tests, in two forms.
+
+``lake`` rows go to a warehouse (DuckDB file/Parquet, PostgreSQL, Spark): exposures of the warehouse
+experiment (repeat exposures, users exposed to two variants, rows with an unknown variant key,
+another experiment's rows), conversion events (repeats with ``event_id`` delivered twice, events
+before exposure, far after it, before the experiment started — the CUPED lookback — and from users
+never exposed). ``api`` items are what Signal Dash's own API receives for the internal experiment:
+the same events minus what the internal side never stores (unknown variants, users exposed to two
+variants, events of never-exposed users, events before the start), each exposure with its CUPED
+covariates computed here, independently of any SQL, by the warehouse rule (the metric's per-user
+value in the lookback days before exposure).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+METRICS = {"purchase": "binary", "revenue": "mean"}
+VARIANTS = ("control", "treatment")
+LOOKBACK_DAYS = 14
+
+
+@dataclass
+class Dataset:
+    exposures: list[dict] = field(default_factory=list)  # experiment_key, variant_key, user_key, timestamp
+    events: list[dict] = field(default_factory=list)  # user_key, timestamp, event, value, event_id, channel
+    api: list[dict] = field(default_factory=list)  # /api/track/batch items for the internal experiment
+    unknown_variant_rows: int = 0
+    multiple_exposure_users: int = 0
+
+
+def _iso(t: datetime) -> str:
+    return t.isoformat().replace("+00:00", "Z")
+
+
+def _covariate(events: list[dict], user: str, metric: str, exposed_at: datetime) -> float:
+    lo = exposed_at - timedelta(days=LOOKBACK_DAYS)
+    seen, out = set(), 0.0
+    for e in events:
+        if e["user_key"] != user or e["event"] != metric or not (lo <= e["timestamp"] < exposed_at):
+            continue
+        if e["event_id"] is not None:
+            if e["event_id"] in seen:
+                continue
+            seen.add(e["event_id"])
+        out = 1.0 if METRICS[metric] == "binary" else out + (e["value"] or 0.0)
+    return out
+
+
+def build(  # noqa: C901 - one generator, read top to bottom
+    *, start: datetime, internal_key: str, warehouse_key: str, seed: int = 7, users: int = 300
+) -> Dataset:
+    rng = random.Random(seed)
+    ds = Dataset()
+    first: dict[str, tuple[str, datetime]] = {}
+    for i in range(users):
+        user = f"u{i:04d}"
+        variant = rng.choice(VARIANTS)
+        exposed_at = start + timedelta(days=rng.randrange(4), minutes=rng.randrange(1, 1400), seconds=rng.randrange(60))
+        roll = rng.random()
+        if roll < 0.08:  # never exposed: their events are ignored by the warehouse, never sent to the API
+            exposed = False
+        else:
+            exposed = True
+            ds.exposures.append({"variant_key": variant, "user_key": user, "timestamp": exposed_at})
+            if rng.random() < 0.15:  # repeat exposure, same variant, later
+                later = exposed_at + timedelta(hours=rng.randrange(1, 30))
+                ds.exposures.append({"variant_key": variant, "user_key": user, "timestamp": later})
+            if roll > 0.95:  # also exposed to the other variant: excluded everywhere
+                other = VARIANTS[1 - VARIANTS.index(variant)]
+                ds.exposures.append({"variant_key": other, "user_key": user, "timestamp": exposed_at + timedelta(1)})
+                ds.multiple_exposure_users += 1
+            else:
+                first[user] = (variant, exposed_at)
+        for metric in METRICS:
+            for k in range(rng.choice([0, 0, 1, 1, 2, 3])):
+                at = exposed_at + timedelta(hours=rng.randrange(-60, 100), minutes=rng.randrange(60))
+                value = round(rng.uniform(1, 100), 2) if metric == "revenue" else None
+                event_id = f"{user}-{metric}-{k}" if metric == "revenue" or k else None
+                e = {
+                    "user_key": user,
+                    "timestamp": at,
+                    "event": metric,
+                    "value": value,
+                    "event_id": event_id,
+                    "channel": rng.choice(["web", "app"]),
+                }
+                ds.events.append(e)
+                if event_id is not None and rng.random() < 0.2:  # delivered twice
+                    ds.events.append(dict(e))
+        if exposed and rng.random() < 0.05:  # an unknown variant key on a stray row
+            ds.exposures.append({"variant_key": "ghost", "user_key": user, "timestamp": exposed_at})
+            ds.unknown_variant_rows += 1
+    for j in range(20):  # another experiment's exposures, some before this one started
+        ds.exposures.append(
+            {"variant_key": "control", "user_key": f"o{j}", "timestamp": start - timedelta(days=2, hours=j)}
+        )
+    for x in ds.exposures:
+        x["experiment_key"] = warehouse_key if not x["user_key"].startswith("o") else "other-experiment"
+    ds.exposures.sort(key=lambda x: x["timestamp"])
+    ds.events.sort(key=lambda e: e["timestamp"])
+    ds.api = _api_items(ds, first, start, internal_key)
+    return ds
+
+
+def _api_items(ds: Dataset, first: dict, start: datetime, key: str) -> list[dict]:
+    items = []
+    for x in ds.exposures:
+        user = x["user_key"]
+        if user not in first or x["variant_key"] == "ghost" or x["experiment_key"] == "other-experiment":
+            continue
+        item = {
+            "experiment": key,
+            "variant": x["variant_key"],
+            "user_key": user,
+            "event_type": "exposure",
+            "occurred_at": _iso(x["timestamp"]),
+        }
+        if first[user][1] == x["timestamp"]:
+            item["covariates"] = {m: _covariate(ds.events, user, m, x["timestamp"]) for m in METRICS}
+        items.append(item)
+    for e in ds.events:
+        user = e["user_key"]
+        if user not in first or e["timestamp"] < start:
+            continue
+        item = {
+            "experiment": key,
+            "variant": first[user][0],
+            "user_key": user,
+            "event_type": "conversion",
+            "metric": e["event"],
+            "occurred_at": _iso(e["timestamp"]),
+        }
+        if e["value"] is not None:
+            item["value"] = e["value"]
+        if e["event_id"] is not None:
+            item["event_id"] = e["event_id"]
+        items.append(item)
+    # the API receives events in time order (the first exposure is the first one stored)
+    items.sort(key=lambda it: it["occurred_at"])
+    return items
