@@ -26,8 +26,6 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-TARGETS = {"single": 0.6, "batch100": 0.5, "batch1000": 0.5}
-
 
 def _commit() -> str:
     out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
@@ -35,42 +33,26 @@ def _commit() -> str:
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def _ratio(a: float | None, b: float | None) -> str:
-    return f"{a / b:.2f}" if a and b else "-"
+def _rows(ingest_results: list[dict], readouts: list[dict]) -> list[tuple]:
+    import ingest
 
-
-def _rows(ingest: list[dict], readouts: list[dict]) -> list[tuple]:
-    by = {r["kind"]: r for r in ingest}
-    rows = []
-
-    def add(label, value, unit, ceiling_label, ceiling, target=""):
-        rows.append((label, value, unit, ceiling_label, ceiling, target))
-
-    add("1 event/request", by["single"]["events_per_s"], "ev/s", "no-DB DRF view, req/s", by["nodb"]["events_per_s"],
-        "≥ 0.60")  # fmt: skip
-    add("1 event/request p50", by["single"]["p50_ms"], "ms", "no-DB DRF view p50", by["nodb"]["p50_ms"])
-    add("1 event/request p99", by["single"]["p99_ms"], "ms", "no-DB DRF view p99", by["nodb"]["p99_ms"])
-    for n in (100, 1000):
-        add(f"batch of {n:,}", by[f"batch{n}"]["events_per_s"], "ev/s", f"raw psycopg {n:,}-row INSERT",
-            by[f"raw_batch{n}"]["events_per_s"], "≥ 0.50")  # fmt: skip
-    add("(raw 1-row INSERT)", by["raw_single"]["events_per_s"], "ev/s", "", None)
+    rows = ingest.table_rows(ingest_results) if ingest_results else []
     for r in readouts:
         size = f"{r['events'] / 1e6:g}M"
         bare = r["bare"][0] * 1000
-        add(f"readout API p50 @{size}", r["api"][0] * 1000, "ms", "bare aggregate SQL", bare, "< 100 ms")
-        add(f"readout page p50 @{size}", r["page"][0] * 1000, "ms", "bare aggregate SQL", bare, "< 100 ms")
-        add(f"API after +1k events @{size}", r["api_after_1k_events"][0] * 1000, "ms", "bare aggregate SQL", bare)
-        add(f"first readout (full) @{size}", r["first_readout"][0] * 1000, "ms", "bare aggregate SQL", bare)
+        rows.append((f"readout API p50 @{size}", r["api"][0] * 1000, "ms", "bare aggregate SQL", bare, "< 100 ms"))
+        rows.append((f"readout page p50 @{size}", r["page"][0] * 1000, "ms", "bare aggregate SQL", bare, "< 100 ms"))
+        rows.append((f"API after +1k events @{size}", r["api_after_1k_events"][0] * 1000, "ms", "bare aggregate SQL",
+                     bare, ""))  # fmt: skip
+        rows.append((f"first readout (full) @{size}", r["first_readout"][0] * 1000, "ms", "bare aggregate SQL", bare,
+                     ""))  # fmt: skip
     return rows
 
 
 def _print(rows: list[tuple]) -> None:
-    head = f"{'figure':<30}{'value':>12} {'unit':<5}{'ceiling (same run)':<28}{'ceiling':>11}{'ratio':>8}  target"
-    print("\n" + head + "\n" + "-" * len(head))
-    for label, value, unit, ceiling_label, ceiling, target in rows:
-        v = f"{value:,.1f}" if value is not None else "-"
-        c = f"{ceiling:,.1f}" if ceiling is not None else ""
-        print(f"{label:<30}{v:>12} {unit:<5}{ceiling_label:<28}{c:>11}{_ratio(value, ceiling):>8}  {target}")
+    import ingest
+
+    ingest.print_rows(rows)
 
 
 def main(argv: list[str]) -> int:
@@ -86,8 +68,7 @@ def main(argv: list[str]) -> int:
     if "ingest" in args.parts:
         import ingest
 
-        ns = argparse.Namespace(seconds=seconds, workers=max(2, os.cpu_count() or 1), threads=8, clients=2,
-                                client_threads=8)  # fmt: skip
+        ns = argparse.Namespace(seconds=seconds)
         ingest_results = ingest.run_measurements(ns)
         ingest._report(ingest_results, ns)
     if "readout" in args.parts:
@@ -95,7 +76,7 @@ def main(argv: list[str]) -> int:
 
         sizes = [int(1_000_000 * scale), int(10_000_000 * scale)]
         readout_results = readout.run_measurements(sizes, repeat)
-    rows = _rows(ingest_results, readout_results) if ingest_results and readout_results else []
+    rows = _rows(ingest_results, readout_results)
     if rows:
         _print(rows)
     elapsed = time.monotonic() - started

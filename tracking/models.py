@@ -15,7 +15,10 @@ class Assignment(models.Model):
         HASH = "hash", "Hash (POST /api/assign)"
         UPSTREAM = "upstream", "Upstream (first exposure)"
 
-    experiment = models.ForeignKey("experiments.Experiment", on_delete=models.CASCADE, related_name="assignments")
+    # No index of its own: assignment_one_variant_per_user (experiment, user_key) serves every lookup by experiment.
+    experiment = models.ForeignKey(
+        "experiments.Experiment", on_delete=models.CASCADE, related_name="assignments", db_index=False
+    )
     user_key = models.CharField(max_length=255)
     variant = models.ForeignKey("experiments.Variant", on_delete=models.CASCADE, related_name="assignments")
     assigned_at = models.DateTimeField(auto_now_add=True)
@@ -75,7 +78,10 @@ class Event(models.Model):
         EXPOSURE = "exposure", "Exposure"
         CONVERSION = "conversion", "Conversion"
 
-    experiment = models.ForeignKey("experiments.Experiment", on_delete=models.CASCADE, related_name="events")
+    # No index of its own: event_readout_idx and event_experiment_time_idx both lead with it.
+    experiment = models.ForeignKey(
+        "experiments.Experiment", on_delete=models.CASCADE, related_name="events", db_index=False
+    )
     variant = models.ForeignKey("experiments.Variant", on_delete=models.CASCADE, related_name="events")
     user_key = models.CharField(max_length=255)
     event_type = models.CharField(max_length=16, choices=EventType.choices)
@@ -141,7 +147,10 @@ class Covariate(models.Model):
     (experiment, user_key) and sums it per variant; a user without a row counts as 0.
     """
 
-    experiment = models.ForeignKey("experiments.Experiment", on_delete=models.CASCADE, related_name="covariates")
+    # No index of its own: covariate_one_per_user_metric (experiment, user_key, metric) leads with it.
+    experiment = models.ForeignKey(
+        "experiments.Experiment", on_delete=models.CASCADE, related_name="covariates", db_index=False
+    )
     variant = models.ForeignKey("experiments.Variant", on_delete=models.CASCADE, related_name="covariates")
     user_key = models.CharField(max_length=255)
     metric = models.CharField(max_length=100)
@@ -167,7 +176,10 @@ class VariantConflict(models.Model):
     new conflict): one row per experiment, user, event type, metric and reported variant.
     """
 
-    experiment = models.ForeignKey("experiments.Experiment", on_delete=models.CASCADE, related_name="variant_conflicts")
+    # No index of its own: the conflict's unique constraint leads with it.
+    experiment = models.ForeignKey(
+        "experiments.Experiment", on_delete=models.CASCADE, related_name="variant_conflicts", db_index=False
+    )
     user_key = models.CharField(max_length=255)
     event_type = models.CharField(max_length=16, choices=Event.EventType.choices)
     metric = models.CharField(max_length=100, blank=True, default="")
