@@ -674,6 +674,42 @@ def readout_get(*, experiment: Experiment, metric: str | None = None, by_day: bo
     )
 
 
+def readout_from_rows(
+    *, experiment: Experiment, variants: list[VariantInfo], rows: list[queries.SumsRow], conflicts: int | None
+) -> Readout:
+    """The primary-metric readout from rows already read (the experiment list reads many experiments' rollups
+    in one query, ``readouts.program``). No query when ``experiment.metrics`` is prefetched. The same assembly
+    as ``readout_get``, without the SQL it keeps for the bundle."""
+    metric = experiment.primary_metric
+    totals = _Totals.of(rows)
+    plan = experiment.metric_plan()
+    specs, metrics = _specs(plan, metric, {r.metric for r in rows if r.kind in ("conversion", "uncounted")})
+    results = [_metric_readout(spec, variants, totals, experiment.alpha) for spec in specs]
+    results = _with_corrections(results, alpha=experiment.alpha, analysis=experiment.analysis)
+    selected = next(r for r in results if r.key == metric)
+    srm = stats.srm_test(exposures=[v.exposures for v in selected.variants], weights=[v.weight for v in variants])
+    return Readout(
+        experiment_id=experiment.pk,
+        experiment_slug=experiment.slug,
+        experiment_name=experiment.name,
+        experiment_status=experiment.status,
+        analysis=experiment.analysis,
+        alpha=experiment.alpha,
+        metric=metric,
+        metrics=metrics,
+        results=results,
+        computed_at=timezone.now(),
+        srm=srm,
+        warnings=_warnings(srm=srm, selected=selected, conflicts=conflicts, started=experiment.started_at is not None),
+        variant_conflicts=conflicts,
+        plan=_with_progress(power_plan_get(experiment=experiment, variants=variants, plan=plan), selected.variants),
+        family_size=sum(len(r.comparisons) for r in results if r.in_family),
+        started_at=experiment.started_at,
+        ended_at=experiment.ended_at,
+        rows=rows,
+    )
+
+
 # --- over time (no further query) -------------------------------------------------------------------
 def readout_daily_series(*, readout: Readout) -> dict:
     """Cumulative exposed and converted users (on the readout's metric) per variant and UTC day."""
