@@ -96,9 +96,14 @@ def counted(d: MetricDefinition, exposed_at: datetime, c: Conversion, event: str
 
 
 def _raw_value(d: MetricDefinition, exposed_at: datetime, convs: Iterable[Conversion]) -> UserValue:
+    """``convs``: the user's conversions in time order (``queries.readout_metric_events`` orders them)."""
     out = UserValue()
-    for c in sorted(convs, key=lambda c: c.at):
-        if not counted(d, exposed_at, c):
+    start, end = _bounds(d, exposed_at)
+    allowed = set(d.filter_values) if d.filter_prop else None
+    for c in convs:
+        if c.metric != d.event or c.at < start or (end is not None and c.at > end):
+            continue
+        if allowed is not None and prop_text((c.props or {}).get(d.filter_prop)) not in allowed:
             continue
         if d.kind == "binary":
             add = 0.0 if out.converted else 1.0
@@ -147,7 +152,10 @@ def _capped(u: UserValue, cap: float) -> UserValue:
 def metric_values(
     d: MetricDefinition, exposures: Mapping[str, Exposure], conversions: Mapping[str, list[Conversion]]
 ) -> MetricValues:
-    """Every exposed user's value of a binary or mean definition (users without conversions at 0), capped."""
+    """Every exposed user's value of a binary or mean definition (users without conversions at 0), capped.
+
+    ``conversions``: per user, in time order (``queries.readout_metric_events``, ``conversions_by_user``).
+    """
     users = {u: _raw_value(d, x.at, conversions.get(u, ())) for u, x in exposures.items()}
     cap = _cap_value(d, users)
     if cap is not None:
@@ -158,7 +166,7 @@ def metric_values(
 def funnel_reached(d: MetricDefinition, exposed_at: datetime, convs: Iterable[Conversion]) -> list[datetime]:
     """The times the user reached each step, in order (as many as they reached)."""
     start, end = _bounds(d, exposed_at)
-    ordered = sorted(convs, key=lambda c: c.at)
+    ordered = list(convs)  # in time order (queries.readout_metric_events)
     reached: list[datetime] = []
     at = start
     for step in d.steps:
@@ -182,7 +190,8 @@ def funnel_values(
 
 
 def conversions_by_user(conversions: Iterable[Conversion]) -> dict[str, list[Conversion]]:
+    """Group conversions by user, each user's in time order (ties: in the given order)."""
     out: dict[str, list[Conversion]] = defaultdict(list)
-    for c in conversions:
+    for c in sorted(conversions, key=lambda c: c.at):
         out[c.user_key].append(c)
     return out
