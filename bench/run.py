@@ -57,7 +57,7 @@ def _print(rows: list[tuple]) -> None:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("parts", nargs="*", default=["ingest", "readout"], help="ingest, readout")
+    parser.add_argument("parts", nargs="*", default=["ingest", "readout", "assign"], help="ingest, readout, assign")
     args = parser.parse_args(argv)
     scale = float(os.environ.get("BENCH_SCALE", "1"))
     seconds = float(os.environ.get("BENCH_SECONDS", "8"))
@@ -76,6 +76,8 @@ def main(argv: list[str]) -> int:
 
         sizes = [int(1_000_000 * scale), int(10_000_000 * scale)]
         readout_results = readout.run_measurements(sizes, repeat)
+    if "assign" in args.parts:  # its own process: it sets up Django against its own cluster (bench/assign.py)
+        subprocess.run([sys.executable, str(HERE / "assign.py")], cwd=ROOT, check=False)
     rows = _rows(ingest_results, readout_results)
     if rows:
         _print(rows)

@@ -23,7 +23,9 @@ from django_fsm.admin import FSMAdminMixin
 from experiments import catalog, services
 from experiments.admin_forms import ExperimentAdminForm, VariantAdminForm
 from experiments.forms import DecisionForm, RequestChangesForm, ShipForm
+from experiments.layers import layer_ranges_svg
 from experiments.models import (
+    ASSIGNMENT_PLAN_FIELDS,
     PERM_CERTIFY_METRIC,
     PERM_SUBMIT,
     POWER_PLAN_FIELDS,
@@ -31,6 +33,7 @@ from experiments.models import (
     Decision,
     Experiment,
     ExperimentMetric,
+    Layer,
     Metric,
     MetricChange,
     Variant,
@@ -219,11 +222,13 @@ class ExperimentAdmin(FSMAdminMixin, admin.ModelAdmin):
     def get_fieldsets(self, request, obj=None):
         plan = (None, {"fields": PLAN_FIELDS})
         power = ("Analysis and power plan", {"fields": (*POWER_FIELDS, "power_plan_summary")})
+        assignment = ("Assignment: targeting, coverage, layer, holdout", {"fields": ASSIGNMENT_PLAN_FIELDS})
         if obj is None:
-            return [plan, power]
+            return [plan, power, assignment]
         return [
             plan,
             power,
+            assignment,
             ("Workflow", {"fields": ("status_badge", "started_at", "ended_at", "created_at", "updated_at")}),
             ("Decision and audit history", {"fields": ("decision_summary", "audit_history")}),
         ]
@@ -231,7 +236,7 @@ class ExperimentAdmin(FSMAdminMixin, admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         fields = [*super().get_readonly_fields(request, obj), "audit_history"]
         if obj is not None and not obj.is_plan_editable:
-            fields += (*PLAN_FIELDS, *POWER_FIELDS)
+            fields += (*PLAN_FIELDS, *POWER_FIELDS, *ASSIGNMENT_PLAN_FIELDS)
         return tuple(fields)
 
     def get_prepopulated_fields(self, request, obj=None):
@@ -488,3 +493,35 @@ class MetricChangeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_filter = ("action", "source")
     list_select_related = ("metric", "actor")
     search_fields = ("metric__key",)
+
+
+@admin.register(Layer)
+class LayerAdmin(admin.ModelAdmin):
+    """Layers of mutually exclusive experiments, each with a picture of the ranges its experiments claim."""
+
+    list_display = ("key", "name", "experiment_count", "ranges")
+    search_fields = ("key", "name")
+    readonly_fields = ("salt", "ranges", "created_at")
+    fields = ("key", "name", "salt", "ranges", "created_at")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("experiments")
+
+    @admin.display(description="Experiments")
+    def experiment_count(self, obj: Layer) -> int:
+        return len(obj.experiments.all())
+
+    @admin.display(description="Ranges (running first)")
+    def ranges(self, obj: Layer) -> str:
+        if obj.pk is None:
+            return "Save the layer, then give experiments a range of it."
+        return layer_ranges_svg(obj, list(obj.experiments.all()))
+
+    def get_readonly_fields(self, request, obj=None):
+        return (*self.readonly_fields, "key") if obj is not None else self.readonly_fields
+
+    def save_model(self, request, obj, form, change):
+        services.layer_save(layer=obj, actor=request.user)
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # experiments keep their layer (PROTECT); a layer is part of their record

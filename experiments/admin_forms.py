@@ -9,7 +9,7 @@ from __future__ import annotations
 from django import forms
 from django.utils.html import format_html, format_html_join
 
-from experiments.models import POWER_PLAN_FIELDS, Experiment, Variant
+from experiments.models import ASSIGNMENT_PLAN_FIELDS, POWER_PLAN_FIELDS, Experiment, Variant
 
 # constraint name -> (field, plain words); the forms below enforce the same rule on that field
 CONSTRAINT_MESSAGES: dict[str, tuple[str, str]] = {
@@ -61,6 +61,7 @@ class ExperimentAdminForm(forms.ModelForm):
             "primary_metric",
             *POWER_PLAN_FIELDS,
             "dimensions",
+            *ASSIGNMENT_PLAN_FIELDS,
         )
 
     def __init__(self, *args, **kwargs) -> None:

@@ -163,6 +163,14 @@ def experiment_save_plan(*, experiment: Experiment, actor: AbstractBaseUser) -> 
 
 
 @transaction.atomic
+def layer_save(*, layer: Layer, actor: AbstractBaseUser) -> Layer:  # noqa: ARG001
+    """Create a layer or rename it (its key and salt never change once experiments use it)."""
+    layer.full_clean()
+    layer.save()
+    return layer
+
+
+@transaction.atomic
 def variant_save(*, variant: Variant, actor: AbstractBaseUser) -> Variant:  # noqa: ARG001
     """Add or change a variant of a draft experiment."""
     _lock_draft(variant.experiment)

@@ -11,6 +11,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from experiments import selectors, services
 from experiments.forms import DecisionForm, RequestChangesForm, ShipForm
+from experiments.layers import assignment_plan_sentences
 from experiments.models import PERM_APPROVE, PERM_KILL, PERM_REQUEST_CHANGES, PERM_SHIP, Experiment, Metric
 from experiments.services import WorkflowError
 from signaldash.permissions import experiment_read_required, private_no_store
@@ -38,6 +39,7 @@ def _render_review_detail(
 ) -> HttpResponse:
     experiment = selectors.experiment_get_by_slug(slug=slug)
     is_review = experiment.status == experiment.Status.REVIEW
+    preregistration = experiment.preregistration or services.preregistration_build(experiment)
     context = {
         "experiment": experiment,
         "shares": selectors.variant_shares(experiment=experiment),
@@ -47,7 +49,8 @@ def _render_review_detail(
         "can_request_changes": is_review and request.user.has_perm(PERM_REQUEST_CHANGES),
         "form": form or RequestChangesForm(),
         "error": error,
-        "preregistration": experiment.preregistration or services.preregistration_build(experiment),
+        "preregistration": preregistration,
+        "assignment_sentences": assignment_plan_sentences(preregistration),
         "preregistration_frozen": experiment.preregistration is not None,
         "verdicts": _verdicts(experiment),
     }

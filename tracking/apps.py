@@ -8,16 +8,17 @@ class TrackingConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_delete, post_save
 
-        from experiments.models import Experiment, ExperimentMetric, Variant
+        from experiments.models import Experiment, ExperimentMetric, Layer, Variant
         from tracking import schema  # noqa: F401 - registers the OpenAPI auth extension
 
-        for model in (Experiment, Variant, ExperimentMetric):
+        for model in (Experiment, Variant, ExperimentMetric, Layer):
             post_save.connect(_forget_experiments, sender=model, dispatch_uid=f"ingest-cache-{model.__name__}")
             post_delete.connect(_forget_experiments, sender=model, dispatch_uid=f"ingest-cache-del-{model.__name__}")
 
 
 def _forget_experiments(**kwargs) -> None:
     """A plan or status saved in this process: the single-event path re-reads experiments."""
-    from tracking.selectors import running_experiment_forget
+    from tracking.selectors import assignment_rules_forget, running_experiment_forget
 
     running_experiment_forget()
+    assignment_rules_forget()

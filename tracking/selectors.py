@@ -146,6 +146,29 @@ def _rule(experiment: Experiment) -> Rule:
     )
 
 
+_all_running: TTLCache[str, dict[str, AssignExperiment]] = TTLCache(max_entries=4)
+
+
+def assignment_rules_running_cached() -> dict[str, AssignExperiment]:
+    """`assignment_rules_get()` (every running experiment) as read at most SIGNALDASH_EXPERIMENT_CACHE_S ago in
+    this process (0: always read). Safe for the same reason as `running_experiment_cached`: a running
+    experiment's rules cannot change, saving an experiment in this process forgets it (tracking.apps), and the
+    writer checks "still running" under a share lock before it stores an assignment. An experiment started in
+    another process shows up here within the TTL."""
+    ttl = float(getattr(settings, "SIGNALDASH_EXPERIMENT_CACHE_S", DEFAULT_EXPERIMENT_CACHE_S))
+    now = time.monotonic()
+    if ttl > 0 and (hit := _all_running.get("all", now)) is not None:
+        return hit
+    rules = assignment_rules_get()
+    if ttl > 0:
+        _all_running.put("all", rules, now + ttl)
+    return rules
+
+
+def assignment_rules_forget() -> None:
+    _all_running.clear()
+
+
 def assignment_rules_get(*, slugs: Iterable[str] | None = None) -> dict[str, AssignExperiment]:
     """Every running experiment (`slugs` None), or the named ones in any status plus their running holdouts,
     by slug, in two queries whatever their number (experiments with layer and holdout; variants)."""

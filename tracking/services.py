@@ -30,6 +30,7 @@ from tracking.selectors import (
     AssignExperiment,
     IngestExperiment,
     assignment_rules_get,
+    assignment_rules_running_cached,
     experiments_for_ingest,
     running_experiment_cached,
     running_experiment_forget,
@@ -534,7 +535,10 @@ def assignments_get_or_create_all(
 ) -> list[AssignmentResult]:
     """`assignment_get_or_create` for every running experiment (or the listed ones that are running; others
     are left out), in slug order, in a fixed number of queries whatever their count."""
-    experiments = assignment_rules_get(slugs=None if experiment_slugs is None else experiment_slugs)
+    if experiment_slugs is None:
+        experiments = assignment_rules_running_cached()
+    else:
+        experiments = assignment_rules_get(slugs=experiment_slugs)
     wanted = set(experiment_slugs) if experiment_slugs is not None else None
     asked = sorted(
         slug

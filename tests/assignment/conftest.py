@@ -42,3 +42,13 @@ def assign_all(client, user_key: str, attributes=None, experiments=None):
     if experiments is not None:
         body["experiments"] = experiments
     return client.post("/api/assign/all", data=json.dumps(body), content_type="application/json")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rules_cache():
+    """Experiments here are set up with queryset updates (no save signal): start every test unremembered."""
+    from tracking.selectors import assignment_rules_forget
+
+    assignment_rules_forget()
+    yield
+    assignment_rules_forget()

@@ -103,7 +103,14 @@ def contract_world(live_server, make_user, settings, request) -> Iterator[Contra
     ok = Counter()
     for (op, code), n in world.statuses.items():
         ok[op] += n if code in (200, 201) else 0
-    for op in ("POST /api/track", "POST /api/track/batch", "POST /api/assign", f"GET {READOUT_PATH}"):
+    for op in (
+        "POST /api/track",
+        "POST /api/track/batch",
+        "POST /api/assign",
+        "POST /api/assign/all",
+        "GET /api/assign/rules",
+        f"GET {READOUT_PATH}",
+    ):
         assert ok.get(op, 0) >= 3, f"too few successful {op} cases: {dict(world.statuses)}"
     assert Event.objects.filter(experiment=experiment).count() >= 20
 
@@ -134,6 +141,8 @@ def _steer_event(item: Any) -> Any:
     item = dict(item)
     if "experiment" in item:
         item["experiment"] = _pick(item["experiment"], EXPERIMENT)
+    if isinstance(item.get("experiments"), list):  # POST /api/assign/all
+        item["experiments"] = [_pick(slug, EXPERIMENT) for slug in item["experiments"]]
     if "variant" in item:
         item["variant"] = _pick(item["variant"], *VARIANTS)
     if "metric" in item:

@@ -94,3 +94,66 @@ def test_approve__two_overlapping_approvals_race__one_wins_other_layer_overlap(m
     # Then one runs and the other is refused with layer_overlap
     assert outcomes == ["ok", "refused:layer_overlap"]
     assert sorted(Experiment.objects.filter(layer=layer).values_list("status", flat=True)) == ["review", "running"]
+
+
+@pytest.mark.django_db
+def test_admin_layer_page__svg_of_ranges_with_experiments(client, superuser, make_experiment, ops, approver, layer):
+    # Given a running experiment on [0, 0.5) and one in review on [0.5, 1)
+    left = in_layer(make_experiment, ops, "left", layer, 0, 0.5)
+    services.experiment_approve_and_start(experiment=left, actor=approver)
+    in_layer(make_experiment, ops, "right", layer, 0.5, 1)
+    client.force_login(superuser)
+    # When the layer's admin page is opened
+    page = client.get(f"/admin/experiments/layer/{layer.pk}/change/").content.decode()
+    # Then it draws one bar per experiment at its range, server-side
+    assert '<svg class="layer-ranges"' in page
+    assert 'data-experiment="left" data-status="running"' in page
+    assert '<rect x="0.0" y="24" width="320.0"' in page
+    assert 'data-experiment="right" data-status="review"' in page
+    assert '<rect x="320.0" y="50" width="320.0"' in page
+    # And the list shows the picture too
+    assert '<svg class="layer-ranges"' in client.get("/admin/experiments/layer/").content.decode()
+
+
+@pytest.mark.django_db
+def test_admin_experiment_form__bad_targeting_and_range__field_errors(client, superuser, make_experiment, layer):
+    experiment = make_experiment("form-check")
+    client.force_login(superuser)
+    url = f"/admin/experiments/experiment/{experiment.pk}/change/"
+    form = client.get(url).context["adminform"].form
+    data = {k: v for k, v in form.initial.items() if v is not None and not isinstance(v, list | dict)}
+    data.update(
+        {
+            "targeting": '{"country": {"$in": "DE"}}',
+            "layer": layer.pk,
+            "layer_start": "0.7",
+            "layer_end": "0.2",
+            "coverage": "1",
+            "dimensions": "[]",
+            "metrics-TOTAL_FORMS": "0",
+            "metrics-INITIAL_FORMS": "0",
+            "variants-TOTAL_FORMS": "0",
+            "variants-INITIAL_FORMS": "0",
+        }
+    )
+    response = client.post(url, data)
+    errors = response.context["adminform"].form.errors
+    assert "country.$in: must be a list" in errors["targeting"][0]
+    assert "0 ≤ start < end ≤ 1" in errors["layer_end"][0]
+
+
+@pytest.mark.django_db
+def test_review_page__assignment_plan_in_words(client, make_experiment, ops, approver, layer):
+    holdout = make_experiment("holdout-q1", status="running")
+    experiment = make_experiment("worded")
+    experiment.coverage, experiment.targeting = 0.1, {"country": {"$in": ["DE"]}}
+    experiment.layer, experiment.layer_start, experiment.layer_end = layer, 0.25, 0.5
+    experiment.holdout = holdout
+    services.experiment_save_plan(experiment=experiment, actor=ops)
+    services.experiment_submit_for_review(experiment=experiment, actor=ops)
+    client.force_login(approver)
+    page = client.get("/review/worded/").content.decode()
+    assert "Coverage: 10% of eligible users are enrolled" in page
+    assert "Layer: claims 25% to 50% of layer &#x27;checkout&#x27; (25% of its users)" in page
+    assert "Holdout: users held out by &#x27;holdout-q1&#x27; (its control group) are never enrolled." in page
+    assert "Targeting: only users whose attributes match" in page
