@@ -75,7 +75,8 @@ def _print(rows: list[tuple]) -> None:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("parts", nargs="*", default=["ingest", "readout"], help="ingest, readout")
+    parts = ["ingest", "readout", "warehouse"]
+    parser.add_argument("parts", nargs="*", default=parts, help=", ".join(parts))
     args = parser.parse_args(argv)
     scale = float(os.environ.get("BENCH_SCALE", "1"))
     seconds = float(os.environ.get("BENCH_SECONDS", "8"))
@@ -95,6 +96,9 @@ def main(argv: list[str]) -> int:
 
         sizes = [int(1_000_000 * scale), int(10_000_000 * scale)]
         readout_results = readout.run_measurements(sizes, repeat)
+    if "warehouse" in args.parts:  # its own process: it sets up Django on a throwaway SQLite database
+        events = str(int(10_000_000 * scale))
+        subprocess.run([sys.executable, str(HERE / "warehouse.py"), "--events", events, "--spark"], check=False)
     rows = _rows(ingest_results, readout_results) if ingest_results and readout_results else []
     if rows:
         _print(rows)

@@ -7,8 +7,6 @@ for another: every SumsRow and every statistic equal. The server starts once per
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from django.db import connection
 
@@ -39,10 +37,7 @@ def test_spark_snapshot__parquet_on_two_executors__every_sumsrow_and_statistic_e
 ):
     # Given a Spark Connect server on a cluster with at least two executors
     url, ui_port = spark_connect
-    deadline = time.monotonic() + 60
-    while len(sparkcluster.executors(ui_port)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert len(sparkcluster.executors(ui_port)) >= 2
+    assert len(sparkcluster.wait_executors(ui_port, 2)) >= 2
     # and the dataset sent to the API for one experiment and written as Parquet for another
     started = start_time()
     internal = running_experiment(owner, "own-exp", started=started)
