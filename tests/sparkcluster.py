@@ -121,7 +121,7 @@ def spark_connect_server(workdir: Path):
         "--conf",
         "spark.executor.memory=512m",
         "--conf",
-        "spark.sql.shuffle.partitions=4",
+        "spark.sql.shuffle.partitions=2",
         "--conf",
         f"spark.local.dir={workdir}",
         "spark-internal",

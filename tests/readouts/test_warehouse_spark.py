@@ -32,6 +32,7 @@ pytestmark = [
 ]
 
 
+@pytest.mark.timeout(900)  # includes starting the server (shared by the session) on a busy 2-core machine
 def test_spark_snapshot__parquet_on_two_executors__every_sumsrow_and_statistic_equal(
     spark_connect, owner, tmp_path, monkeypatch
 ):
@@ -41,7 +42,7 @@ def test_spark_snapshot__parquet_on_two_executors__every_sumsrow_and_statistic_e
     # and the dataset sent to the API for one experiment and written as Parquet for another
     started = start_time()
     internal = running_experiment(owner, "own-exp", started=started)
-    ds = warehouse_data.build(start=started, internal_key="own-exp", warehouse_key="wh-exp")
+    ds = warehouse_data.build(start=started, internal_key="own-exp", warehouse_key="wh-exp", users=150)
     send_to_api(ds.api)
     write_lake(tmp_path, ds, parquet=True)
     monkeypatch.setenv("SD_TEST_SPARK_URL", url)
