@@ -54,7 +54,7 @@ def test_spark_snapshot__parquet_on_two_executors__every_sumsrow_and_statistic_e
         exposure_sql=f"SELECT * FROM parquet.`{tmp_path / 'exposures.parquet'}`",
         events_sql=f"SELECT * FROM parquet.`{tmp_path / 'events.parquet'}`",
         cuped_lookback_days=warehouse_data.LOOKBACK_DAYS,
-        timeout_s=120,
+        timeout_s=600,
     )
     warehouse = running_experiment(owner, "wh-exp", started=started, data_source=source)
 
