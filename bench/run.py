@@ -57,7 +57,8 @@ def _print(rows: list[tuple]) -> None:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("parts", nargs="*", default=["ingest", "readout", "assign"], help="ingest, readout, assign")
+    parts = ["ingest", "readout", "assign", "warehouse"]
+    parser.add_argument("parts", nargs="*", default=parts, help=", ".join(parts))
     args = parser.parse_args(argv)
     scale = float(os.environ.get("BENCH_SCALE", "1"))
     seconds = float(os.environ.get("BENCH_SECONDS", "8"))
@@ -78,6 +79,9 @@ def main(argv: list[str]) -> int:
         readout_results = readout.run_measurements(sizes, repeat)
     if "assign" in args.parts:  # its own process: it sets up Django against its own cluster (bench/assign.py)
         subprocess.run([sys.executable, str(HERE / "assign.py")], cwd=ROOT, check=False)
+    if "warehouse" in args.parts:  # its own process: it sets up Django on a throwaway SQLite database
+        events = str(int(10_000_000 * scale))
+        subprocess.run([sys.executable, str(HERE / "warehouse.py"), "--events", events, "--spark"], check=False)
     rows = _rows(ingest_results, readout_results)
     if rows:
         _print(rows)

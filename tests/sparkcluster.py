@@ -64,12 +64,26 @@ def _wait(proc: subprocess.Popen, port: int, log: Path) -> None:
     raise RuntimeError(f"Spark Connect server did not listen within {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
 
 
+def wait_executors(ui_port: int, count: int, timeout_s: float = 120) -> list[dict]:
+    """Poll (bounded) until ``count`` executors registered; returns them."""
+    deadline, found = time.monotonic() + timeout_s, []
+    while time.monotonic() < deadline:
+        try:
+            found = executors(ui_port)
+        except OSError:
+            found = []
+        if len(found) >= count:
+            return found
+        time.sleep(1)
+    return found
+
+
 def executors(ui_port: int) -> list[dict]:
     """The application's executors (driver excluded), from Spark's monitoring REST API on loopback."""
     base = f"http://127.0.0.1:{ui_port}/api/v1/applications"
-    with urllib.request.urlopen(base, timeout=5) as r:  # noqa: S310 - loopback only
+    with urllib.request.urlopen(base, timeout=30) as r:  # noqa: S310 - loopback only
         app = json.load(r)[0]["id"]
-    with urllib.request.urlopen(f"{base}/{app}/executors", timeout=5) as r:  # noqa: S310
+    with urllib.request.urlopen(f"{base}/{app}/executors", timeout=30) as r:  # noqa: S310
         return [e for e in json.load(r) if e["id"] != "driver"]
 
 
@@ -107,7 +121,7 @@ def spark_connect_server(workdir: Path):
         "--conf",
         "spark.executor.memory=512m",
         "--conf",
-        "spark.sql.shuffle.partitions=4",
+        "spark.sql.shuffle.partitions=2",
         "--conf",
         f"spark.local.dir={workdir}",
         "spark-internal",

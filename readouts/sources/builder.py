@@ -71,7 +71,7 @@ x_users AS (
   SELECT user_key, MIN(ts) AS x_ts, MIN(variant_key) AS variant_key, COUNT(DISTINCT variant_key) AS n_variants
   FROM x_raw WHERE variant_key IN (:variant_keys) GROUP BY user_key
 ),
-units AS (
+units AS MATERIALIZED (
   SELECT user_key, variant_key, x_ts, CAST(x_ts AS DATE) AS x_day FROM x_users WHERE n_variants = 1
 ),
 ev AS (
@@ -80,7 +80,10 @@ ev AS (
   FROM src_e s
   WHERE s.event IN (:events) AND s."timestamp" >= :lookback_ts AND s."timestamp" <= :end_ts
 ),
-evd AS ({evd})
+evd AS ({evd}),
+ue AS MATERIALIZED (
+  SELECT u.variant_key, u.x_ts, e.* FROM units u JOIN evd e ON e.user_key = u.user_key
+)
 {metric_ctes}
 SELECT 'exposure' AS kind, variant_key, '' AS metric, x_day AS day, COUNT(*) AS users, {zero_f} AS total,
        {zero_f} AS total_sq, {zero_f} AS products, {zero_f} AS products_bin, 0 AS events, 0 AS late, 0 AS unexposed
@@ -108,10 +111,10 @@ EVD_PLAIN = "SELECT * FROM ev"
 # Per metric i. ``{counted}`` / ``{matches}`` are conditions over e (event) and u (unit) built below.
 METRIC_CTES = """,
 c{i} AS (
-  SELECT u.variant_key, u.user_key, CAST(e.ts AS DATE) AS day, SUM({value}) AS day_total, COUNT(*) AS day_events
-  FROM units u JOIN evd e ON e.user_key = u.user_key
+  SELECT e.variant_key, e.user_key, CAST(e.ts AS DATE) AS day, SUM({value}) AS day_total, COUNT(*) AS day_events
+  FROM ue e
   WHERE {matches} AND {counted}
-  GROUP BY u.variant_key, u.user_key, CAST(e.ts AS DATE)
+  GROUP BY e.variant_key, e.user_key, CAST(e.ts AS DATE)
 ),
 k{i} AS ({cap}),
 r{i} AS (
@@ -128,10 +131,10 @@ s{i} AS (
 v{i} AS (
   SELECT u.user_key, u.variant_key, u.x_day, {cov_value} AS x
   FROM units u LEFT JOIN (
-    SELECT u.user_key, {cov_agg} AS x
-    FROM units u JOIN evd e ON e.user_key = u.user_key
-    WHERE {matches} AND e.ts < u.x_ts AND e.ts >= u.x_ts - :lookback_{i}
-    GROUP BY u.user_key
+    SELECT e.user_key, {cov_agg} AS x
+    FROM ue e
+    WHERE {matches} AND e.ts < e.x_ts AND e.ts >= e.x_ts - :lookback_{i}
+    GROUP BY e.user_key
   ) p ON p.user_key = u.user_key
 )
 """
@@ -145,8 +148,8 @@ GROUP BY s.variant_key, s.day
 UNION ALL
 SELECT 'uncounted' AS kind, {null_s}, :key_{i}, CAST(e.ts AS DATE), 0, {zero_f}, {zero_f}, {zero_f}, {zero_f}, 0,
        COUNT(*), 0
-FROM units u JOIN evd e ON e.user_key = u.user_key
-WHERE {matches} AND e.ts >= :start_ts AND e.ts < u.x_ts + :delay_{i}
+FROM ue e
+WHERE {matches} AND e.ts >= :start_ts AND e.ts < e.x_ts + :delay_{i}
 GROUP BY CAST(e.ts AS DATE)
 """
 METRIC_COVARIATE_SELECT = """
@@ -154,8 +157,8 @@ UNION ALL
 SELECT 'covariate' AS kind, variant_key, :key_{i}, x_day, COUNT(*), SUM(x), SUM(x * x), {zero_f}, {zero_f}, 0, 0, 0
 FROM v{i} GROUP BY variant_key, x_day
 """
-COUNTED = "e.ts >= :start_ts AND e.ts <= :end_ts AND e.ts >= u.x_ts + :delay_{i}"
-COUNTED_WINDOW = " AND e.ts <= u.x_ts + :until_{i}"
+COUNTED = "e.ts >= :start_ts AND e.ts <= :end_ts AND e.ts >= e.x_ts + :delay_{i}"
+COUNTED_WINDOW = " AND e.ts <= e.x_ts + :until_{i}"
 CAP_NONE = "SELECT CAST(NULL AS DOUBLE) AS cap"
 CAP_ABSOLUTE = "SELECT CAST(:cap_{i} AS DOUBLE) AS cap"
 CAP_PERCENTILE = """
@@ -316,7 +319,10 @@ def _spark_fixes(tree: exp.Expression) -> exp.Expression:
             return exp.Anonymous(this="PERCENTILE", expressions=[order.copy(), node.this.this.copy()])
         return node
 
-    return tree.transform(fix)
+    tree = tree.transform(fix)
+    for cte in tree.find_all(exp.CTE):  # Spark has no MATERIALIZED hint (it caches shared CTEs itself)
+        cte.set("materialized", None)
+    return tree
 
 
 _DIALECT_FIXES = {"spark": _spark_fixes}

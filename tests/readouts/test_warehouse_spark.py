@@ -7,8 +7,6 @@ for another: every SumsRow and every statistic equal. The server starts once per
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from django.db import connection
 
@@ -34,19 +32,17 @@ pytestmark = [
 ]
 
 
+@pytest.mark.timeout(900)  # includes starting the server (shared by the session) on a busy 2-core machine
 def test_spark_snapshot__parquet_on_two_executors__every_sumsrow_and_statistic_equal(
     spark_connect, owner, tmp_path, monkeypatch
 ):
     # Given a Spark Connect server on a cluster with at least two executors
     url, ui_port = spark_connect
-    deadline = time.monotonic() + 60
-    while len(sparkcluster.executors(ui_port)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert len(sparkcluster.executors(ui_port)) >= 2
+    assert len(sparkcluster.wait_executors(ui_port, 2)) >= 2
     # and the dataset sent to the API for one experiment and written as Parquet for another
     started = start_time()
     internal = running_experiment(owner, "own-exp", started=started)
-    ds = warehouse_data.build(start=started, internal_key="own-exp", warehouse_key="wh-exp")
+    ds = warehouse_data.build(start=started, internal_key="own-exp", warehouse_key="wh-exp", users=150)
     send_to_api(ds.api)
     write_lake(tmp_path, ds, parquet=True)
     monkeypatch.setenv("SD_TEST_SPARK_URL", url)
@@ -58,7 +54,7 @@ def test_spark_snapshot__parquet_on_two_executors__every_sumsrow_and_statistic_e
         exposure_sql=f"SELECT * FROM parquet.`{tmp_path / 'exposures.parquet'}`",
         events_sql=f"SELECT * FROM parquet.`{tmp_path / 'events.parquet'}`",
         cuped_lookback_days=warehouse_data.LOOKBACK_DAYS,
-        timeout_s=120,
+        timeout_s=600,
     )
     warehouse = running_experiment(owner, "wh-exp", started=started, data_source=source)
 
