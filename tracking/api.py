@@ -43,6 +43,7 @@ from tracking.fields import (
     AttributesField,
     CovariatesField,
     PropsField,
+    SlugListField,
     StrictCharField,
     StrictChoiceField,
     StrictDateTimeField,
@@ -616,11 +617,10 @@ class AssignAllApi(ServiceAPIView):
     class InputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         user_key = _user_key_field()
         attributes = _attributes_field()
-        experiments = serializers.ListField(
-            child=StrictCharField(min_length=1, max_length=100),
+        experiments = SlugListField(
             required=False,
             allow_null=True,
-            max_length=ASSIGN_ALL_MAX_EXPERIMENTS,
+            max_items=ASSIGN_ALL_MAX_EXPERIMENTS,
             help_text=f"Experiment slugs (at most {ASSIGN_ALL_MAX_EXPERIMENTS}); default: every running "
             "experiment. Listed experiments that are not running are left out of the answer.",
         )

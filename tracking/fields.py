@@ -217,3 +217,30 @@ class PropsField(serializers.Field):
 )
 class AttributesField(PropsField):
     """User attributes for targeting: bounded exactly like `props`."""
+
+
+@extend_schema_field(
+    {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 100}, "maxItems": 200}
+)
+class SlugListField(serializers.Field):
+    """A list of experiment slugs (strings of 1–100 storable characters), at most `max_items`; errors are flat
+    messages naming the item (`Item 2: must be a string.`), like every other field's."""
+
+    default_error_messages = {"invalid": "Must be a list of experiment slugs.", "too_many": "At most {n} items."}
+
+    def __init__(self, *, max_items: int = 200, **kwargs):
+        self.max_items = max_items
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, list):
+            self.fail("invalid")
+        if len(data) > self.max_items:
+            self.fail("too_many", n=self.max_items)
+        for index, item in enumerate(data):
+            if not isinstance(item, str) or not 1 <= len(item) <= 100 or not _encodable(item):
+                raise serializers.ValidationError(f"Item {index}: must be a slug of 1–100 characters.")
+        return list(data)
+
+    def to_representation(self, value):
+        return value
