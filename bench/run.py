@@ -75,7 +75,7 @@ def _print(rows: list[tuple]) -> None:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("parts", nargs="*", default=["ingest", "readout"], help="ingest, readout")
+    parser.add_argument("parts", nargs="*", default=["ingest", "readout", "list"], help="ingest, readout, list")
     args = parser.parse_args(argv)
     scale = float(os.environ.get("BENCH_SCALE", "1"))
     seconds = float(os.environ.get("BENCH_SECONDS", "8"))
@@ -95,7 +95,19 @@ def main(argv: list[str]) -> int:
 
         sizes = [int(1_000_000 * scale), int(10_000_000 * scale)]
         readout_results = readout.run_measurements(sizes, repeat)
+    list_result: dict = {}
+    if "list" in args.parts:  # issue 17: the experiment list at 1,000 experiments (bench/program_list.py)
+        import program_list
+
+        list_result = program_list.run_measurements(int(os.environ.get("BENCH_LIST_EXPERIMENTS", "1000")), repeat * 3)
     rows = _rows(ingest_results, readout_results) if ingest_results and readout_results else []
+    if list_result:
+        n = f"{list_result['experiments']:,}"
+        ceiling = list_result["rollup_sums"][0] * 1000
+        rows.append((f"list page p50 @{n} exps", list_result["list"][0] * 1000, "ms", "its rollup-sums query", ceiling,
+                     "< 200 ms"))  # fmt: skip
+        rows.append((f"list CSV p50 @{n} exps", list_result["csv"][0] * 1000, "ms", "its rollup-sums query", ceiling,
+                     ""))  # fmt: skip
     if rows:
         _print(rows)
     elapsed = time.monotonic() - started
@@ -104,7 +116,7 @@ def main(argv: list[str]) -> int:
     out = HERE / "results" / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{commit}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"commit": commit, "scale": scale, "cpus": os.cpu_count(), "seconds": elapsed,
-                               "ingest": ingest_results, "readout": readout_results,
+                               "ingest": ingest_results, "readout": readout_results, "list": list_result,
                                "table": [list(r) for r in rows]}, indent=1, default=str))  # fmt: skip
     print(f"results: {out.relative_to(ROOT)}")
     return 0
