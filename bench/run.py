@@ -57,7 +57,7 @@ def _print(rows: list[tuple]) -> None:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parts = ["ingest", "readout", "assign", "warehouse"]
+    parts = ["ingest", "readout", "assign", "warehouse", "list"]
     parser.add_argument("parts", nargs="*", default=parts, help=", ".join(parts))
     args = parser.parse_args(argv)
     scale = float(os.environ.get("BENCH_SCALE", "1"))
@@ -82,7 +82,19 @@ def main(argv: list[str]) -> int:
     if "warehouse" in args.parts:  # its own process: it sets up Django on a throwaway SQLite database
         events = str(int(10_000_000 * scale))
         subprocess.run([sys.executable, str(HERE / "warehouse.py"), "--events", events, "--spark"], check=False)
+    list_result: dict = {}
+    if "list" in args.parts:  # issue 17: the experiment list at 1,000 experiments (bench/program_list.py)
+        import program_list
+
+        list_result = program_list.run_measurements(int(os.environ.get("BENCH_LIST_EXPERIMENTS", "1000")), repeat * 3)
     rows = _rows(ingest_results, readout_results)
+    if list_result:
+        n = f"{list_result['experiments']:,}"
+        ceiling = list_result["rollup_sums"][0] * 1000
+        rows.append((f"list page p50 @{n} exps", list_result["list"][0] * 1000, "ms", "its rollup-sums query", ceiling,
+                     "< 200 ms"))  # fmt: skip
+        rows.append((f"list CSV p50 @{n} exps", list_result["csv"][0] * 1000, "ms", "its rollup-sums query", ceiling,
+                     ""))  # fmt: skip
     if rows:
         _print(rows)
     elapsed = time.monotonic() - started
@@ -91,7 +103,7 @@ def main(argv: list[str]) -> int:
     out = HERE / "results" / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{commit}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"commit": commit, "scale": scale, "cpus": os.cpu_count(), "seconds": elapsed,
-                               "ingest": ingest_results, "readout": readout_results,
+                               "ingest": ingest_results, "readout": readout_results, "list": list_result,
                                "table": [list(r) for r in rows]}, indent=1, default=str))  # fmt: skip
     print(f"results: {out.relative_to(ROOT)}")
     return 0

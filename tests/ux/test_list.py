@@ -169,3 +169,33 @@ def test_list__query_count__fixed_for_10_and_60_experiments(client, ux_owner, ma
 # their metric plans; the live experiments' rollup watermarks; the rollup sums; the conflict users; the
 # decisions; the owner and metric choices.
 LIST_QUERIES = 2 + 2 + 3 + 1 + 1 + 1 + 1 + 2
+
+
+def test_catch_up_rollups__new_events__list_shows_them_after_the_command(client, ux_owner, make_listed):
+    from django.core.management import call_command
+
+    from tests.ux.conftest import T0
+    from tracking.models import Event
+
+    # Given a running experiment read once by the list (flat), then 300 new converting treatment users arrive
+    exp = make_listed("late-winner", split=FLAT)
+    client.force_login(ux_owner)
+    assert 'data-verdict="inconclusive"' in client.get("/").content.decode()
+    treatment = exp.variants.get(key="treatment")
+    late = []
+    for i in range(300):
+        at = T0 + timedelta(hours=2, seconds=i)
+        late.append(
+            Event(experiment=exp, variant=treatment, user_key=f"late-{i}", event_type="exposure", occurred_at=at)
+        )
+        late.append(Event(experiment=exp, variant=treatment, user_key=f"late-{i}", event_type="conversion",
+                          metric="purchase", occurred_at=at + timedelta(minutes=1)))  # fmt: skip
+    Event.objects.bulk_create(late)
+    # When the cron command runs
+    out = io.StringIO()
+    call_command("catch_up_rollups", stdout=out)
+    # Then the list reads the new numbers: 400 vs 700 exposed at 50/50 weights is now a sample-ratio mismatch
+    assert "late-winner: incremental catch-up" in out.getvalue()
+    html = client.get("/").content.decode()
+    row = html.split('data-slug="late-winner"')[1].split("</tr>")[0]
+    assert "1,100" in row and 'data-verdict="untrustworthy"' in html.split('data-slug="late-winner"')[1][:60]
