@@ -12,6 +12,7 @@ import pytest
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from experiments.models import Metric
 from tests.experiments import conftest as workflow
 from tracking.models import ServiceAPIKey
 
@@ -57,6 +58,11 @@ MATRIX = [
     ("POST", "/api/assign", "api/assign", TRACK_API),
     ("POST", "/api/assign/all", "api/assign/all", TRACK_API),
     ("GET", "/api/assign/rules", "api/assign/rules", (401, 401, 401, 401, 401, 200, 403)),
+    # the metric catalog: pages for people who may view metrics, the API for those or a read-scope key
+    ("GET", "/metrics/", "metrics/", PAGE),
+    ("GET", "/metrics/matrix-metric/", "metrics/<str:key>/", PAGE),
+    ("GET", "/api/metrics", "api/metrics", READ_API),
+    ("GET", "/api/metrics/matrix-metric", "api/metrics/<str:key>", READ_API),
     # POST-only pages: GET is not allowed once logged in (405), anonymous visitors are sent to log in first.
     ("GET", f"/review/{S}/approve", "review/<slug:slug>/approve", (302, 405, 405, 405, 405, 302, 302)),
     ("GET", f"/review/{S}/request-changes", "review/<slug:slug>/request-changes", (302, 405, 405, 405, 405, 302, 302)),
@@ -64,6 +70,12 @@ MATRIX = [
         "GET",
         f"/experiments/{S}/readout/narrative/regenerate",
         "experiments/<slug:slug>/readout/narrative/regenerate",
+        (302, 405, 405, 405, 405, 302, 302),
+    ),
+    (
+        "GET",
+        f"/experiments/{S}/readout/refresh",
+        "experiments/<slug:slug>/readout/refresh",
         (302, 405, 405, 405, 405, 302, 302),
     ),
     ("GET", "/accounts/logout/", "accounts/logout/", (302, 405, 405, 405, 405, 302, 302)),
@@ -78,6 +90,7 @@ MATRIX = [
 @pytest.fixture
 def clients(make_experiment, make_user, ops):
     make_experiment(S, status="shipped")
+    Metric.objects.create(key="matrix-metric", name="Matrix metric", kind="binary", event="matrix-metric")
     users = {
         "plain": make_user("plain"),
         "ops": ops,
