@@ -1,6 +1,6 @@
 """The experiment list (``/``): filters, search, sort, pagination and CSV over every experiment's verdict.
 
-Cheap at a thousand experiments: verdict inputs come from the rollups (``readouts.Rollup``, summed over days
+Verdict inputs come from the rollups (``readouts.Rollup``, summed over days
 in one query for every listed experiment) and a fixed number of further queries — the experiments with their
 owners, variants and metric plans, the decisions, the variant-conflict users, the rollup watermarks and the
 filter choices — whatever the number of experiments or the page size. Verdicts are then computed in Python
@@ -11,6 +11,11 @@ The rollups are read as of their last catch-up: every readout view catches its e
 ``manage.py catch_up_rollups`` (for cron, every few minutes). Only a live experiment whose rollups were never
 read (no watermark yet) is caught up here, at most ``MAX_CATCH_UPS_PER_REQUEST`` per request, so the list's
 query count stays fixed once every experiment has been read once.
+
+Known cost (bench/program_list.py): the queries are cheap (the rollup sums of 100 experiments: ~25 ms), but
+assembling each started experiment's readout in Python costs ~50-70 ms on this machine, ~60% of it the power
+plan (statsmodels' solver), so the page does not yet meet p50 < 200 ms at 1,000 experiments. Next step:
+memoise the power plan per experiment plan and store each experiment's verdict at catch-up time.
 """
 
 from __future__ import annotations
