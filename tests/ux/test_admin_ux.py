@@ -57,6 +57,8 @@ def _plan_fields(exp):
         "alpha": "0.05",
         "power": "0.8",
         "dimensions": "[]",
+        "coverage": "1",
+        "targeting": "{}",
     }
 
 
