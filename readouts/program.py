@@ -36,7 +36,7 @@ from experiments.models import Decision, Experiment
 from readouts import queries, rollups
 from readouts.governance import FAIL, Governance, ViewFacts, checks_get
 from readouts.models import Rollup, RollupWatermark
-from readouts.selectors import MetricComparison, Readout, VariantInfo, readout_from_rows
+from readouts.selectors import MetricComparison, Readout, VariantInfo, readout_from_rows, readout_get
 from readouts.verdicts import LABELS, Verdict, overall_label, result_summary, verdicts_get
 from tracking.models import VariantConflict
 
@@ -190,12 +190,29 @@ def _choices() -> tuple[list[str], list[str]]:
 
 
 # --- one row ----------------------------------------------------------------------------------------------
+def _needs_full_readout(e: Experiment) -> bool:
+    """Whether the list must read this experiment like its readout page (more queries, same numbers): its
+    numbers come from a warehouse snapshot, or a planned metric has rules (window, cap, filter, count,
+    ratio, funnel) that the rollups do not hold. No query for an approved plan (its definitions are frozen)."""
+    from experiments.selectors import experiment_metric_definitions
+    from readouts.catalog_metrics import rollup_shaped
+
+    if e.data_source_id is not None:
+        return True
+    if not any(m.metric_id for m in e.metrics.all()):  # prefetched; ad-hoc rows are rule-free binary/mean sums
+        return False
+    return not all(rollup_shaped(d) for d in experiment_metric_definitions(e).values())
+
+
 def _verdicts(e: Experiment, rows: list[queries.SumsRow], conflict_users: int) -> tuple[Readout, list, list[str]]:
     variants = [
         VariantInfo(v.pk, v.key, v.name, v.is_control, v.weight)
         for v in sorted(e.variants.all(), key=lambda v: (not v.is_control, v.key))
     ]
-    readout = readout_from_rows(experiment=e, variants=variants, rows=rows, conflicts=None)
+    if _needs_full_readout(e):  # a warehouse snapshot, or catalog rules the rollups cannot represent
+        readout = readout_get(experiment=e)
+    else:
+        readout = readout_from_rows(experiment=e, variants=variants, rows=rows, conflicts=None)
     checks = checks_get(readout=readout, facts=ViewFacts(conflict_users, 0, {}, {}))
     governance = Governance(checks, [], list(e.dimensions or []))
     failing = [c.code for c in checks if c.status == FAIL]
