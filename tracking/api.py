@@ -678,7 +678,7 @@ class AssignRulesApi(ServiceAPIView):
     @extend_schema_serializer(component_name="AssignRules")
     class OutputSerializer(serializers.Serializer):
         class RuleSerializer(serializers.Serializer):
-            class VariantSerializer(serializers.Serializer):
+            class RuleVariantSerializer(serializers.Serializer):
                 key = serializers.CharField()
                 weight = serializers.IntegerField()
                 is_control = serializers.BooleanField()
@@ -691,7 +691,7 @@ class AssignRulesApi(ServiceAPIView):
 
             experiment = serializers.CharField()
             salt = serializers.CharField()
-            variants = VariantSerializer(many=True)
+            variants = RuleVariantSerializer(many=True)
             coverage = serializers.FloatField()
             targeting = serializers.DictField(help_text="GrowthBook condition; {} matches everyone.")
             layer = LayerSerializer(allow_null=True)
