@@ -6,6 +6,7 @@ Every function returns ``None`` for a quantity that is undefined, together with 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -741,7 +742,11 @@ def _effect_size(
     return abs(effect), ""
 
 
+@functools.lru_cache(maxsize=4096)
 def _solve_users(effect: float, *, alpha: float, power: float, ratio: float) -> int:
+    """statsmodels' NormalIndPower root-find, memoised on its four inputs (issue 17: the list solved it per row
+    per request, ~60% of the page). A pure function of hashable floats, so the cache can never go stale; 4,096
+    distinct plans per process is far more than a program runs."""
     nobs1 = NormalIndPower().solve_power(
         effect_size=effect, nobs1=None, alpha=alpha, power=power, ratio=ratio, alternative="two-sided"
     )

@@ -889,3 +889,23 @@ def test_engine__decimal_and_numpy_inputs__return_python_floats():
             for number in numbers:
                 if not isinstance(number, str):
                     assert type(number) is float and math.isfinite(number), (result, number)
+
+
+def test_power_plan__same_inputs_twice__solver_runs_once_and_answer_unchanged():
+    # Given an empty solver cache and one plan's inputs
+    stats._solve_users.cache_clear()
+    kwargs = {"kind": BINARY, "alpha": 0.05, "power": 0.8, "mde": 0.1, "baseline_rate": 0.1}
+    # When the plan is computed twice (as the experiment list does on every request)
+    first = stats.power_plan(weights=[1, 1], control_index=0, expected_daily_users=1000, **kwargs)
+    second = stats.power_plan(weights=[1, 1], control_index=0, expected_daily_users=1000, **kwargs)
+    # Then statsmodels is solved once and the second plan is a cache hit
+    info = stats._solve_users.cache_info()
+    assert (info.misses, info.hits) == (1, 1)
+    # And both equal the uncached statsmodels solution
+    solved = NormalIndPower().solve_power(
+        effect_size=abs(proportion_effectsize(0.11, 0.1)), alpha=0.05, power=0.8, ratio=1.0
+    )
+    assert first == second and first.users_per_arm == math.ceil(solved) == 14_745
+    # And different inputs are a separate entry, not a stale answer
+    other = stats.power_plan(weights=[1, 1], control_index=0, expected_daily_users=1000, **{**kwargs, "mde": 0.2})
+    assert stats._solve_users.cache_info().misses == 2 and other.users_per_arm < first.users_per_arm
