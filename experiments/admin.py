@@ -553,6 +553,7 @@ class _SuperuserOnlyMixin:
 class WebhookAdminForm(forms.ModelForm):
     """The secret is write-only: never rendered back; left blank on change it keeps the stored one."""
 
+    url = forms.URLField(max_length=500, assume_scheme="https")
     secret = forms.CharField(
         widget=forms.PasswordInput(render_value=False),
         required=False,
