@@ -216,3 +216,17 @@ def test_approve__webhook_configured__sent_after_commit_by_task_worker(make_expe
     print(f"delivery latency enqueue→received: {latency_ms:.1f} ms")  # noqa: T201 - reported figure
     review.refresh_from_db()
     assert review.status == "delivered"
+
+
+def test_webhook_admin__superuser__secret_never_rendered_and_blank_keeps_it(client, superuser, receiver):
+    hook = Webhook.objects.create(name="ops", url=receiver(200).url, secret=SECRET)
+    client.force_login(superuser)
+    page = client.get(f"/admin/experiments/webhook/{hook.pk}/change/")
+    assert page.status_code == 200 and SECRET not in page.content.decode()
+    response = client.post(
+        f"/admin/experiments/webhook/{hook.pk}/change/",
+        {"name": "renamed", "url": hook.url, "format": "json", "secret": "", "active": "on"},
+    )
+    assert response.status_code == 302
+    hook.refresh_from_db()
+    assert hook.name == "renamed" and hook.secret == SECRET
