@@ -230,3 +230,33 @@ def test_webhook_admin__superuser__secret_never_rendered_and_blank_keeps_it(clie
     assert response.status_code == 302
     hook.refresh_from_db()
     assert hook.name == "renamed" and hook.secret == SECRET
+
+
+@pytest.mark.django_db(transaction=True)  # two real connections racing, as two workers would
+def test_notification_enqueue__two_concurrent_workers__one_delivery(make_experiment, receiver):
+    from django.db import connection, connections, transaction
+
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent writers need PostgreSQL (SQLite serialises whole-database writes)")
+    from tests.experiments.conftest import ensure_workflow_groups
+
+    ensure_workflow_groups()
+    exp = make_experiment("race", status=Experiment.Status.RUNNING)
+    Webhook.objects.create(name="a", url=receiver(200).url, secret=SECRET)
+    barrier, results = threading.Barrier(2), []
+
+    def worker():
+        try:
+            with transaction.atomic():
+                barrier.wait(5)
+                results.append(notification_enqueue(experiment=exp, event="experiment.result_ready"))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert sorted(len(r) for r in results) == [0, 1]
+    assert WebhookDelivery.objects.filter(event="experiment.result_ready").count() == 1
