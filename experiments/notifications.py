@@ -110,6 +110,16 @@ def webhook_target_check(url: str) -> None:
             raise UnsafeTarget(f"{parts.hostname} resolves to a non-public address ({ip})")
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects are not followed (a 3xx is final): a redirect could point past the SSRF check."""
+
+    def redirect_request(self, *args, **kwargs):  # noqa: ARG002
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirect)
+
+
 def _attempt(delivery: WebhookDelivery, body: bytes) -> tuple[int | None, str]:
     request = urllib.request.Request(
         delivery.webhook.url,
@@ -124,7 +134,7 @@ def _attempt(delivery: WebhookDelivery, body: bytes) -> tuple[int | None, str]:
         },
     )
     try:
-        with urllib.request.urlopen(request, timeout=settings.SIGNALDASH_WEBHOOK_TIMEOUT_S) as response:  # noqa: S310 - scheme checked
+        with _opener.open(request, timeout=settings.SIGNALDASH_WEBHOOK_TIMEOUT_S) as response:  # noqa: S310 - scheme checked
             return response.status, ""
     except urllib.error.HTTPError as e:
         return e.code, f"HTTP {e.code}"

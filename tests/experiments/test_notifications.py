@@ -40,6 +40,8 @@ class Receiver:
                     receiver.release.wait(5)
                     return
                 self.send_response(step)
+                if step == 302:
+                    self.send_header("Location", "http://169.254.169.254/latest")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -260,3 +262,11 @@ def test_notification_enqueue__two_concurrent_workers__one_delivery(make_experim
         t.join(10)
     assert sorted(len(r) for r in results) == [0, 1]
     assert WebhookDelivery.objects.filter(event="experiment.result_ready").count() == 1
+
+
+def test_webhook_delivery__redirect__not_followed_and_not_retried(make_experiment, receiver):
+    exp = make_experiment("redirect", status=Experiment.Status.RUNNING)
+    r = receiver(302, 200)
+    delivery = webhook_delivery_send(delivery_id=_delivery(exp, r.url).pk)
+    assert len(r.requests) == 1
+    assert delivery.status == "failed" and delivery.attempts == 1 and delivery.last_status == 302
