@@ -36,7 +36,11 @@ from experiments.models import (
     Layer,
     Metric,
     MetricChange,
+    NotificationEvent,
     Variant,
+    Webhook,
+    WebhookAttempt,
+    WebhookDelivery,
 )
 from experiments.templatetags.workflow import transition_label
 from signaldash.admin import ReadOnlyAdminMixin
@@ -525,3 +529,83 @@ class LayerAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False  # experiments keep their layer (PROTECT); a layer is part of their record
+
+
+class _SuperuserOnlyMixin:
+    """Webhooks hold secrets and reach outside: superusers only, whatever the model permissions say."""
+
+    def has_module_permission(self, request):
+        return request.user.is_active and request.user.is_superuser
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_active and request.user.is_superuser
+
+    def has_add_permission(self, request, obj=None):
+        return request.user.is_active and request.user.is_superuser
+
+    def has_change_permission(self, request, obj=None):
+        return request.user.is_active and request.user.is_superuser
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.is_active and request.user.is_superuser
+
+
+class WebhookAdminForm(forms.ModelForm):
+    """The secret is write-only: never rendered back; left blank on change it keeps the stored one."""
+
+    url = forms.URLField(max_length=500, assume_scheme="https")
+    secret = forms.CharField(
+        widget=forms.PasswordInput(render_value=False),
+        required=False,
+        help_text="Write-only. Leave blank to keep the current secret.",
+    )
+    events = forms.MultipleChoiceField(
+        choices=NotificationEvent.choices,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="None ticked = every event.",
+    )
+
+    class Meta:
+        model = Webhook
+        fields = ["name", "url", "format", "events", "secret", "active"]
+
+    def clean_secret(self):
+        secret = self.cleaned_data.get("secret") or ""
+        if not secret:
+            if self.instance.pk and self.instance.secret:
+                return self.instance.secret
+            raise forms.ValidationError("A secret is required.")
+        return secret
+
+
+class WebhookAttemptInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = WebhookAttempt
+    fields = ["number", "status_code", "error", "duration_ms", "at"]
+    readonly_fields = fields
+    extra = 0
+
+
+@admin.register(Webhook)
+class WebhookAdmin(_SuperuserOnlyMixin, admin.ModelAdmin):
+    form = WebhookAdminForm
+    list_display = ["name", "url", "format", "active"]
+    list_filter = ["active", "format"]
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(_SuperuserOnlyMixin, admin.ModelAdmin):
+    list_display = ["id", "webhook", "event", "status", "attempts", "last_status", "last_error", "delivered_at"]
+    list_filter = ["status", "event"]
+    list_select_related = ["webhook"]
+    readonly_fields = [
+        "webhook", "event", "occasion", "payload", "status", "attempts", "last_status", "last_error",
+        "created_at", "delivered_at",
+    ]
+    inlines = [WebhookAttemptInline]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

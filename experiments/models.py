@@ -789,3 +789,87 @@ class Decision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.experiment} → {self.outcome}"
+
+
+class WebhookFormat(models.TextChoices):
+    JSON = "json", "JSON"
+    SLACK = "slack", "Slack"
+
+
+class NotificationEvent(models.TextChoices):
+    REVIEW_REQUESTED = "experiment.review_requested", "Review requested"
+    REVIEW_OVERDUE = "experiment.review_overdue", "Review overdue"
+    APPROVED = "experiment.approved", "Approved"
+    HEALTH_FAILED = "experiment.health_failed", "Health check failed"
+    RESULT_READY = "experiment.result_ready", "Result ready"
+    DECIDED = "experiment.decided", "Decided"
+
+
+class Webhook(models.Model):
+    """An outgoing notification target; ``events`` is the list of event names it receives (empty = all)."""
+
+    name = models.CharField(max_length=120)
+    url = models.URLField(max_length=500)
+    secret = models.CharField(max_length=200, help_text="Used to sign each body (HMAC-SHA256); write-only.")
+    format = models.CharField(max_length=10, choices=WebhookFormat.choices, default=WebhookFormat.JSON)
+    events = models.JSONField(default=list, blank=True)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def wants(self, event: str) -> bool:
+        return self.active and (not self.events or event in self.events)
+
+
+class WebhookDelivery(models.Model):
+    """One event for one webhook; ``occasion`` makes each (webhook, occasion) be sent at most once."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DELIVERED = "delivered", "Delivered"
+        FAILED = "failed", "Failed"
+
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.CharField(max_length=40, choices=NotificationEvent.choices)
+    occasion = models.CharField(max_length=200)
+    payload = models.JSONField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_status = models.PositiveIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["webhook", "occasion"], name="webhookdelivery_once_per_occasion"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} → {self.webhook}"
+
+
+class WebhookAttempt(models.Model):
+    """The append-only log of each HTTP attempt of a delivery."""
+
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.PositiveIntegerField()
+    status_code = models.PositiveIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["delivery", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["delivery", "number"], name="webhookattempt_unique_number"),
+        ]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of delivery {self.delivery_id}"

@@ -304,7 +304,7 @@ def _transition(
     except (TransitionNotAllowed, ConcurrentTransition) as exc:
         raise WorkflowError(f"Cannot {_human(name)} '{locked.slug}': {exc}", code="invalid_state") from exc
     _sync(experiment, locked)
-    return audit_log_record(
+    entry = audit_log_record(
         experiment=locked,
         actor=actor,
         transition=name,
@@ -313,6 +313,22 @@ def _transition(
         comment=comment,
         extra=extra(locked) if extra else None,
     )
+    event = _TRANSITION_EVENTS.get(name)
+    if event:
+        from experiments.notifications import notification_enqueue
+
+        # A re-submission is a new occasion; approval and the decision happen once per experiment.
+        occasion = f"{event}:{locked.pk}:{entry.pk}" if name == "submit_for_review" else None
+        notification_enqueue(experiment=locked, event=event, occasion=occasion)
+    return entry
+
+
+_TRANSITION_EVENTS = {
+    "submit_for_review": "experiment.review_requested",
+    "approve_and_start": "experiment.approved",
+    "ship": "experiment.decided",
+    "kill": "experiment.decided",
+}
 
 
 @transaction.atomic

@@ -281,3 +281,10 @@ TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 
 # Warehouse readouts: a snapshot older than this many hours is marked stale on the readout.
 SIGNALDASH_SNAPSHOT_STALE_HOURS = env_float("SIGNALDASH_SNAPSHOT_STALE_HOURS", 24.0)
+
+# Outgoing notifications (docs/notifications.md). Private/loopback targets are refused unless DEBUG or asked.
+SIGNALDASH_WEBHOOK_BACKOFF_S = env_float("SIGNALDASH_WEBHOOK_BACKOFF_S", 10.0)
+SIGNALDASH_WEBHOOK_TIMEOUT_S = env_float("SIGNALDASH_WEBHOOK_TIMEOUT_S", 5.0)
+SIGNALDASH_WEBHOOK_MAX_ATTEMPTS = env_int("SIGNALDASH_WEBHOOK_MAX_ATTEMPTS", 6)
+SIGNALDASH_WEBHOOK_ALLOW_PRIVATE = env_bool("SIGNALDASH_WEBHOOK_ALLOW_PRIVATE", DEBUG)
+SIGNALDASH_SITE_URL = env_str("SIGNALDASH_SITE_URL", "http://localhost:8000")

@@ -84,6 +84,8 @@ MATRIX = [
     ("GET", "/admin/experiments/experiment/", "admin/", (302, 302, 200, 302, 200, 302, 302)),
     ("GET", "/admin/tracking/serviceapikey/", "admin/", (302, 302, 403, 302, 200, 302, 302)),
     ("GET", "/admin/auth/user/", "admin/", (302, 302, 403, 302, 200, 302, 302)),
+    ("GET", "/admin/experiments/webhook/", "admin/", (302, 302, 403, 302, 200, 302, 302)),
+    ("GET", "/admin/experiments/webhookdelivery/", "admin/", (302, 302, 403, 302, 200, 302, 302)),
 ]
 
 

@@ -1,0 +1,193 @@
+"""Outgoing notifications: enqueue one delivery per webhook and occasion, send it in the task worker.
+
+``notification_enqueue`` is called from services inside their transaction; the deliveries are created
+there (a unique constraint on ``(webhook, occasion)`` makes each occasion be sent once, even under
+concurrent detection) and the sending is enqueued with ``transaction.on_commit`` — never inside the
+request. ``webhook_delivery_send`` runs in the django-tasks worker: signed POST, retries with
+exponential backoff on timeouts, connection errors and 5xx, none on 4xx, one ``WebhookAttempt`` per try.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import socket
+import time
+import urllib.error
+import urllib.request
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django_tasks import task
+
+from experiments.models import Experiment, NotificationEvent, Webhook, WebhookAttempt, WebhookDelivery
+
+logger = logging.getLogger(__name__)
+
+
+class UnsafeTarget(Exception):
+    """The webhook URL resolves to a loopback, private or link-local address and that is not allowed."""
+
+
+def _verdicts(experiment: Experiment) -> list[dict]:
+    from readouts.verdicts import experiment_verdicts_get, verdicts_json
+
+    try:
+        return verdicts_json(experiment_verdicts_get(experiment=experiment))
+    except Exception:  # noqa: BLE001 - a notification must not fail because a readout cannot be read
+        logger.exception("verdicts unavailable for %s", experiment.slug)
+        return []
+
+
+def notification_payload(*, experiment: Experiment, event: str) -> dict:
+    return {
+        "event": event,
+        "experiment": {
+            "slug": experiment.slug,
+            "name": experiment.name,
+            "status": experiment.status,
+            "url": settings.SIGNALDASH_SITE_URL.rstrip("/") + experiment.get_absolute_url(),
+        },
+        "verdicts": _verdicts(experiment),
+        "at": timezone.now().isoformat(),
+    }
+
+
+def notification_enqueue(*, experiment: Experiment, event: str, occasion: str | None = None) -> list[int]:
+    """Create the deliveries for ``event`` (once per webhook and occasion) and send them after commit."""
+    if event not in NotificationEvent.values:
+        raise ValueError(f"unknown notification event {event!r}")
+    occasion = occasion or f"{event}:{experiment.pk}"
+    webhooks = [w for w in Webhook.objects.filter(active=True).order_by("pk") if w.wants(event)]
+    payload = notification_payload(experiment=experiment, event=event) if webhooks else None
+    created: list[int] = []
+    for webhook in webhooks:
+        try:
+            with transaction.atomic():
+                delivery = WebhookDelivery.objects.create(
+                    webhook=webhook, event=event, occasion=occasion, payload=payload
+                )
+        except IntegrityError:
+            continue  # this occasion was already enqueued for this webhook (retry or concurrent worker)
+        created.append(delivery.pk)
+    for pk in created:
+        transaction.on_commit(lambda pk=pk: webhook_delivery_task.enqueue(delivery_id=pk))
+    return created
+
+
+def webhook_body(delivery: WebhookDelivery) -> bytes:
+    payload = delivery.payload
+    if delivery.webhook.format == "slack":
+        exp = payload["experiment"]
+        label = NotificationEvent(payload["event"]).label
+        payload = {"text": f"{label}: {exp['name']} ({exp['status']}) <{exp['url']}|open>"}
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+
+
+def webhook_signature(body: bytes, secret: str) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def webhook_target_check(url: str) -> None:
+    """Refuse loopback/private/link-local targets (after DNS resolution) unless allowed by settings."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UnsafeTarget(f"not an http(s) URL: {parts.scheme}://{parts.hostname}")
+    if settings.SIGNALDASH_WEBHOOK_ALLOW_PRIVATE:
+        return
+    try:
+        infos = socket.getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+    except socket.gaierror as e:
+        raise UnsafeTarget(f"cannot resolve {parts.hostname}: {e}") from e
+    for info in infos:
+        ip = ipaddress.ip_address(info[4][0].split("%")[0])
+        if not ip.is_global or ip.is_multicast:
+            raise UnsafeTarget(f"{parts.hostname} resolves to a non-public address ({ip})")
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects are not followed (a 3xx is final): a redirect could point past the SSRF check."""
+
+    def redirect_request(self, *args, **kwargs):  # noqa: ARG002
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirect)
+
+
+def _attempt(delivery: WebhookDelivery, body: bytes) -> tuple[int | None, str]:
+    request = urllib.request.Request(
+        delivery.webhook.url,
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "User-Agent": "SignalDash-Webhook/1",
+            "X-SignalDash-Event": delivery.event,
+            "X-SignalDash-Delivery": str(delivery.pk),
+            "X-SignalDash-Signature": webhook_signature(body, delivery.webhook.secret),
+        },
+    )
+    try:
+        with _opener.open(request, timeout=settings.SIGNALDASH_WEBHOOK_TIMEOUT_S) as response:  # noqa: S310 - scheme checked
+            return response.status, ""
+    except urllib.error.HTTPError as e:
+        return e.code, f"HTTP {e.code}"
+    except TimeoutError:
+        return None, "timeout"
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        return None, "timeout" if isinstance(reason, TimeoutError) else f"connection error: {reason}"
+
+
+def webhook_delivery_send(*, delivery_id: int, sleep=time.sleep) -> WebhookDelivery:
+    """Send one delivery until it succeeds, gets a 4xx, or runs out of attempts (idempotent once finished)."""
+    with transaction.atomic():
+        delivery = WebhookDelivery.objects.select_for_update().select_related("webhook").get(pk=delivery_id)
+        if delivery.status != WebhookDelivery.Status.PENDING:
+            return delivery
+    body = webhook_body(delivery)
+    try:
+        webhook_target_check(delivery.webhook.url)
+    except UnsafeTarget as e:
+        delivery.status, delivery.last_error = WebhookDelivery.Status.FAILED, str(e)
+        delivery.save(update_fields=["status", "last_error"])
+        logger.warning("webhook %s refused: %s", delivery.webhook_id, e)
+        return delivery
+    max_attempts = settings.SIGNALDASH_WEBHOOK_MAX_ATTEMPTS
+    delay = settings.SIGNALDASH_WEBHOOK_BACKOFF_S
+    while delivery.attempts < max_attempts:
+        started = time.monotonic()
+        code, error = _attempt(delivery, body)
+        delivery.attempts += 1
+        WebhookAttempt.objects.create(
+            delivery=delivery,
+            number=delivery.attempts,
+            status_code=code,
+            error=error,
+            duration_ms=int((time.monotonic() - started) * 1000),
+        )
+        delivery.last_status, delivery.last_error = code, error
+        if code is not None and 200 <= code < 300:
+            delivery.status, delivery.delivered_at = WebhookDelivery.Status.DELIVERED, timezone.now()
+            break
+        retryable = code is None or code >= 500
+        if not retryable or delivery.attempts >= max_attempts:
+            delivery.status = WebhookDelivery.Status.FAILED
+            break
+        delivery.save(update_fields=["attempts", "last_status", "last_error"])
+        sleep(delay)
+        delay *= 2
+    delivery.save(update_fields=["status", "attempts", "last_status", "last_error", "delivered_at"])
+    logger.info("webhook delivery %s %s after %s attempt(s)", delivery.pk, delivery.status, delivery.attempts)
+    return delivery
+
+
+@task()
+def webhook_delivery_task(*, delivery_id: int) -> str:
+    return webhook_delivery_send(delivery_id=delivery_id).status
