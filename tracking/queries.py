@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -384,3 +385,118 @@ def assignment_counts_add(rows: Sequence[tuple[int, str, int]]) -> None:
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [value for row in sorted(rows) for value in row])
+
+
+def assignments_of_user(user_key: str, experiment_ids: Sequence[int]) -> list[tuple[int, int, datetime]]:
+    """The user's stored assignments in these experiments: (experiment_id, variant_id, assigned_at) rows, one
+    statement (served by the `assignment_one_variant_per_user` index)."""
+    if not experiment_ids:
+        return []
+    qn = connection.ops.quote_name
+    head = f"SELECT experiment_id, variant_id, assigned_at FROM {qn(Assignment._meta.db_table)} WHERE user_key = %s"
+    if connection.vendor == "postgresql":
+        sql = f"{head} AND experiment_id = ANY(%s)"
+        params: list[Any] = [user_key, sorted(experiment_ids)]
+    else:
+        sql = f"{head} AND experiment_id IN ({', '.join(['%s'] * len(experiment_ids))})"
+        params = [user_key, *sorted(experiment_ids)]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    if connection.vendor == "sqlite":
+        convert = connection.ops.convert_datetimefield_value
+        return [(e, v, convert(at, None, connection)) for e, v, at in rows]
+    return rows
+
+
+# PostgreSQL, one user's new enrolments and every evaluation counter of the request in one statement
+# (autocommit: one round trip, its own transaction). The same steps as `services._assignments_store` plus
+# `assignment_counts_add`, in the same lock order: the experiments of the new enrolments `FOR SHARE` (an end
+# transition waits for this statement, or this statement sees the new status and stores nothing for it),
+# the assignments (in experiment order, ON CONFLICT DO NOTHING), then the counters (in key order; a count
+# that belongs to a new enrolment in an experiment no longer running is not added, as its answer is dropped).
+# Rows: ('r', experiment_id, NULL, NULL) for each experiment still running; ('i', experiment_id, variant_id,
+# assigned_at) for each assignment stored now; ('b', …) for each one stored before this statement's snapshot.
+# An enrolment in a running experiment with neither is a row committed concurrently: the caller reads it back.
+ENROL_SQL = """
+WITH running AS (
+    SELECT id FROM {experiment} WHERE id = ANY(%(new_ids)s) AND status = %(running)s ORDER BY id FOR SHARE
+), stored_now AS (
+    INSERT INTO {assignment} (experiment_id, user_key, variant_id, assigned_at, source)
+    SELECT n.experiment_id, %(user_key)s, n.variant_id, %(now)s, %(source)s
+    FROM unnest(%(new_ids)s::bigint[], %(new_variants)s::bigint[]) AS n (experiment_id, variant_id)
+    JOIN running ON running.id = n.experiment_id
+    ORDER BY n.experiment_id
+    ON CONFLICT (experiment_id, user_key) DO NOTHING
+    RETURNING experiment_id, variant_id, assigned_at
+), counted AS (
+    INSERT INTO {counts} AS c (experiment_id, reason, count)
+    SELECT k.experiment_id, k.reason, k.n
+    FROM unnest(%(count_ids)s::bigint[], %(count_reasons)s::text[], %(count_ns)s::bigint[], %(count_new)s::bool[])
+        AS k (experiment_id, reason, n, is_new)
+    WHERE NOT k.is_new OR k.experiment_id IN (SELECT id FROM running)
+    ORDER BY k.experiment_id, k.reason
+    ON CONFLICT (experiment_id, reason) DO UPDATE SET count = c.count + excluded.count
+)
+SELECT 'r', id, NULL::bigint, NULL::timestamptz FROM running
+UNION ALL
+SELECT 'i', experiment_id, variant_id, assigned_at FROM stored_now
+UNION ALL
+SELECT 'b', experiment_id, variant_id, assigned_at FROM {assignment}
+WHERE user_key = %(user_key)s AND experiment_id = ANY(%(new_ids)s)
+"""
+
+
+@functools.cache
+def _enrol_sql() -> str:
+    from tracking.models import AssignmentEvaluationCount
+
+    qn = connection.ops.quote_name
+    return ENROL_SQL.format(
+        experiment=qn(Experiment._meta.db_table),
+        assignment=qn(Assignment._meta.db_table),
+        counts=qn(AssignmentEvaluationCount._meta.db_table),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Enrolment:
+    """What `assignments_enrol` found: the experiments still running, and the user's rows in them by experiment
+    id, (variant_id, assigned_at), stored now (`created`) or before (`before`)."""
+
+    running: frozenset[int]
+    created: dict[int, tuple[int, datetime]]
+    before: dict[int, tuple[int, datetime]]
+
+
+def assignments_enrol(
+    *,
+    user_key: str,
+    new: Sequence[tuple[int, int]],
+    counts: Sequence[tuple[int, str, int, bool]],
+    now: datetime,
+) -> Enrolment:
+    """PostgreSQL: store one user's new enrolments, (experiment_id, variant_id), in the experiments still
+    running, and add the evaluation counts, (experiment_id, reason, n, belongs to a new enrolment), by
+    ENROL_SQL in one statement."""
+    new = sorted(new)
+    counts = sorted(counts)
+    params = {
+        "new_ids": [e for e, _ in new],
+        "new_variants": [v for _, v in new],
+        "running": Experiment.Status.RUNNING.value,
+        "user_key": user_key,
+        "now": now,
+        "source": Assignment.Source.HASH.value,
+        "count_ids": [c[0] for c in counts],
+        "count_reasons": [c[1] for c in counts],
+        "count_ns": [c[2] for c in counts],
+        "count_new": [c[3] for c in counts],
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_enrol_sql(), params)
+        rows = cursor.fetchall()
+    running = frozenset(e for part, e, _, _ in rows if part == "r")
+    created = {e: (v, at) for part, e, v, at in rows if part == "i"}
+    before = {e: (v, at) for part, e, v, at in rows if part == "b"}
+    return Enrolment(running, created, before)

@@ -120,7 +120,8 @@ class AssignExperiment:
     id: int
     status: str
     rule: Rule
-    variant_ids: dict[str, int]
+    variant_ids: dict[str, int]  # variant key -> id
+    variant_keys: dict[int, str]  # variant id -> key
 
     @property
     def is_running(self) -> bool:
@@ -185,7 +186,11 @@ def assignment_rules_get(*, slugs: Iterable[str] | None = None) -> dict[str, Ass
         )
     return {
         e.slug: AssignExperiment(
-            id=e.pk, status=e.status, rule=_rule(e), variant_ids={v.key: v.pk for v in e.variants.all()}
+            id=e.pk,
+            status=e.status,
+            rule=_rule(e),
+            variant_ids={v.key: v.pk for v in e.variants.all()},
+            variant_keys={v.pk: v.key for v in e.variants.all()},
         )
         for e in queryset.order_by("slug")
     }

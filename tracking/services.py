@@ -439,13 +439,8 @@ class AssignmentResult:
 def _stored_assignments(user_key: str, experiments: dict[str, AssignExperiment]) -> dict[str, tuple[str, datetime]]:
     """The user's stored (variant key, assigned_at) per experiment slug, in one query."""
     by_id = {e.id: e for e in experiments.values()}
-    if not by_id:
-        return {}
-    keys = {(e.id, pk): key for e in by_id.values() for key, pk in e.variant_ids.items()}
-    rows = Assignment.objects.filter(user_key=user_key, experiment_id__in=sorted(by_id)).values_list(
-        "experiment_id", "variant_id", "assigned_at"
-    )
-    return {by_id[e].rule.slug: (keys[(e, v)], at) for e, v, at in rows}
+    rows = queries.assignments_of_user(user_key, list(by_id))
+    return {by_id[e].rule.slug: (by_id[e].variant_keys[v], at) for e, v, at in rows}
 
 
 def _assignments_store(
@@ -453,7 +448,8 @@ def _assignments_store(
 ) -> tuple[dict[str, tuple[str, datetime]], set[str], set[str]]:
     """Store the new answers, only for experiments still running at commit (checked under a share lock, so
     nothing is assigned after an end). Returns what is stored now for them, the slugs stored by this call,
-    and the slugs that were no longer running."""
+    and the slugs that were no longer running. (SQLite; PostgreSQL does this and the counting in one
+    statement, `_enrol`.)"""
     ids = {experiments[a.experiment].id: a for a in new}
     with transaction.atomic():
         statuses = queries.experiments_running_lock(sorted(ids))
@@ -470,28 +466,70 @@ def _assignments_store(
     return stored, {slugs[pk] for pk, _ in created}, ended
 
 
+def _enrol(
+    user_key: str, new: list[Answer], experiments: dict[str, AssignExperiment], counts: Counter[tuple[int, str, bool]]
+) -> tuple[dict[str, tuple[str, datetime]], set[str], set[str]]:
+    """PostgreSQL: `_assignments_store` and the counters in one statement (`queries.assignments_enrol`); the
+    same three results. `counts`: (experiment id, reason, belongs to a new enrolment) -> evaluations. A row
+    a concurrent transaction committed after the statement's snapshot (a first exposure, say) is read back
+    by one more query: the stored row wins."""
+    by_id = {experiments[a.experiment].id: a for a in new}
+    found = queries.assignments_enrol(
+        user_key=user_key,
+        new=[(pk, experiments[a.experiment].variant_ids[a.variant]) for pk, a in by_id.items()],
+        counts=[(e, reason, n, is_new) for (e, reason, is_new), n in counts.items()],
+        now=timezone.now(),
+    )
+    rows = {**found.before, **found.created}
+    if missing := [pk for pk in found.running if pk not in rows]:
+        rows.update({e: (v, at) for e, v, at in queries.assignments_of_user(user_key, missing)})
+    stored = {
+        by_id[pk].experiment: (experiments[by_id[pk].experiment].variant_keys[v], at)
+        for pk, (v, at) in rows.items()
+        if pk in found.running
+    }
+    ended = {a.experiment for pk, a in by_id.items() if pk not in found.running}
+    return stored, {by_id[pk].experiment for pk in found.created}, ended
+
+
+def _with_holdouts(asked: list[str], experiments: dict[str, AssignExperiment]) -> dict[str, AssignExperiment]:
+    """The asked experiments and the holdouts their rules may evaluate (transitively): whose stored rows matter."""
+    relevant: dict[str, AssignExperiment] = {}
+    todo = list(asked)
+    while todo:
+        slug = todo.pop()
+        if slug in relevant or slug not in experiments:
+            continue
+        relevant[slug] = experiments[slug]
+        if experiments[slug].rule.holdout:
+            todo.append(experiments[slug].rule.holdout)
+    return relevant
+
+
 def _evaluate(
     user_key: str, attributes: dict[str, Any], experiments: dict[str, AssignExperiment], asked: list[str]
 ) -> list[AssignmentResult]:
     """Evaluate the `asked` running experiments (docs/assignment.md), store new enrolments (the holdouts'
-    too), count every answer per experiment and reason. A fixed number of queries whatever the count."""
+    too), count every answer per experiment and reason. A fixed number of queries whatever the count: on
+    PostgreSQL two (the stored rows; then the enrolments and counters in one statement, or the counters)."""
     running = {slug: e for slug, e in experiments.items() if e.is_running}
     rules = {slug: e.rule for slug, e in running.items()}
-    stored = _stored_assignments(user_key, running)
+    stored = _stored_assignments(user_key, _with_holdouts(asked, running))
+    stored_variants = {s: v for s, (v, _) in stored.items()}
     memo: dict[str, Answer] = {}
     for slug in asked:
-        evaluate(
-            rules[slug],
-            user_key=user_key,
-            attributes=attributes,
-            rules=rules,
-            stored={s: v for s, (v, _) in stored.items()},
-            memo=memo,
-        )
+        evaluate(rules[slug], user_key=user_key, attributes=attributes, rules=rules, stored=stored_variants, memo=memo)
     new = [a for a in memo.values() if a.variant is not None and not a.stored]
+    new_slugs = {a.experiment for a in new}
+    counts = Counter((running[s].id, memo[s].reason, s in new_slugs) for s in asked)
     created: set[str] = set()
     ended: set[str] = set()
-    if new:
+    counted = False
+    if new and connection.vendor == "postgresql":
+        now_stored, created, ended = _with_retry(lambda: _enrol(user_key, new, running, counts))
+        stored.update(now_stored)
+        counted = True
+    elif new:
         now_stored, created, ended = _with_retry(lambda: _assignments_store(user_key, new, running))
         stored.update(now_stored)
     results = []
@@ -504,9 +542,10 @@ def _evaluate(
             continue
         variant, assigned_at = stored[slug]  # the stored row wins (a concurrent first exposure, say)
         results.append(AssignmentResult(slug, variant, answer.reason, assigned_at, slug in created))
-    counts = Counter((running[r.experiment].id, r.reason) for r in results)
-    _with_retry(lambda: queries.assignment_counts_add([(e, reason, n) for (e, reason), n in counts.items()]))
-    if len(ended) == len(asked) and asked:
+    if not counted:
+        kept = Counter((running[r.experiment].id, r.reason) for r in results)
+        _with_retry(lambda: queries.assignment_counts_add([(e, reason, n) for (e, reason), n in kept.items()]))
+    if asked and ended.issuperset(asked):
         raise ExperimentNotRunning("ended")
     return results
 
