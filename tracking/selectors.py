@@ -170,6 +170,17 @@ def assignment_rules_forget() -> None:
     _all_running.clear()
 
 
+def assignment_rules_for(slugs: Iterable[str]) -> dict[str, AssignExperiment]:
+    """What an assignment for these experiments needs: every running experiment (`assignment_rules_running_cached`)
+    when they are all among them, else `assignment_rules_get(slugs=…)` (a read: one just started, or not running,
+    or unknown, which the caller tells apart). The record statement confirms that each still runs."""
+    wanted = set(slugs)
+    ttl = float(getattr(settings, "SIGNALDASH_EXPERIMENT_CACHE_S", DEFAULT_EXPERIMENT_CACHE_S))
+    if ttl > 0 and wanted <= (running := assignment_rules_running_cached()).keys():
+        return running
+    return assignment_rules_get(slugs=wanted)
+
+
 def assignment_rules_get(*, slugs: Iterable[str] | None = None) -> dict[str, AssignExperiment]:
     """Every running experiment (`slugs` None), or the named ones in any status plus their running holdouts,
     by slug, in two queries whatever their number (experiments with layer and holdout; variants)."""
