@@ -133,7 +133,7 @@ def _decide(
 ) -> Answer:
     if rule.slug in stored:
         return Answer(rule.slug, stored[rule.slug], ASSIGNED, stored=True)
-    if not targeting_matches(dict(rule.targeting), dict(attributes)):
+    if rule.targeting and not targeting_matches(dict(rule.targeting), dict(attributes)):
         return Answer(rule.slug, None, NOT_TARGETED)
     holdout = rules.get(rule.holdout) if rule.holdout else None
     if holdout is not None and holdout.slug != rule.slug:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Sequence
@@ -36,6 +37,7 @@ def assign_variant(salt: str, user_key: str, weights: Sequence[tuple[str, int]])
     raise AssertionError("unreachable: target < total")  # pragma: no cover
 
 
+@functools.lru_cache(maxsize=4096)  # a few distinct range ends per process; Fraction arithmetic is not free
 def unit_threshold(fraction: float) -> int:
     """ceil(fraction × 2^64), exactly: a double is a binary fraction, so Fraction(fraction) is exact."""
     return math.ceil(Fraction(fraction) * _SPACE)

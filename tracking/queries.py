@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -384,3 +385,131 @@ def assignment_counts_add(rows: Sequence[tuple[int, str, int]]) -> None:
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [value for row in sorted(rows) for value in row])
+
+
+def assignments_of_user(user_key: str, experiment_ids: Sequence[int]) -> list[tuple[int, int, datetime]]:
+    """The user's stored assignments in these experiments: (experiment_id, variant_id, assigned_at) rows, one
+    statement (served by the `assignment_one_variant_per_user` index)."""
+    if not experiment_ids:
+        return []
+    qn = connection.ops.quote_name
+    head = f"SELECT experiment_id, variant_id, assigned_at FROM {qn(Assignment._meta.db_table)} WHERE user_key = %s"
+    if connection.vendor == "postgresql":
+        sql = f"{head} AND experiment_id = ANY(%s)"
+        params: list[Any] = [user_key, sorted(experiment_ids)]
+    else:
+        sql = f"{head} AND experiment_id IN ({', '.join(['%s'] * len(experiment_ids))})"
+        params = [user_key, *sorted(experiment_ids)]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    if connection.vendor == "sqlite":
+        convert = connection.ops.convert_datetimefield_value
+        return [(e, v, convert(at, None, connection)) for e, v, at in rows]
+    return rows
+
+
+# PostgreSQL, one user's answers recorded in one statement (autocommit: one round trip, its own transaction):
+# the new enrolments and every evaluation counter of the request, and which of the experiments are still
+# running. The same steps as `services._record`, in the same lock order: the experiments of the new
+# enrolments `FOR SHARE` with status running (an end transition waits for this statement, or this statement
+# sees the new status and stores nothing for them), the assignments (in experiment order, ON CONFLICT DO
+# NOTHING), then the counters (in key order). The other experiments' status is read without a lock (nothing
+# is stored for them but their counters). A count is added only for an experiment still running: an answer of
+# one that is not is dropped by the caller.
+# Rows: ('l', id) for each new enrolment's experiment running under the lock; ('r', id) for each experiment
+# running in this statement's snapshot; ('i', experiment_id, variant_id, assigned_at) for each assignment
+# stored now; ('b', …) for each one stored before the snapshot. An enrolment in a locked experiment with
+# neither is a row committed concurrently: the caller reads it back.
+RECORD_SQL = """
+WITH listed AS (
+    SELECT id FROM {experiment} WHERE id = ANY(%(ids)s) AND status = %(running)s
+), locked AS (
+    SELECT id FROM {experiment} WHERE id = ANY(%(new_ids)s) AND status = %(running)s ORDER BY id FOR SHARE
+), stored_now AS (
+    INSERT INTO {assignment} (experiment_id, user_key, variant_id, assigned_at, source)
+    SELECT n.experiment_id, %(user_key)s, n.variant_id, %(now)s, %(source)s
+    FROM unnest(%(new_ids)s::bigint[], %(new_variants)s::bigint[]) AS n (experiment_id, variant_id)
+    JOIN locked ON locked.id = n.experiment_id
+    ORDER BY n.experiment_id
+    ON CONFLICT (experiment_id, user_key) DO NOTHING
+    RETURNING experiment_id, variant_id, assigned_at
+), counted AS (
+    INSERT INTO {counts} AS c (experiment_id, reason, count)
+    SELECT k.experiment_id, k.reason, k.n
+    FROM unnest(%(count_ids)s::bigint[], %(count_reasons)s::text[], %(count_ns)s::bigint[], %(count_new)s::bool[])
+        AS k (experiment_id, reason, n, is_new)
+    WHERE k.experiment_id IN (SELECT id FROM locked)
+        OR (NOT k.is_new AND k.experiment_id IN (SELECT id FROM listed))
+    ORDER BY k.experiment_id, k.reason
+    ON CONFLICT (experiment_id, reason) DO UPDATE SET count = c.count + excluded.count
+)
+SELECT 'l', id, NULL::bigint, NULL::timestamptz FROM locked
+UNION ALL
+SELECT 'r', id, NULL, NULL FROM listed
+UNION ALL
+SELECT 'i', experiment_id, variant_id, assigned_at FROM stored_now
+UNION ALL
+SELECT 'b', experiment_id, variant_id, assigned_at FROM {assignment}
+WHERE user_key = %(user_key)s AND experiment_id = ANY(%(new_ids)s)
+"""
+
+
+@functools.cache
+def _record_sql() -> str:
+    from tracking.models import AssignmentEvaluationCount
+
+    qn = connection.ops.quote_name
+    return RECORD_SQL.format(
+        experiment=qn(Experiment._meta.db_table),
+        assignment=qn(Assignment._meta.db_table),
+        counts=qn(AssignmentEvaluationCount._meta.db_table),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What `assignments_record` found: the experiments still running (the new enrolments' under the lock),
+    and the user's rows in the new enrolments' experiments by id, (variant_id, assigned_at), stored now
+    (`created`) or before (`before`)."""
+
+    running: frozenset[int]
+    created: dict[int, tuple[int, datetime]]
+    before: dict[int, tuple[int, datetime]]
+
+
+def assignments_record(
+    *,
+    user_key: str,
+    experiment_ids: Sequence[int],
+    new: Sequence[tuple[int, int]],
+    counts: Sequence[tuple[int, str, int, bool]],
+    now: datetime,
+) -> Recorded:
+    """PostgreSQL, by RECORD_SQL in one statement: which of `experiment_ids` are still running; the new
+    enrolments, (experiment_id, variant_id), stored in the experiments still running; the evaluation counts,
+    (experiment_id, reason, n, belongs to a new enrolment), added for the experiments still running."""
+    new = sorted(new)
+    counts = sorted(counts)
+    params = {
+        "ids": sorted(experiment_ids),
+        "new_ids": [e for e, _ in new],
+        "new_variants": [v for _, v in new],
+        "running": Experiment.Status.RUNNING.value,
+        "user_key": user_key,
+        "now": now,
+        "source": Assignment.Source.HASH.value,
+        "count_ids": [c[0] for c in counts],
+        "count_reasons": [c[1] for c in counts],
+        "count_ns": [c[2] for c in counts],
+        "count_new": [c[3] for c in counts],
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_record_sql(), params)
+        rows = cursor.fetchall()
+    new_ids = {e for e, _ in new}
+    locked = {e for part, e, _, _ in rows if part == "l"}
+    listed = {e for part, e, _, _ in rows if part == "r" and e not in new_ids}
+    created = {e: (v, at) for part, e, v, at in rows if part == "i"}
+    before = {e: (v, at) for part, e, v, at in rows if part == "b"}
+    return Recorded(frozenset(locked | listed), created, before)

@@ -120,7 +120,8 @@ class AssignExperiment:
     id: int
     status: str
     rule: Rule
-    variant_ids: dict[str, int]
+    variant_ids: dict[str, int]  # variant key -> id
+    variant_keys: dict[int, str]  # variant id -> key
 
     @property
     def is_running(self) -> bool:
@@ -169,6 +170,17 @@ def assignment_rules_forget() -> None:
     _all_running.clear()
 
 
+def assignment_rules_for(slugs: Iterable[str]) -> dict[str, AssignExperiment]:
+    """What an assignment for these experiments needs: every running experiment (`assignment_rules_running_cached`)
+    when they are all among them, else `assignment_rules_get(slugs=…)` (a read: one just started, or not running,
+    or unknown, which the caller tells apart). The record statement confirms that each still runs."""
+    wanted = set(slugs)
+    ttl = float(getattr(settings, "SIGNALDASH_EXPERIMENT_CACHE_S", DEFAULT_EXPERIMENT_CACHE_S))
+    if ttl > 0 and wanted <= (running := assignment_rules_running_cached()).keys():
+        return running
+    return assignment_rules_get(slugs=wanted)
+
+
 def assignment_rules_get(*, slugs: Iterable[str] | None = None) -> dict[str, AssignExperiment]:
     """Every running experiment (`slugs` None), or the named ones in any status plus their running holdouts,
     by slug, in two queries whatever their number (experiments with layer and holdout; variants)."""
@@ -185,7 +197,11 @@ def assignment_rules_get(*, slugs: Iterable[str] | None = None) -> dict[str, Ass
         )
     return {
         e.slug: AssignExperiment(
-            id=e.pk, status=e.status, rule=_rule(e), variant_ids={v.key: v.pk for v in e.variants.all()}
+            id=e.pk,
+            status=e.status,
+            rule=_rule(e),
+            variant_ids={v.key: v.pk for v in e.variants.all()},
+            variant_keys={v.pk: v.key for v in e.variants.all()},
         )
         for e in queryset.order_by("slug")
     }

@@ -29,6 +29,7 @@ from tracking.models import Assignment, Event
 from tracking.selectors import (
     AssignExperiment,
     IngestExperiment,
+    assignment_rules_for,
     assignment_rules_get,
     assignment_rules_running_cached,
     experiments_for_ingest,
@@ -439,74 +440,115 @@ class AssignmentResult:
 def _stored_assignments(user_key: str, experiments: dict[str, AssignExperiment]) -> dict[str, tuple[str, datetime]]:
     """The user's stored (variant key, assigned_at) per experiment slug, in one query."""
     by_id = {e.id: e for e in experiments.values()}
-    if not by_id:
-        return {}
-    keys = {(e.id, pk): key for e in by_id.values() for key, pk in e.variant_ids.items()}
-    rows = Assignment.objects.filter(user_key=user_key, experiment_id__in=sorted(by_id)).values_list(
-        "experiment_id", "variant_id", "assigned_at"
-    )
-    return {by_id[e].rule.slug: (keys[(e, v)], at) for e, v, at in rows}
+    rows = queries.assignments_of_user(user_key, list(by_id))
+    return {by_id[e].rule.slug: (by_id[e].variant_keys[v], at) for e, v, at in rows}
 
 
-def _assignments_store(
-    user_key: str, new: list[Answer], experiments: dict[str, AssignExperiment]
+def _record_sqlite(
+    user_key: str, new: list[Answer], answers: list[Answer], experiments: dict[str, AssignExperiment]
 ) -> tuple[dict[str, tuple[str, datetime]], set[str], set[str]]:
-    """Store the new answers, only for experiments still running at commit (checked under a share lock, so
-    nothing is assigned after an end). Returns what is stored now for them, the slugs stored by this call,
-    and the slugs that were no longer running."""
-    ids = {experiments[a.experiment].id: a for a in new}
+    """Record one user's answers: store the new enrolments and count the `answers` per experiment and reason,
+    only for experiments still running (read inside the write transaction: SQLite serializes writers, so the
+    read holds until commit and nothing is assigned or counted after an end). Returns what is stored now for the
+    new enrolments' experiments, the slugs stored by this call, and the slugs no longer running.
+    (PostgreSQL does the same in one statement: `_record_postgresql`.)"""
+    by_id = {experiments[a.experiment].id: a for a in [*new, *answers]}
     with transaction.atomic():
-        statuses = queries.experiments_running_lock(sorted(ids))
-        ended = {a.experiment for pk, a in ids.items() if statuses.get(pk) != Experiment.Status.RUNNING}
+        statuses = queries.experiments_running_lock(sorted(by_id))
+        gone = {a.experiment for pk, a in by_id.items() if statuses.get(pk) != Experiment.Status.RUNNING}
         now = timezone.now()
         rows = sorted(
-            (pk, user_key, experiments[a.experiment].variant_ids[a.variant], now, Assignment.Source.HASH)
-            for pk, a in ids.items()
-            if a.experiment not in ended
+            (
+                experiments[a.experiment].id,
+                user_key,
+                experiments[a.experiment].variant_ids[a.variant],
+                now,
+                Assignment.Source.HASH,
+            )
+            for a in new
+            if a.experiment not in gone
         )
         created = queries.assignments_insert(rows) if rows else set()
-        stored = _stored_assignments(user_key, {s: e for s, e in experiments.items() if e.id in ids}) if rows else {}
-    slugs = {pk: a.experiment for pk, a in ids.items()}
-    return stored, {slugs[pk] for pk, _ in created}, ended
+        kept = {s: experiments[s] for s in {a.experiment for a in new} - gone}
+        stored = _stored_assignments(user_key, kept) if rows else {}
+        counts = Counter((experiments[a.experiment].id, a.reason) for a in answers if a.experiment not in gone)
+        queries.assignment_counts_add([(e, reason, n) for (e, reason), n in counts.items()])
+    return stored, {by_id[pk].experiment for pk, _ in created}, gone
+
+
+def _record_postgresql(
+    user_key: str, new: list[Answer], answers: list[Answer], experiments: dict[str, AssignExperiment]
+) -> tuple[dict[str, tuple[str, datetime]], set[str], set[str]]:
+    """`_record_sqlite` on PostgreSQL, in one statement (`queries.assignments_record`); the same three results.
+    A row a concurrent transaction committed after the statement's snapshot (a first exposure, say) is read
+    back by one more query: the stored row wins."""
+    by_id = {experiments[a.experiment].id: a for a in [*new, *answers]}
+    new_by_id = {experiments[a.experiment].id: a for a in new}
+    counts = Counter(
+        (experiments[a.experiment].id, a.reason, a.experiment in {n.experiment for n in new}) for a in answers
+    )
+    found = queries.assignments_record(
+        user_key=user_key,
+        experiment_ids=list(by_id),
+        new=[(pk, experiments[a.experiment].variant_ids[a.variant]) for pk, a in new_by_id.items()],
+        counts=[(e, reason, n, is_new) for (e, reason, is_new), n in counts.items()],
+        now=timezone.now(),
+    )
+    rows = {**found.before, **found.created}
+    if missing := [pk for pk in new_by_id if pk in found.running and pk not in rows]:
+        rows.update({e: (v, at) for e, v, at in queries.assignments_of_user(user_key, missing)})
+    stored = {
+        new_by_id[pk].experiment: (experiments[new_by_id[pk].experiment].variant_keys[v], at)
+        for pk, (v, at) in rows.items()
+        if pk in found.running
+    }
+    gone = {a.experiment for pk, a in by_id.items() if pk not in found.running}
+    return stored, {new_by_id[pk].experiment for pk in found.created}, gone
+
+
+def _with_holdouts(asked: list[str], experiments: dict[str, AssignExperiment]) -> dict[str, AssignExperiment]:
+    """The asked experiments and the holdouts their rules may evaluate (transitively): whose stored rows matter."""
+    relevant: dict[str, AssignExperiment] = {}
+    todo = list(asked)
+    while todo:
+        slug = todo.pop()
+        if slug in relevant or slug not in experiments:
+            continue
+        relevant[slug] = experiments[slug]
+        if experiments[slug].rule.holdout:
+            todo.append(experiments[slug].rule.holdout)
+    return relevant
 
 
 def _evaluate(
     user_key: str, attributes: dict[str, Any], experiments: dict[str, AssignExperiment], asked: list[str]
 ) -> list[AssignmentResult]:
     """Evaluate the `asked` running experiments (docs/assignment.md), store new enrolments (the holdouts'
-    too), count every answer per experiment and reason. A fixed number of queries whatever the count."""
+    too), count every answer per experiment and reason. An answer is given only for an experiment still
+    running when it is recorded (`experiments` may be a cached read). A fixed number of queries whatever the
+    count: on PostgreSQL two (the stored rows; the record statement)."""
     running = {slug: e for slug, e in experiments.items() if e.is_running}
     rules = {slug: e.rule for slug, e in running.items()}
-    stored = _stored_assignments(user_key, running)
+    stored = _stored_assignments(user_key, _with_holdouts(asked, running))
+    stored_variants = {s: v for s, (v, _) in stored.items()}
     memo: dict[str, Answer] = {}
     for slug in asked:
-        evaluate(
-            rules[slug],
-            user_key=user_key,
-            attributes=attributes,
-            rules=rules,
-            stored={s: v for s, (v, _) in stored.items()},
-            memo=memo,
-        )
+        evaluate(rules[slug], user_key=user_key, attributes=attributes, rules=rules, stored=stored_variants, memo=memo)
     new = [a for a in memo.values() if a.variant is not None and not a.stored]
-    created: set[str] = set()
-    ended: set[str] = set()
-    if new:
-        now_stored, created, ended = _with_retry(lambda: _assignments_store(user_key, new, running))
-        stored.update(now_stored)
+    record = _record_postgresql if connection.vendor == "postgresql" else _record_sqlite
+    now_stored, created, gone = _with_retry(lambda: record(user_key, new, [memo[s] for s in asked], running))
+    stored.update(now_stored)
     results = []
     for slug in asked:
         answer = memo[slug]
-        if slug in ended:
+        if slug in gone:
             continue
         if answer.variant is None:
             results.append(AssignmentResult(slug, None, answer.reason, None, False))
             continue
         variant, assigned_at = stored[slug]  # the stored row wins (a concurrent first exposure, say)
         results.append(AssignmentResult(slug, variant, answer.reason, assigned_at, slug in created))
-    counts = Counter((running[r.experiment].id, r.reason) for r in results)
-    _with_retry(lambda: queries.assignment_counts_add([(e, reason, n) for (e, reason), n in counts.items()]))
-    if len(ended) == len(asked) and asked:
+    if asked and gone.issuperset(asked):
         raise ExperimentNotRunning("ended")
     return results
 
@@ -519,7 +561,7 @@ def assignment_get_or_create(
     once (source `hash`) and wins afterwards, whatever the attributes say later; a user who is not enrolled
     is stored nowhere, only counted (`AssignmentEvaluationCount`).
     """
-    experiments = assignment_rules_get(slugs=[experiment_slug])
+    experiments = assignment_rules_for([experiment_slug])
     experiment = experiments.get(experiment_slug)
     if experiment is None:
         raise ExperimentNotFound(experiment_slug)
@@ -538,7 +580,7 @@ def assignments_get_or_create_all(
     if experiment_slugs is None:
         experiments = assignment_rules_running_cached()
     else:
-        experiments = assignment_rules_get(slugs=experiment_slugs)
+        experiments = assignment_rules_for(experiment_slugs)
     wanted = set(experiment_slugs) if experiment_slugs is not None else None
     asked = sorted(
         slug
