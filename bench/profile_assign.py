@@ -34,13 +34,12 @@ def main(argv: list[str]) -> int:
         import django
 
         django.setup()
+        import assign
         from django.core.management import call_command
         from django.db import connection
         from django.test import Client
         from django.test.utils import CaptureQueriesContext, setup_test_environment
         from pyinstrument import Profiler
-
-        import assign
 
         setup_test_environment()
         call_command("migrate", "--noinput", verbosity=0)
