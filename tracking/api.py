@@ -31,6 +31,7 @@ from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from signaldash.permissions import CanTrack
+from tracking.assign_validation import plain_assign
 from tracking.assignment import REASONS
 from tracking.auth import APIKeyAuthentication
 from tracking.fast_validation import plain_event
@@ -539,6 +540,13 @@ def _attributes_field() -> AttributesField:
 _ASSIGNED_AT = serializers.DateTimeField()
 
 
+def _validated(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
+    """The serializer's validated data, or its 400 (every body `plain_assign` is not sure about)."""
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
 def assign_body(result: AssignmentResult) -> dict[str, Any]:
     """`AssignApi.OutputSerializer(…).data` of one answer."""
     at = result.assigned_at
@@ -622,9 +630,7 @@ class AssignApi(ServiceAPIView):
         ],
     )
     def post(self, request):
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = plain_assign(request.data, single=True) or _validated(self.InputSerializer, request.data)
         try:
             result = assignment_get_or_create(
                 experiment_slug=data["experiment"], user_key=data["user_key"], attributes=data.get("attributes") or {}
@@ -679,9 +685,7 @@ class AssignAllApi(ServiceAPIView):
         ],
     )
     def post(self, request):
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = plain_assign(request.data, single=False) or _validated(self.InputSerializer, request.data)
         results = assignments_get_or_create_all(
             user_key=data["user_key"], attributes=data.get("attributes") or {}, experiment_slugs=data.get("experiments")
         )

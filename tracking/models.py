@@ -48,24 +48,42 @@ class AssignmentReason(models.TextChoices):
     OUTSIDE_COVERAGE = "outside_coverage", "outside coverage"
 
 
-class AssignmentEvaluationCount(models.Model):
-    """How many `/api/assign` evaluations of an experiment ended with each reason (upserted, one row per
-    experiment and reason). Users who are not enrolled are stored nowhere else: this is their only trace."""
+EVALUATION_COUNT_SHARDS = 16
 
+
+class AssignmentEvaluationCount(models.Model):
+    """How many `/api/assign` evaluations of an experiment ended with each reason (upserted). Users who are not
+    enrolled are stored nowhere else: this is their only trace.
+
+    Every request adds to the same few (experiment, reason) counters, and an upserted row stays locked until its
+    transaction commits (an fsync), so one row per reason would make concurrent requests queue on it. The count
+    is spread over EVALUATION_COUNT_SHARDS rows per reason (PostgreSQL: the connection's backend pid picks the shard, so
+    concurrent connections mostly write different rows); readers sum them (`assignment_evaluations_get`)."""
+
+    # No index of its own: the (experiment, reason, shard) constraint's index serves every lookup by experiment.
     experiment = models.ForeignKey(
-        "experiments.Experiment", on_delete=models.CASCADE, related_name="assignment_evaluation_counts"
+        "experiments.Experiment",
+        on_delete=models.CASCADE,
+        related_name="assignment_evaluation_counts",
+        db_index=False,
     )
     reason = models.CharField(max_length=32, choices=AssignmentReason.choices)
+    shard = models.PositiveSmallIntegerField(default=0)
     count = models.PositiveBigIntegerField(default=0)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["experiment", "reason"], name="assignmentevaluationcount_one_per_reason"),
+            models.UniqueConstraint(
+                fields=["experiment", "reason", "shard"], name="assignmentevaluationcount_one_per_reason_shard"
+            ),
             models.CheckConstraint(
                 condition=Q(
                     reason__in=["assigned", "not_targeted", "in_holdout", "outside_layer_range", "outside_coverage"]
                 ),
                 name="assignmentevaluationcount_reason_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(shard__lt=EVALUATION_COUNT_SHARDS), name="assignmentevaluationcount_shard_range"
             ),
         ]
 

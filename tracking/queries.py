@@ -369,18 +369,19 @@ def event_insert_single(
 
 
 def assignment_counts_add(rows: Sequence[tuple[int, str, int]]) -> None:
-    """Add (experiment_id, reason, n) to the per-experiment evaluation counters, in one upsert statement
-    (rows in key order, so concurrent callers lock counter rows in one order)."""
+    """Add (experiment_id, reason, n) to the per-experiment evaluation counters (shard 0: SQLite serializes
+    writers anyway), in one upsert statement (rows in key order, so concurrent callers lock counter rows in one
+    order)."""
     if not rows:
         return
     from tracking.models import AssignmentEvaluationCount  # added with the assignment rules
 
     qn = connection.ops.quote_name
     table = qn(AssignmentEvaluationCount._meta.db_table)
-    values = ", ".join(["(%s, %s, %s)"] * len(rows))
+    values = ", ".join(["(%s, %s, 0, %s)"] * len(rows))
     sql = (
-        f"INSERT INTO {table} ({qn('experiment_id')}, {qn('reason')}, {qn('count')}) VALUES {values} "
-        f"ON CONFLICT ({qn('experiment_id')}, {qn('reason')}) "
+        f"INSERT INTO {table} ({qn('experiment_id')}, {qn('reason')}, {qn('shard')}, {qn('count')}) VALUES {values} "
+        f"ON CONFLICT ({qn('experiment_id')}, {qn('reason')}, {qn('shard')}) "
         f"DO UPDATE SET {qn('count')} = {table}.{qn('count')} + excluded.{qn('count')}"
     )
     with connection.cursor() as cursor:
@@ -411,12 +412,12 @@ def assignments_of_user(user_key: str, experiment_ids: Sequence[int]) -> list[tu
 
 # PostgreSQL, one user's answers recorded in one statement (autocommit: one round trip, its own transaction):
 # the new enrolments and every evaluation counter of the request, and which of the experiments are still
-# running. The same steps as `services._record`, in the same lock order: the experiments of the new
+# running. The same steps as `services._record_sqlite`, in the same lock order: the experiments of the new
 # enrolments `FOR SHARE` with status running (an end transition waits for this statement, or this statement
 # sees the new status and stores nothing for them), the assignments (in experiment order, ON CONFLICT DO
-# NOTHING), then the counters (in key order). The other experiments' status is read without a lock (nothing
-# is stored for them but their counters). A count is added only for an experiment still running: an answer of
-# one that is not is dropped by the caller.
+# NOTHING), then the counters (in key order, in this connection's shard). The other experiments' status is
+# read without a lock (nothing is stored for them but their counters). A count is added only for an
+# experiment still running: an answer of one that is not is dropped by the caller.
 # Rows: ('l', id) for each new enrolment's experiment running under the lock; ('r', id) for each experiment
 # running in this statement's snapshot; ('i', experiment_id, variant_id, assigned_at) for each assignment
 # stored now; ('b', …) for each one stored before the snapshot. An enrolment in a locked experiment with
@@ -435,14 +436,14 @@ WITH listed AS (
     ON CONFLICT (experiment_id, user_key) DO NOTHING
     RETURNING experiment_id, variant_id, assigned_at
 ), counted AS (
-    INSERT INTO {counts} AS c (experiment_id, reason, count)
-    SELECT k.experiment_id, k.reason, k.n
+    INSERT INTO {counts} AS c (experiment_id, reason, shard, count)
+    SELECT k.experiment_id, k.reason, pg_backend_pid() %% {shards}, k.n
     FROM unnest(%(count_ids)s::bigint[], %(count_reasons)s::text[], %(count_ns)s::bigint[], %(count_new)s::bool[])
         AS k (experiment_id, reason, n, is_new)
     WHERE k.experiment_id IN (SELECT id FROM locked)
         OR (NOT k.is_new AND k.experiment_id IN (SELECT id FROM listed))
     ORDER BY k.experiment_id, k.reason
-    ON CONFLICT (experiment_id, reason) DO UPDATE SET count = c.count + excluded.count
+    ON CONFLICT (experiment_id, reason, shard) DO UPDATE SET count = c.count + excluded.count
 )
 SELECT 'l', id, NULL::bigint, NULL::timestamptz FROM locked
 UNION ALL
@@ -457,13 +458,14 @@ WHERE user_key = %(user_key)s AND experiment_id = ANY(%(new_ids)s)
 
 @functools.cache
 def _record_sql() -> str:
-    from tracking.models import AssignmentEvaluationCount
+    from tracking.models import EVALUATION_COUNT_SHARDS, AssignmentEvaluationCount
 
     qn = connection.ops.quote_name
     return RECORD_SQL.format(
         experiment=qn(Experiment._meta.db_table),
         assignment=qn(Assignment._meta.db_table),
         counts=qn(AssignmentEvaluationCount._meta.db_table),
+        shards=EVALUATION_COUNT_SHARDS,
     )
 
 

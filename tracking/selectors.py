@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.conf import settings
-from django.db.models import Prefetch, Q
+from django.db.models import Prefetch, Q, Sum
 
 from experiments.models import Experiment, ExperimentMetric, Variant
 from signaldash.ttl_cache import TTLCache
@@ -226,8 +226,9 @@ class AssignmentEvaluations:
 
 
 def assignment_evaluations_get(*, experiment_id: int) -> AssignmentEvaluations:
-    """The experiment's evaluation counters (one query)."""
+    """The experiment's evaluation counters, summed over their shards (one query)."""
     from tracking.models import AssignmentEvaluationCount
 
-    counts = dict(AssignmentEvaluationCount.objects.filter(experiment_id=experiment_id).values_list("reason", "count"))
+    rows = AssignmentEvaluationCount.objects.filter(experiment_id=experiment_id).values("reason")
+    counts = {r["reason"]: r["total"] for r in rows.annotate(total=Sum("count")).order_by("reason")}
     return AssignmentEvaluations(total=sum(counts.values()), by_reason=counts)

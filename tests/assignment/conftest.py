@@ -28,6 +28,16 @@ def layer():
     return created
 
 
+def evaluation_counts(experiment) -> dict[str, int]:
+    """The experiment's evaluation counters per reason, summed here over their shard rows."""
+    from tracking.models import AssignmentEvaluationCount
+
+    counts: dict[str, int] = {}
+    for reason, count in AssignmentEvaluationCount.objects.filter(experiment=experiment).values_list("reason", "count"):
+        counts[reason] = counts.get(reason, 0) + count
+    return counts
+
+
 def assign(client, slug: str, user_key: str, attributes=None):
     body = {"experiment": slug, "user_key": user_key}
     if attributes is not None:

@@ -9,11 +9,11 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from experiments.models import Experiment, Layer
-from tests.assignment.conftest import assign, assign_all, rules_experiment
+from tests.assignment.conftest import assign, assign_all, evaluation_counts, rules_experiment
 from tests.assignment.vectors import ALGORITHM, PATH, RULES, case_answers
 from tests.tracking.conftest import set_status
 from tracking.assignment import evaluate, rule_from_json
-from tracking.models import Assignment, AssignmentEvaluationCount
+from tracking.models import Assignment
 
 pytestmark = pytest.mark.django_db
 
@@ -150,7 +150,7 @@ def test_holdout__held_out_users_never_enrolled_and_stored_in_holdout(api, owner
         else:
             assert body["in_experiment"] is True
     assert not Assignment.objects.filter(experiment=target, user_key__in=held).exists()
-    counts = dict(AssignmentEvaluationCount.objects.filter(experiment=target).values_list("reason", "count"))
+    counts = evaluation_counts(target)
     assert counts == {"in_holdout": len(held), "assigned": 1000 - len(held)}
 
 

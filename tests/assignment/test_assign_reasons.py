@@ -7,10 +7,10 @@ from django.db import IntegrityError, transaction
 
 from experiments.models import Experiment
 from experiments.services import WorkflowError, experiment_save_plan, preregistration_build
-from tests.assignment.conftest import assign, rules_experiment
+from tests.assignment.conftest import assign, evaluation_counts, rules_experiment
 from tracking.assignment import coverage_point
 from tracking.hashing import assign_variant, bucket_point, in_unit_range
-from tracking.models import Assignment, AssignmentEvaluationCount
+from tracking.models import Assignment
 from tracking.selectors import assignment_evaluations_get
 
 pytestmark = pytest.mark.django_db
@@ -55,7 +55,7 @@ def test_assign__evaluations_counted_per_reason__shown_on_readout(api, owner, cl
     for user, country in [("a", "DE"), ("b", "DE"), ("c", "DE"), ("a", "DE"), ("d", "FR"), ("e", "FR")]:
         assert assign(api, "cnt", user, {"country": country}).status_code == 200
     # Then the counters hold 6 evaluations: 4 assigned, 2 not targeted (nothing stored for those)
-    counts = dict(AssignmentEvaluationCount.objects.filter(experiment=experiment).values_list("reason", "count"))
+    counts = evaluation_counts(experiment)
     assert counts == {"assigned": 4, "not_targeted": 2}
     assert Assignment.objects.filter(experiment=experiment).count() == 3
     summary = assignment_evaluations_get(experiment_id=experiment.pk)

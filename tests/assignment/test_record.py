@@ -12,17 +12,15 @@ import psycopg
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from rest_framework.test import APIClient
 
-from tests.assignment.conftest import assign, assign_all, rules_experiment
+from tests.assignment.conftest import assign, assign_all, evaluation_counts, rules_experiment
 from tests.tracking.conftest import set_status
 from tracking.api import AssignAllApi, AssignApi, assign_all_body, assign_body
 from tracking.hashing import assign_variant
-from tracking.models import Assignment, AssignmentEvaluationCount
+from tracking.models import EVALUATION_COUNT_SHARDS, Assignment, AssignmentEvaluationCount
+from tracking.selectors import assignment_evaluations_get
 from tracking.services import AssignmentResult
-
-
-def _counts(experiment) -> dict[str, int]:
-    return dict(AssignmentEvaluationCount.objects.filter(experiment=experiment).values_list("reason", "count"))
 
 
 @pytest.mark.django_db
@@ -32,7 +30,7 @@ def test_assign__ended_in_another_process_while_cached__409_left_out_and_not_cou
     staying = rules_experiment(owner, "staying", targeting={"country": "DE"})
     assert assign(api, "ending", "u1").json()["in_experiment"]
     assert assign(api, "staying", "u2").json()["reason"] == "not_targeted"
-    before_ending, before_staying = _counts(ending), _counts(staying)
+    before_ending, before_staying = evaluation_counts(ending), evaluation_counts(staying)
     # When both end elsewhere (no save signal in this process: the cache still says running)
     set_status(ending, "readout")
     set_status(staying, "readout")
@@ -44,7 +42,7 @@ def test_assign__ended_in_another_process_while_cached__409_left_out_and_not_cou
     assert assign_all(api, "u1").json() == {"assignments": []}
     assert assign_all(api, "u4", experiments=["ending", "staying"]).json() == {"assignments": []}
     assert Assignment.objects.filter(user_key__in=["u3", "u4"]).count() == 0
-    assert (_counts(ending), _counts(staying)) == (before_ending, before_staying)
+    assert (evaluation_counts(ending), evaluation_counts(staying)) == (before_ending, before_staying)
 
 
 @pytest.mark.django_db
@@ -145,3 +143,38 @@ def test_assign_all_body__answers__equals_output_serializer():
     for results, rows in ((RESULTS, items), ([], [])):
         serialized = AssignAllApi.OutputSerializer({"assignments": rows}).data
         assert json.dumps(assign_all_body(results)) == json.dumps(serialized)
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.timeout(120)
+def test_counts__concurrent_connections__each_in_its_shard_and_summed(owner, api_key):
+    # Given an experiment targeted at DE and 4 clients, each on its own database connection
+    experiment = rules_experiment(owner, "sharded", targeting={"country": "DE"})
+    pids: list[int] = []
+
+    def client_run(index: int) -> None:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_key[1]}")
+        try:
+            for n in range(20):
+                country = "DE" if n % 4 else "FR"
+                assert assign(client, "sharded", f"c{index}-{n}", {"country": country}).status_code == 200
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                pids.append(cursor.fetchone()[0])
+        finally:
+            connection.close()
+
+    # When they assign 80 users at once
+    threads = [threading.Thread(target=client_run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    # Then each connection counted in its own shard, and the sums are the evaluations: 60 assigned, 20 not targeted
+    assert len(pids) == 4
+    shards = set(AssignmentEvaluationCount.objects.filter(experiment=experiment).values_list("shard", flat=True))
+    assert shards == {pid % EVALUATION_COUNT_SHARDS for pid in pids}
+    assert evaluation_counts(experiment) == {"assigned": 60, "not_targeted": 20}
+    assert assignment_evaluations_get(experiment_id=experiment.pk).by_reason == {"assigned": 60, "not_targeted": 20}

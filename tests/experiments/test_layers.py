@@ -157,3 +157,49 @@ def test_review_page__assignment_plan_in_words(client, make_experiment, ops, app
     assert "Layer: claims 25% to 50% of layer &#x27;checkout&#x27; (25% of its users)" in page
     assert "Holdout: users held out by &#x27;holdout-q1&#x27; (its control group) are never enrolled." in page
     assert "Targeting: only users whose attributes match" in page
+
+
+@pytest.mark.django_db
+def test_admin_approve__overlap__refusal_with_names_shown_on_the_change_page(
+    client, form_data, superuser, make_experiment, ops, approver, layer
+):
+    # Given two running experiments on [0, 0.3) and [0.3, 0.6) of a layer, and one in review on [0.2, 0.5)
+    for slug, start, end in (("one-page", 0, 0.3), ("wallet-first", 0.3, 0.6)):
+        services.experiment_approve_and_start(
+            experiment=in_layer(make_experiment, ops, slug, layer, start, end), actor=approver
+        )
+    third = in_layer(make_experiment, ops, "express-pay", layer, 0.2, 0.5)
+    client.force_login(superuser)
+    url = f"/admin/experiments/experiment/{third.pk}/change/"
+    # When a superuser presses "approve and start" on its admin page (the form as a browser posts it)
+    data = {**form_data(client.get(url), "experiment_form"), "_fsm_transition_to": "approve_and_start"}
+    page = client.post(url, data, follow=True)
+    # Then the page it lands on shows the refusal as an error message naming both conflicting experiments
+    html = page.content.decode()
+    assert page.status_code == 200
+    message = (
+        "Cannot approve &#x27;express-pay&#x27;: its range 0.2–0.5 of layer &#x27;checkout&#x27; overlaps running "
+        "experiments One Page (one-page, 0–0.3), Wallet First (wallet-first, 0.3–0.6)."
+    )
+    assert '<ul class="messagelist">' in html and f'<li class="error">{message}</li>' in html
+    # And nothing changed
+    third.refresh_from_db()
+    assert third.status == "review"
+
+
+@pytest.mark.django_db
+def test_review_page__approve_overlap__refusal_inside_the_review_page(client, make_experiment, ops, approver, layer):
+    # Given a running experiment on [0, 0.5) and one in review on [0.25, 0.75)
+    services.experiment_approve_and_start(
+        experiment=in_layer(make_experiment, ops, "one-page", layer, 0, 0.5), actor=approver
+    )
+    in_layer(make_experiment, ops, "express-pay", layer, 0.25, 0.75)
+    client.force_login(approver)
+    # When the reviewer approves it on its review page
+    response = client.post("/review/express-pay/approve")
+    # Then the review page itself comes back (its plan in words and buttons) with the refusal and the name
+    html = response.content.decode()
+    assert response.status_code in (400, 409)
+    assert "<html" in html and "/review/express-pay/approve" in html
+    assert "overlaps running experiment One Page (one-page, 0–0.5)" in html
+    assert Experiment.objects.get(slug="express-pay").status == "review"
