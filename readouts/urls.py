@@ -5,6 +5,7 @@ from readouts import views
 app_name = "readouts"
 urlpatterns = [
     path("docs/metrics", views.metrics_doc, name="metrics_doc"),
+    path("learnings/", views.learnings_page, name="learnings"),
     path("experiments/<slug:slug>/readout", views.readout_page, name="page"),
     path("experiments/<slug:slug>/readout.csv", views.readout_csv_export, name="csv"),
     path("experiments/<slug:slug>/readout-bundle.zip", views.readout_bundle_download, name="bundle"),

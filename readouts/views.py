@@ -249,3 +249,26 @@ def readout_refresh(request: HttpRequest, slug: str) -> HttpResponse:
     _, created = snapshot_request(experiment=experiment, triggered_by=request.user.get_username())
     messages.info(request, "Refresh queued." if created else "A refresh is already running; this request joined it.")
     return redirect(reverse("readouts:page", args=[slug]))
+
+
+@require_GET
+@experiment_read_required
+@private_no_store
+def learnings_page(request: HttpRequest) -> HttpResponse:
+    """Every decided experiment: ?q= ?metric= ?outcome= ?verdict= ?owner= ?quarter=2026Q3 ?page=N, ?format=csv."""
+    from readouts.learnings import OUTCOMES, WIN_RATE_DEFINITION, LearningsParams, learnings_csv, learnings_get
+    from readouts.program import verdict_titles
+
+    learnings = learnings_get(params=LearningsParams.of(request.GET))
+    if request.GET.get("format") == "csv":
+        response = HttpResponse(learnings_csv(learnings.rows), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = 'attachment; filename="learnings.csv"'
+        return response
+    context = {
+        "learnings": learnings,
+        "rows": learnings.page.object_list,
+        "outcomes": [(o, o.title()) for o in OUTCOMES],
+        "verdicts": verdict_titles(),
+        "win_rate_definition": WIN_RATE_DEFINITION,
+    }
+    return render(request, "readouts/learnings.html", context)

@@ -39,6 +39,7 @@ MATRIX = [
     ("GET", "/accounts/login/", "accounts/login/", OPEN),
     ("GET", "/", "", PAGE),
     ("GET", "/review/", "review/", PAGE),
+    ("GET", "/learnings/", "learnings/", PAGE),
     ("GET", f"/review/{S}/", "review/<slug:slug>/", PAGE),
     ("GET", f"/experiments/{S}/history", "experiments/<slug:slug>/history", PAGE),
     ("GET", f"/experiments/{S}/decision-bundle.zip", "experiments/<slug:slug>/decision-bundle.zip", PAGE),
