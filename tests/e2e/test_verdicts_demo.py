@@ -71,7 +71,7 @@ def test_demo__crawl_every_page_of_every_experiment__no_scientific_notation(logi
 
     page = login(demo_ops)
     base = live_server.url
-    urls = ["/", "/review/"]
+    urls = ["/", "/review/", "/learnings/"]
     for e in Experiment.objects.order_by("slug"):
         urls += [
             f"/experiments/{e.slug}/history",

@@ -125,7 +125,7 @@ def test_demo__every_page_of_every_experiment__no_scientific_notation(client, de
     from experiments.models import Experiment
 
     client.force_login(demo)
-    urls = ["/", "/review/"]
+    urls = ["/", "/review/", "/learnings/"]
     for e in Experiment.objects.order_by("slug"):
         urls += [
             f"/experiments/{e.slug}/history",
