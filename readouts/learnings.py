@@ -16,8 +16,8 @@ readout, so a learning does not drift when late events arrive or a metric defini
   relative lifts of every treatment of the filtered decided experiments, in round-width bins.
 
 A fixed number of queries whatever the number of decisions: the decisions with their experiment and owner
-(only the snapshot's ``analysis``, ``alpha``, ``verdicts`` and ``comparisons`` are read from the JSON, never
-the bundle), the catalog names of the metrics shown, and the filter choices.
+(only the snapshot's ``analysis``, ``alpha``, ``verdicts``, ``comparisons`` and ``scorecard`` are read from the
+JSON, never the bundle), the catalog names of the metrics shown, and the filter choices.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from experiments.models import Decision, Metric
 from readouts import formatting
 from readouts.charts import PALETTE, WIDTH, _c, _join, _nice_step, _pct_tick, _svg, _ticks
 from readouts.program import _csv_safe, _num
-from readouts.verdicts import LABELS, TITLES, TONES, WON
+from readouts.verdicts import LABELS, TITLES, TONES, WON, Verdict
 
 PAGE_SIZE = 50
 QUARTER_RE = re.compile(r"(\d{4})Q([1-4])")
@@ -114,10 +114,18 @@ class TreatmentResult:
     ci_low: float | None
     ci_high: float | None
     interval: str  # "confidence" | "always-valid" (the interval the outcome was decided on)
+    guardrails_worse: tuple[str, ...] = ()  # guardrail keys worse for this treatment (for the headline)
 
     @property
     def title(self) -> str:
         return TITLES.get(self.label, "No verdict recorded")
+
+    @property
+    def headline(self) -> str:
+        """The verdict's own headline ('Won — ship blocked by guardrail refund'), as everywhere else."""
+        if not self.label:
+            return self.title
+        return Verdict(self.variant, self.label, self.reason, self.blocked_by, self.guardrails_worse).headline
 
     @property
     def tone(self) -> str:
@@ -171,8 +179,20 @@ def _interval(value) -> tuple[float | None, float | None]:
     return None, None
 
 
-def _treatments(analysis: str | None, verdicts, comparisons) -> list[TreatmentResult]:
+def _guardrails_worse(scorecard) -> dict[str, tuple[str, ...]]:
+    """Per treatment, the guardrail metrics the snapshot's scorecard reads as worse (as ``verdicts_get`` does)."""
+    out: dict[str, list[str]] = defaultdict(list)
+    for row in scorecard or []:
+        if isinstance(row, dict) and row.get("role") == "guardrail":
+            for c in row.get("comparisons") or []:
+                if c.get("outcome") == "worse":
+                    out[c.get("variant")].append(row.get("metric"))
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def _treatments(analysis: str | None, verdicts, comparisons, scorecard=None) -> list[TreatmentResult]:
     """Per treatment: the recorded verdict and the primary comparison (always-valid interval under sequential)."""
+    worse = _guardrails_worse(scorecard)
     by_variant = {c.get("variant"): c for c in comparisons or [] if isinstance(c, dict)}
     verdict_by = {v.get("variant"): v for v in verdicts or [] if isinstance(v, dict)}
     keys = list(verdict_by) + [k for k in by_variant if k not in verdict_by]
@@ -191,13 +211,14 @@ def _treatments(analysis: str | None, verdicts, comparisons) -> list[TreatmentRe
                 ci_low=low,
                 ci_high=high,
                 interval="always-valid" if sequential else "confidence",
+                guardrails_worse=worse.get(key, ()),
             )
         )
     return out
 
 
 def _decisions(params: LearningsParams) -> list[Decision]:
-    """The filtered decisions, newest first, with the four snapshot keys the page reads (one query)."""
+    """The filtered decisions, newest first, with the five snapshot keys the page reads (one query)."""
     qs = (
         Decision.objects.select_related("experiment", "experiment__owner", "shipped_variant")
         .defer("readout_snapshot", "readout_bundle")
@@ -206,6 +227,7 @@ def _decisions(params: LearningsParams) -> list[Decision]:
             snap_alpha=F("readout_snapshot__alpha"),
             snap_verdicts=F("readout_snapshot__verdicts"),
             snap_comparisons=F("readout_snapshot__comparisons"),
+            snap_scorecard=F("readout_snapshot__scorecard"),
         )
     )
     if params.q:
@@ -231,7 +253,10 @@ def _decisions(params: LearningsParams) -> list[Decision]:
 def _row(d: Decision) -> LearningRow:
     alpha = d.snap_alpha if isinstance(d.snap_alpha, int | float) else d.experiment.alpha
     return LearningRow(
-        d, quarter_of(d.decided_at), float(alpha), _treatments(d.snap_analysis, d.snap_verdicts, d.snap_comparisons)
+        d,
+        quarter_of(d.decided_at),
+        float(alpha),
+        _treatments(d.snap_analysis, d.snap_verdicts, d.snap_comparisons, d.snap_scorecard),
     )
 
 

@@ -30,7 +30,10 @@ def make_decided(ux_owner, ux_events):
     from experiments.models import Experiment, Variant
     from tests.ux.conftest import T0
 
-    def _make(slug, *, split, outcome="shipped", owner=None, metric="purchase", hypothesis="", at=Q4, rationale=None):
+    def _make(
+        slug, *, split, outcome="shipped", owner=None, metric="purchase", hypothesis="", at=Q4, rationale=None,
+        before_decision=None,
+    ):  # fmt: skip
         exp = Experiment.objects.create(
             name=slug.replace("-", " ").title(),
             slug=slug,
@@ -45,6 +48,8 @@ def make_decided(ux_owner, ux_events):
             Variant.objects.create(experiment=exp, key=key, name=key.title(), is_control=is_control, weight=1)
         ux_events(exp, "control", users=split[0], converted=split[1], metric=metric)
         ux_events(exp, "treatment", users=split[2], converted=split[3], metric=metric)
+        if before_decision is not None:
+            before_decision(exp)
         rationale = rationale or f"Decided {slug}."
         with mock.patch("django.utils.timezone.now", return_value=at):
             if outcome == "shipped":
@@ -147,6 +152,54 @@ def test_learnings__late_events__numbers_stay_those_of_the_decision(client, ux_o
     assert float(rows[0]["rel_lift"]) == pytest.approx(90 / 40 - 1)
     assert fresh == pytest.approx((90 / 2400) / (40 / 400) - 1)
     assert rows[0]["verdict"] == "won"
+
+
+def test_learnings__guardrail_blocked_winner_shipped_over_it__reads_as_everywhere(client, ux_owner, make_decided):
+    from experiments.models import Experiment, ExperimentMetric
+    from tests.ux.conftest import T0
+    from tracking.models import Event
+
+    # Given a winner on purchase whose refunds guardrail got worse (20 → 80 of 400), shipped with an override
+    def refunds(exp):
+        ExperimentMetric.objects.create(experiment=exp, key="purchase", role="primary")
+        ExperimentMetric.objects.create(experiment=exp, key="refund", role="guardrail", direction="decrease")
+        for key, n in (("control", 20), ("treatment", 80)):
+            variant = exp.variants.get(key=key)
+            Event.objects.bulk_create(
+                Event(experiment=exp, variant=variant, user_key=f"{key}-u{i}", event_type="conversion",
+                      metric="refund", occurred_at=T0 + timedelta(minutes=i + 2))
+                for i in range(n)
+            )  # fmt: skip
+
+    make_decided("golf-guarded", split=WIN, before_decision=refunds)
+    assert Experiment.objects.get(slug="golf-guarded").decision.override_reason  # the ship was blocked
+    client.force_login(ux_owner)
+    # When
+    row = client.get("/learnings/").content.decode().split('data-slug="golf-guarded"')[1].split("</tr>")[0]
+    # Then the verdict's own headline, and the override
+    assert "Won — ship blocked by guardrail refund" in row
+    assert "Shipped over a blocking problem: Test: ship whatever it says." in row
+
+
+def test_learnings__decision_without_a_snapshot__row_without_numbers_not_a_win(client, ux_owner, library):
+    from experiments.models import Decision, Experiment, Variant
+
+    # Given a decision recorded without a readout snapshot (before snapshots carried verdicts)
+    exp = Experiment.objects.create(name="Old One", slug="old-one", owner=ux_owner, status="shipped",
+                                    started_at=Q3, ended_at=Q3)  # fmt: skip
+    Variant.objects.create(experiment=exp, key="control", name="Control", is_control=True)
+    shipped = Variant.objects.create(experiment=exp, key="treatment", name="Treatment")
+    old = Decision.objects.create(experiment=exp, outcome="shipped", rationale="Long ago.", decided_by=ux_owner,
+                                  shipped_variant=shipped)  # fmt: skip
+    Decision.objects.filter(pk=old.pk).update(decided_at=Q3)
+    client.force_login(ux_owner)
+    # When
+    html = client.get("/learnings/").content.decode()
+    # Then it is listed without numbers, counts as decided and not as a win, and is in no histogram
+    row = html.split('data-slug="old-one"')[1].split("</tr>")[0]
+    assert "No result was recorded with this decision." in row and "Long ago." in row
+    assert _page_win_rates(html)["2026Q3"] == (3, 1)  # alpha-win (won, shipped), bravo-loss (killed), old-one
+    assert "4 treatments of 4 decided experiments" in html  # purchase: unchanged by the old row
 
 
 # --- CSV --------------------------------------------------------------------------------------------------
