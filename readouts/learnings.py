@@ -41,7 +41,7 @@ from django.utils.safestring import SafeString
 from experiments.models import Decision, Metric
 from readouts import formatting
 from readouts.charts import PALETTE, WIDTH, _c, _join, _nice_step, _pct_tick, _svg, _ticks
-from readouts.program import _csv_safe, _num
+from readouts.exports import _csv_safe
 from readouts.verdicts import LABELS, TITLES, TONES, WON, Verdict
 
 PAGE_SIZE = 50
@@ -493,6 +493,10 @@ CSV_COLUMNS = [
     "hypothesis",
     "rationale",
 ]
+
+
+def _num(x: float | None) -> str:
+    return "" if x is None else repr(x)
 
 
 def learnings_csv(rows: list[LearningRow]) -> str:

@@ -257,7 +257,7 @@ def readout_refresh(request: HttpRequest, slug: str) -> HttpResponse:
 def learnings_page(request: HttpRequest) -> HttpResponse:
     """Every decided experiment: ?q= ?metric= ?outcome= ?verdict= ?owner= ?quarter=2026Q3 ?page=N, ?format=csv."""
     from readouts.learnings import OUTCOMES, WIN_RATE_DEFINITION, LearningsParams, learnings_csv, learnings_get
-    from readouts.program import verdict_titles
+    from readouts.verdicts import LABELS, TITLES
 
     learnings = learnings_get(params=LearningsParams.of(request.GET))
     if request.GET.get("format") == "csv":
@@ -268,7 +268,7 @@ def learnings_page(request: HttpRequest) -> HttpResponse:
         "learnings": learnings,
         "rows": learnings.page.object_list,
         "outcomes": [(o, o.title()) for o in OUTCOMES],
-        "verdicts": verdict_titles(),
+        "verdicts": [(label, TITLES[label]) for label in LABELS],
         "win_rate_definition": WIN_RATE_DEFINITION,
     }
     return render(request, "readouts/learnings.html", context)
