@@ -317,14 +317,14 @@ class Histogram:
 
 def lift_bins(lifts: list[float]) -> list[Bin]:
     """Counts of ``lifts`` in bins [low, high) of one round width, covering zero and every value (the largest
-    value is strictly inside the last bin). At most about ten bins; none for no values."""
+    value is strictly inside the last bin). At most a dozen bins; none for no values."""
     values = [x for x in lifts if x is not None and math.isfinite(x)]
     if not values:
         return []
     lo, hi = min(*values, 0.0), max(*values, 0.0)
     step = _nice_step(max(hi - lo, 0.02), max_ticks=10)
-    first = math.floor(lo / step + 1e-9)
-    last = math.floor(hi / step + 1e-9) + 1
+    first = math.floor(lo / step)  # never above ``lo`` (a rounding error only adds an empty bin)
+    last = math.floor(hi / step + 1e-9) + 1  # the top edge is above ``hi`` even when hi / step rounds down
     edges = [k * step for k in range(first, last + 1)]
     counts = [0] * (len(edges) - 1)
     for x in values:

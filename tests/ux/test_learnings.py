@@ -274,6 +274,7 @@ def test_learnings__win_rate__equals_an_independent_count(client, ux_owner, libr
         [0.0, 0.0],  # all on zero
         [0.02, 0.04, 0.06, 0.08, 0.1],  # values on bin edges
         [1.25, -0.556, 0.05],
+        [-(0.1 + 0.2), 0.1 * 3, 0.7],  # floating-point values a hair off the bin edges
     ],
 )
 def test_lift_bins__against_numpy__same_counts_every_value_counted(lifts):
