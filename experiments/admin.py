@@ -600,7 +600,7 @@ class WebhookDeliveryAdmin(_SuperuserOnlyMixin, admin.ModelAdmin):
     list_select_related = ["webhook"]
     readonly_fields = [
         "webhook", "event", "occasion", "payload", "status", "attempts", "last_status", "last_error",
-        "created_at", "delivered_at",
+        "created_at", "delivered_at", "next_attempt_at",
     ]
     inlines = [WebhookAttemptInline]
 

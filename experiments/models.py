@@ -844,6 +844,9 @@ class WebhookDelivery(models.Model):
     last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the next attempt is scheduled (a retry task with run_after)."
+    )
 
     class Meta:
         ordering = ["-created_at"]
