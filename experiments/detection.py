@@ -1,0 +1,114 @@
+"""Periodic detection of the notification events no request raises: health_failed, result_ready, review_overdue.
+
+``notifications_detect`` is run by ``manage.py detect_notifications`` (cron) or as the task
+``notifications_detect_task`` in the django-tasks worker. It reads what the pages read — the readout,
+its health checks (``readouts.governance``), the verdicts and the next step's readiness
+(``readouts.verdicts``), the review queue and its SLA (``experiments.selectors``) — and enqueues each
+event through ``notification_enqueue``, whose unique ``(target, occasion)`` rows make every occasion be
+sent once, however often and however concurrently detection runs:
+
+- ``experiment.health_failed``: a running experiment's check is ``fail``; occasion = the check code (once per
+  experiment and check).
+- ``experiment.result_ready``: a running experiment is ready to decide (sequential: a clear result at the
+  always-valid interval, or inconclusive at the planned sample; fixed: the planned sample is reached); once
+  per experiment.
+- ``experiment.review_overdue``: in review past the SLA (``REVIEW_SLA_WORKING_DAYS`` working days); once per
+  submission.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.utils import timezone
+from django_tasks import task
+
+from experiments.models import Experiment, NotificationEvent
+from experiments.notifications import notification_enqueue
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DetectionSummary:
+    """What one run found (``events``: (event, slug, occasion)) and enqueued, and what it could not read."""
+
+    checked: int = 0
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+    enqueued: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        text = f"{self.checked} experiment(s) checked, {len(self.events)} event(s) found, {self.enqueued} enqueued"
+        return text + (f", {len(self.errors)} error(s)" if self.errors else "")
+
+
+def _raise(summary: DetectionSummary, experiment: Experiment, event: str, occasion: str) -> None:
+    summary.events.append((event, experiment.slug, occasion))
+    summary.enqueued += len(notification_enqueue(experiment=experiment, event=event, occasion=occasion))
+
+
+def _running_events(experiment: Experiment) -> list[tuple[str, str]]:
+    """(event, occasion) of a running experiment: one per failing check, and result_ready when ready."""
+    from readouts.governance import governance_get
+    from readouts.selectors import readout_get
+    from readouts.verdicts import failing_checks, running_readiness, verdicts_get
+
+    readout = readout_get(experiment=experiment)
+    governance = governance_get(experiment=experiment, readout=readout)
+    failing = failing_checks(readout, governance)
+    health, ready = NotificationEvent.HEALTH_FAILED.value, NotificationEvent.RESULT_READY.value
+    out = [(health, f"{health}:{experiment.pk}:{code}") for code in failing]
+    if running_readiness(readout, verdicts_get(readout, governance=governance)):
+        out.append((ready, f"{ready}:{experiment.pk}"))
+    return out
+
+
+def notifications_detect(*, now: datetime | None = None) -> DetectionSummary:
+    """Enqueue the periodic events that hold now (each experiment in its own transaction; errors are logged)."""
+    from experiments.selectors import review_queue
+
+    summary = DetectionSummary()
+    running = Experiment.objects.filter(status=Experiment.Status.RUNNING).select_related("owner").order_by("pk")
+    for experiment in running:
+        summary.checked += 1
+        try:
+            with transaction.atomic():
+                for event, occasion in _running_events(experiment):
+                    _raise(summary, experiment, event, occasion)
+        except Exception as e:  # noqa: BLE001 - one unreadable readout must not stop the others
+            logger.exception("detection failed for %s", experiment.slug)
+            summary.errors.append(f"{experiment.slug}: {e}")
+    for row in review_queue(now=now):
+        summary.checked += 1
+        if row.overdue:
+            submission = row.submission_id or int(row.submitted_at.timestamp())
+            event = NotificationEvent.REVIEW_OVERDUE.value
+            with transaction.atomic():
+                _raise(summary, row.experiment, event, f"{event}:{row.experiment.pk}:{submission}")
+    logger.info("notification detection: %s", summary)
+    return summary
+
+
+@task()
+def notifications_detect_task(*, every_s: float | None = None) -> str:
+    """Detection in the worker; with ``every_s`` it enqueues its next run (unless one is already waiting)."""
+    summary = notifications_detect()
+    if every_s:
+        notifications_detect_schedule(every_s=every_s, delay_s=every_s)
+    return str(summary)
+
+
+def notifications_detect_schedule(*, every_s: float | None, delay_s: float = 0) -> bool:
+    """Enqueue a detection run for the worker (in ``delay_s``); False if one is already queued and not started."""
+    from django_tasks_db.models import DBTaskResult
+
+    waiting = DBTaskResult.objects.filter(task_path=notifications_detect_task.module_path, status="READY")
+    if every_s and waiting.exists():
+        return False
+    run_after = timezone.now() + timedelta(seconds=delay_s) if delay_s else None
+    notifications_detect_task.using(run_after=run_after).enqueue(every_s=every_s)
+    return True
