@@ -27,14 +27,15 @@ from django.utils import timezone
 from django_tasks import task
 
 from experiments.models import Experiment, NotificationEvent
-from experiments.notifications import notification_enqueue
+from experiments.notifications import notify
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class DetectionSummary:
-    """What one run found (``events``: (event, slug, occasion)) and enqueued, and what it could not read."""
+    """What one run found (``events``: (event, slug, occasion)), how many notifications (webhook deliveries and
+    emails) it enqueued that did not exist yet, and what it could not read."""
 
     checked: int = 0
     events: list[tuple[str, str, str]] = field(default_factory=list)
@@ -46,13 +47,13 @@ class DetectionSummary:
         return text + (f", {len(self.errors)} error(s)" if self.errors else "")
 
 
-def _raise(summary: DetectionSummary, experiment: Experiment, event: str, occasion: str) -> None:
+def _raise(summary: DetectionSummary, experiment: Experiment, event: str, occasion: str, detail: str) -> None:
     summary.events.append((event, experiment.slug, occasion))
-    summary.enqueued += len(notification_enqueue(experiment=experiment, event=event, occasion=occasion))
+    summary.enqueued += notify(experiment=experiment, event=event, occasion=occasion, detail=detail)
 
 
-def _running_events(experiment: Experiment) -> list[tuple[str, str]]:
-    """(event, occasion) of a running experiment: one per failing check, and result_ready when ready."""
+def _running_events(experiment: Experiment) -> list[tuple[str, str, str]]:
+    """(event, occasion, detail) of a running experiment: one per failing check, and result_ready when ready."""
     from readouts.governance import governance_get
     from readouts.selectors import readout_get
     from readouts.verdicts import failing_checks, running_readiness, verdicts_get
@@ -61,15 +62,17 @@ def _running_events(experiment: Experiment) -> list[tuple[str, str]]:
     governance = governance_get(experiment=experiment, readout=readout)
     failing = failing_checks(readout, governance)
     health, ready = NotificationEvent.HEALTH_FAILED.value, NotificationEvent.RESULT_READY.value
-    out = [(health, f"{health}:{experiment.pk}:{code}") for code in failing]
-    if running_readiness(readout, verdicts_get(readout, governance=governance)):
-        out.append((ready, f"{ready}:{experiment.pk}"))
+    messages = {c.code: c.message for c in governance.checks}
+    out = [(health, f"{health}:{experiment.pk}:{code}", messages.get(code, f"{code} failed.")) for code in failing]
+    why = running_readiness(readout, verdicts_get(readout, governance=governance))
+    if why:
+        out.append((ready, f"{ready}:{experiment.pk}", f"Ready to decide: {why}."))
     return out
 
 
 def notifications_detect(*, now: datetime | None = None) -> DetectionSummary:
     """Enqueue the periodic events that hold now (each experiment in its own transaction; errors are logged)."""
-    from experiments.selectors import review_queue
+    from experiments.selectors import REVIEW_SLA_WORKING_DAYS, review_queue
 
     summary = DetectionSummary()
     running = Experiment.objects.filter(status=Experiment.Status.RUNNING).select_related("owner").order_by("pk")
@@ -77,8 +80,8 @@ def notifications_detect(*, now: datetime | None = None) -> DetectionSummary:
         summary.checked += 1
         try:
             with transaction.atomic():
-                for event, occasion in _running_events(experiment):
-                    _raise(summary, experiment, event, occasion)
+                for event, occasion, detail in _running_events(experiment):
+                    _raise(summary, experiment, event, occasion, detail)
         except Exception as e:  # noqa: BLE001 - one unreadable readout must not stop the others
             logger.exception("detection failed for %s", experiment.slug)
             summary.errors.append(f"{experiment.slug}: {e}")
@@ -87,8 +90,12 @@ def notifications_detect(*, now: datetime | None = None) -> DetectionSummary:
         if row.overdue:
             submission = row.submission_id or int(row.submitted_at.timestamp())
             event = NotificationEvent.REVIEW_OVERDUE.value
+            detail = (
+                f"It has waited {row.working_days:.1f} working days for review "
+                f"(the review SLA is {REVIEW_SLA_WORKING_DAYS} working days)."
+            )
             with transaction.atomic():
-                _raise(summary, row.experiment, event, f"{event}:{row.experiment.pk}:{submission}")
+                _raise(summary, row.experiment, event, f"{event}:{row.experiment.pk}:{submission}", detail)
     logger.info("notification detection: %s", summary)
     return summary
 

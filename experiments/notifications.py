@@ -60,13 +60,36 @@ def notification_payload(*, experiment: Experiment, event: str) -> dict:
     }
 
 
-def notification_enqueue(*, experiment: Experiment, event: str, occasion: str | None = None) -> list[int]:
-    """Create the deliveries for ``event`` (once per webhook and occasion) and send them after commit."""
+def notify(*, experiment: Experiment, event: str, occasion: str | None = None, detail: str = "") -> int:
+    """Raise ``event`` for its occasion: the webhooks' deliveries and the email, each once; returns how many are new.
+
+    Called inside the transaction that raised it; the sending happens in the worker after commit. ``detail``
+    (what happened, in words) goes into the email body.
+    """
+    from experiments.notification_email import email_enabled, email_notification_enqueue
+
+    occasion = occasion or f"{event}:{experiment.pk}"
+    wanted = email_enabled() or any(w.wants(event) for w in Webhook.objects.filter(active=True))
+    payload = notification_payload(experiment=experiment, event=event) if wanted else None
+    created = len(notification_enqueue(experiment=experiment, event=event, occasion=occasion, payload=payload))
+    if payload is not None:
+        email = email_notification_enqueue(
+            experiment=experiment, event=event, occasion=occasion, payload=payload, detail=detail
+        )
+        created += email is not None
+    return created
+
+
+def notification_enqueue(
+    *, experiment: Experiment, event: str, occasion: str | None = None, payload: dict | None = None
+) -> list[int]:
+    """Create the webhook deliveries for ``event`` (once per webhook and occasion) and send them after commit."""
     if event not in NotificationEvent.values:
         raise ValueError(f"unknown notification event {event!r}")
     occasion = occasion or f"{event}:{experiment.pk}"
     webhooks = [w for w in Webhook.objects.filter(active=True).order_by("pk") if w.wants(event)]
-    payload = notification_payload(experiment=experiment, event=event) if webhooks else None
+    if webhooks and payload is None:
+        payload = notification_payload(experiment=experiment, event=event)
     created: list[int] = []
     for webhook in webhooks:
         try:
@@ -85,9 +108,9 @@ def notification_enqueue(*, experiment: Experiment, event: str, occasion: str | 
 def webhook_body(delivery: WebhookDelivery) -> bytes:
     payload = delivery.payload
     if delivery.webhook.format == "slack":
-        exp = payload["experiment"]
-        label = NotificationEvent(payload["event"]).label
-        payload = {"text": f"{label}: {exp['name']} ({exp['status']}) <{exp['url']}|open>"}
+        from experiments.notification_email import readable_line
+
+        payload = {"text": f"{readable_line(payload)} <{payload['experiment']['url']}|open>"}
     return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
 
 
