@@ -208,13 +208,19 @@ def _database_url(settings_dict: dict) -> str:
 
 @pytest.mark.django_db(transaction=True)  # the two processes read what this test committed
 def test_detect_notifications__two_worker_processes_at_once__each_event_sent_once(
-    make_running, make_experiment, hook, tmp_path
+    make_running, make_experiment, hook, tmp_path, ops, settings
 ):
-    from django.conf import settings
     from django.db import connection
+
+    from tests.experiments.test_notification_email import SMTPServer
 
     if connection.vendor != "postgresql":
         pytest.skip("concurrent detection across processes needs PostgreSQL (SQLite locks the whole file)")
+    smtp = SMTPServer([])
+    ops.email = "ops@example.test"
+    ops.save(update_fields=["email"])
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"  # the worker below sends (not locmem)
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", smtp.port
     # Given an SRM experiment, a sequential winner and a review past its SLA
     srm, winner = make_running("race-srm"), make_running("race-win", analysis="sequential")
     add_srm_events(srm)
@@ -225,7 +231,7 @@ def test_detect_notifications__two_worker_processes_at_once__each_event_sent_onc
         make_experiment("race-review", status="review")
     # When two OS processes run the management command at the same moment
     env = {**os.environ, "DATABASE_URL": _database_url(connection.settings_dict)}
-    env["DJANGO_SETTINGS_MODULE"] = "signaldash.settings_test"
+    env.update(DJANGO_SETTINGS_MODULE="signaldash.settings_test", EMAIL_HOST="127.0.0.1", EMAIL_PORT=str(smtp.port))
     a, b = tmp_path / "a", tmp_path / "b"
     procs = [
         subprocess.Popen(  # noqa: S603 - our own interpreter and script
@@ -239,9 +245,18 @@ def test_detect_notifications__two_worker_processes_at_once__each_event_sent_onc
     # Then each process found every event, one delivery exists per occasion, and the worker sends each once
     for out, _ in outputs:
         assert "3 event(s) found" in out
-    assert sum(int(out.split(" enqueued")[0].rsplit(", ", 1)[1]) for out, _ in outputs) == 3
+    assert sum(int(out.split(" enqueued")[0].rsplit(", ", 1)[1]) for out, _ in outputs) == 6  # 3 hooks, 3 emails
     for delivery in WebhookDelivery.objects.all():
         run_worker_until_finished(delivery.pk)
+    emails = Counter(m["Subject"] for _, _, m in smtp.messages)
+    smtp.close()
+    assert emails == Counter(
+        {
+            "[Signal Dash] Health check failed: Race Srm (running)": 1,
+            "[Signal Dash] Result ready: Race Win (running)": 1,
+            "[Signal Dash] Review overdue: Race Review (review)": 1,
+        }
+    )
     payloads = [json.loads(body) for _, _, body in hook.requests]
     sent = Counter((p["event"], p["experiment"]["slug"]) for p in payloads if p["event"] in PERIODIC)
     assert sent == Counter(
