@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from django_tasks import task
 
@@ -41,9 +42,11 @@ class DetectionSummary:
     events: list[tuple[str, str, str]] = field(default_factory=list)
     enqueued: int = 0
     errors: list[str] = field(default_factory=list)
+    resumed: int = 0
 
     def __str__(self) -> str:
         text = f"{self.checked} experiment(s) checked, {len(self.events)} event(s) found, {self.enqueued} enqueued"
+        text += f", {self.resumed} stalled resumed" if self.resumed else ""
         return text + (f", {len(self.errors)} error(s)" if self.errors else "")
 
 
@@ -96,8 +99,35 @@ def notifications_detect(*, now: datetime | None = None) -> DetectionSummary:
             )
             with transaction.atomic():
                 _raise(summary, row.experiment, event, f"{event}:{row.experiment.pk}:{submission}", detail)
+    summary.resumed = notifications_resume_stalled()
     logger.info("notification detection: %s", summary)
     return summary
+
+
+STALLED_AFTER = timedelta(minutes=15)
+
+
+def notifications_resume_stalled(*, now: datetime | None = None) -> int:
+    """Re-enqueue the next attempt of pending deliveries and emails whose task never ran (a worker killed mid-task
+    leaves its task row claimed forever): due more than ``STALLED_AFTER`` ago. A task for an attempt already
+    made does nothing, so a slow queue costs at most a no-op task."""
+    from experiments.models import EmailNotification, WebhookDelivery
+    from experiments.notification_email import email_notification_task
+    from experiments.notifications import webhook_delivery_task
+
+    cutoff = (now or timezone.now()) - STALLED_AFTER
+    resumed = 0
+    for model, send in ((WebhookDelivery, webhook_delivery_task), (EmailNotification, email_notification_task)):
+        stalled = model.objects.filter(status="pending").filter(
+            Q(next_attempt_at__lt=cutoff) | Q(next_attempt_at__isnull=True, created_at__lt=cutoff)
+        )
+        key = "delivery_id" if model is WebhookDelivery else "email_id"
+        for pk, attempts in stalled.values_list("pk", "attempts"):
+            send.enqueue(**{key: pk, "attempt": attempts + 1})
+            resumed += 1
+    if resumed:
+        logger.warning("notification detection: re-enqueued %s stalled notification(s)", resumed)
+    return resumed
 
 
 @task()

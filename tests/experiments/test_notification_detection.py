@@ -266,3 +266,28 @@ def test_detect_notifications__two_worker_processes_at_once__each_event_sent_onc
             ("experiment.review_overdue", "race-review"): 1,
         }
     )
+
+
+@pytest.mark.django_db(transaction=True)  # the worker, as in production
+def test_detect__delivery_whose_task_never_ran__resumed_and_delivered_once(make_running, hook):
+    from django_tasks_db.models import DBTaskResult
+
+    from experiments.detection import notifications_resume_stalled
+
+    # Given a pending delivery whose task was lost (a worker killed mid-task), due an hour ago, and a fresh one
+    exp = make_running("stalled")
+    [lost] = WebhookDelivery.objects.filter(event="experiment.approved")
+    DBTaskResult.objects.all().delete()
+    WebhookDelivery.objects.filter(pk=lost.pk).update(created_at=timezone.now() - timedelta(hours=1))
+    fresh = WebhookDelivery.objects.create(
+        webhook=lost.webhook, event="experiment.decided", occasion=f"fresh:{exp.pk}", payload=lost.payload
+    )
+    # When detection runs (twice: the second finds the resumed one still queued and enqueues a no-op at most)
+    assert notifications_detect().resumed == 1
+    notifications_resume_stalled()
+    # Then the worker delivers the lost one exactly once; the fresh one (not due) is left to its own task
+    call_command("db_worker", "--batch", "--no-startup-delay", verbosity=0)
+    lost.refresh_from_db()
+    fresh.refresh_from_db()
+    assert lost.status == "delivered" and lost.attempts == 1 and fresh.status == "pending"
+    assert [json.loads(body)["event"] for _, _, body in hook.requests] == ["experiment.approved"]
