@@ -133,10 +133,11 @@ def notifications_resume_stalled(*, now: datetime | None = None) -> int:
 @task()
 def notifications_detect_task(*, every_s: float | None = None) -> str:
     """Detection in the worker; with ``every_s`` it enqueues its next run (unless one is already waiting)."""
-    summary = notifications_detect()
-    if every_s:
-        notifications_detect_schedule(every_s=every_s, delay_s=every_s)
-    return str(summary)
+    try:
+        return str(notifications_detect())
+    finally:  # a failed run must not end the schedule
+        if every_s:
+            notifications_detect_schedule(every_s=every_s, delay_s=every_s)
 
 
 def notifications_detect_schedule(*, every_s: float | None, delay_s: float = 0) -> bool:

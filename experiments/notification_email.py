@@ -94,9 +94,7 @@ def _send(email: EmailNotification) -> tuple[bool, str, bool]:
     """(sent, error, retryable) of one SMTP attempt."""
     try:
         with get_connection(fail_silently=False, timeout=settings.EMAIL_TIMEOUT) as connection:
-            EmailMessage(
-                subject=email.subject, body=email.body, to=email.recipients, connection=connection
-            ).send()
+            EmailMessage(subject=email.subject, body=email.body, to=email.recipients, connection=connection).send()
     except smtplib.SMTPResponseException as e:
         return False, f"SMTP {e.smtp_code}: {e.smtp_error!r}", e.smtp_code < 500
     except smtplib.SMTPRecipientsRefused as e:
