@@ -69,15 +69,14 @@ def notify(*, experiment: Experiment, event: str, occasion: str | None = None, d
     from experiments.notification_email import email_enabled, email_notification_enqueue
 
     occasion = occasion or f"{event}:{experiment.pk}"
-    wanted = email_enabled() or any(w.wants(event) for w in Webhook.objects.filter(active=True))
-    payload = notification_payload(experiment=experiment, event=event) if wanted else None
+    if not email_enabled():  # webhooks only: the payload is built only if one wants the event
+        return len(notification_enqueue(experiment=experiment, event=event, occasion=occasion))
+    payload = notification_payload(experiment=experiment, event=event)
     created = len(notification_enqueue(experiment=experiment, event=event, occasion=occasion, payload=payload))
-    if payload is not None:
-        email = email_notification_enqueue(
-            experiment=experiment, event=event, occasion=occasion, payload=payload, detail=detail
-        )
-        created += email is not None
-    return created
+    email = email_notification_enqueue(
+        experiment=experiment, event=event, occasion=occasion, payload=payload, detail=detail
+    )
+    return created + (email is not None)
 
 
 def notification_enqueue(
