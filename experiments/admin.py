@@ -31,6 +31,7 @@ from experiments.models import (
     POWER_PLAN_FIELDS,
     AuditLog,
     Decision,
+    EmailNotification,
     Experiment,
     ExperimentMetric,
     Layer,
@@ -600,9 +601,26 @@ class WebhookDeliveryAdmin(_SuperuserOnlyMixin, admin.ModelAdmin):
     list_select_related = ["webhook"]
     readonly_fields = [
         "webhook", "event", "occasion", "payload", "status", "attempts", "last_status", "last_error",
-        "created_at", "delivered_at",
+        "created_at", "delivered_at", "next_attempt_at",
     ]
     inlines = [WebhookAttemptInline]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(EmailNotification)
+class EmailNotificationAdmin(_SuperuserOnlyMixin, admin.ModelAdmin):
+    list_display = ["id", "experiment", "event", "status", "attempts", "last_error", "sent_at"]
+    list_filter = ["status", "event"]
+    list_select_related = ["experiment"]
+    readonly_fields = [
+        "experiment", "event", "occasion", "recipients", "subject", "body", "status", "attempts", "last_error",
+        "created_at", "sent_at", "next_attempt_at",
+    ]  # fmt: skip
 
     def has_add_permission(self, request, obj=None):
         return False

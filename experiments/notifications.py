@@ -3,8 +3,9 @@
 ``notification_enqueue`` is called from services inside their transaction; the deliveries are created
 there (a unique constraint on ``(webhook, occasion)`` makes each occasion be sent once, even under
 concurrent detection) and the sending is enqueued with ``transaction.on_commit`` — never inside the
-request. ``webhook_delivery_send`` runs in the django-tasks worker: signed POST, retries with
-exponential backoff on timeouts, connection errors and 5xx, none on 4xx, one ``WebhookAttempt`` per try.
+request. ``webhook_delivery_send`` runs in the django-tasks worker: one signed POST per task run; on a timeout,
+connection error or 5xx the next attempt is a new task with ``run_after`` (exponential backoff), none on 4xx,
+one ``WebhookAttempt`` per try.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -58,13 +60,35 @@ def notification_payload(*, experiment: Experiment, event: str) -> dict:
     }
 
 
-def notification_enqueue(*, experiment: Experiment, event: str, occasion: str | None = None) -> list[int]:
-    """Create the deliveries for ``event`` (once per webhook and occasion) and send them after commit."""
+def notify(*, experiment: Experiment, event: str, occasion: str | None = None, detail: str = "") -> int:
+    """Raise ``event`` for its occasion: the webhooks' deliveries and the email, each once; returns how many are new.
+
+    Called inside the transaction that raised it; the sending happens in the worker after commit. ``detail``
+    (what happened, in words) goes into the email body.
+    """
+    from experiments.notification_email import email_enabled, email_notification_enqueue
+
+    occasion = occasion or f"{event}:{experiment.pk}"
+    if not email_enabled():  # webhooks only: the payload is built only if one wants the event
+        return len(notification_enqueue(experiment=experiment, event=event, occasion=occasion))
+    payload = notification_payload(experiment=experiment, event=event)
+    created = len(notification_enqueue(experiment=experiment, event=event, occasion=occasion, payload=payload))
+    email = email_notification_enqueue(
+        experiment=experiment, event=event, occasion=occasion, payload=payload, detail=detail
+    )
+    return created + (email is not None)
+
+
+def notification_enqueue(
+    *, experiment: Experiment, event: str, occasion: str | None = None, payload: dict | None = None
+) -> list[int]:
+    """Create the webhook deliveries for ``event`` (once per webhook and occasion) and send them after commit."""
     if event not in NotificationEvent.values:
         raise ValueError(f"unknown notification event {event!r}")
     occasion = occasion or f"{event}:{experiment.pk}"
     webhooks = [w for w in Webhook.objects.filter(active=True).order_by("pk") if w.wants(event)]
-    payload = notification_payload(experiment=experiment, event=event) if webhooks else None
+    if webhooks and payload is None:
+        payload = notification_payload(experiment=experiment, event=event)
     created: list[int] = []
     for webhook in webhooks:
         try:
@@ -76,16 +100,16 @@ def notification_enqueue(*, experiment: Experiment, event: str, occasion: str | 
             continue  # this occasion was already enqueued for this webhook (retry or concurrent worker)
         created.append(delivery.pk)
     for pk in created:
-        transaction.on_commit(lambda pk=pk: webhook_delivery_task.enqueue(delivery_id=pk))
+        transaction.on_commit(lambda pk=pk: webhook_delivery_task.enqueue(delivery_id=pk, attempt=1))
     return created
 
 
 def webhook_body(delivery: WebhookDelivery) -> bytes:
     payload = delivery.payload
     if delivery.webhook.format == "slack":
-        exp = payload["experiment"]
-        label = NotificationEvent(payload["event"]).label
-        payload = {"text": f"{label}: {exp['name']} ({exp['status']}) <{exp['url']}|open>"}
+        from experiments.notification_email import readable_line
+
+        payload = {"text": f"{readable_line(payload)} <{payload['experiment']['url']}|open>"}
     return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
 
 
@@ -145,13 +169,31 @@ def _attempt(delivery: WebhookDelivery, body: bytes) -> tuple[int | None, str]:
         return None, "timeout" if isinstance(reason, TimeoutError) else f"connection error: {reason}"
 
 
-def webhook_delivery_send(*, delivery_id: int, sleep=time.sleep) -> WebhookDelivery:
-    """Send one delivery until it succeeds, gets a 4xx, or runs out of attempts (idempotent once finished)."""
+def webhook_backoff_s(attempts_made: int) -> float:
+    """The wait before the next attempt after ``attempts_made`` failed ones: the setting, doubling each time."""
+    return settings.SIGNALDASH_WEBHOOK_BACKOFF_S * 2 ** (attempts_made - 1)
+
+
+def _claim(delivery_id: int, attempt: int | None) -> WebhookDelivery | None:
+    """The pending delivery if this run may make attempt ``attempt`` (None: finished, or a stale duplicate task)."""
     with transaction.atomic():
         delivery = WebhookDelivery.objects.select_for_update().select_related("webhook").get(pk=delivery_id)
         if delivery.status != WebhookDelivery.Status.PENDING:
-            return delivery
-    body = webhook_body(delivery)
+            return None
+        if attempt is not None and delivery.attempts != attempt - 1:
+            return None  # another run already made this attempt
+        return delivery
+
+
+def webhook_delivery_send(*, delivery_id: int, attempt: int | None = None) -> WebhookDelivery:
+    """Make one attempt of a delivery; on a timeout, connection error or 5xx, schedule the next as a new task.
+
+    The next attempt is a new task with ``run_after`` = now + backoff, so no worker is held while waiting.
+    A finished delivery, or a task whose attempt another run already made, does nothing (idempotent).
+    """
+    delivery = _claim(delivery_id, attempt)
+    if delivery is None:
+        return WebhookDelivery.objects.get(pk=delivery_id)
     try:
         webhook_target_check(delivery.webhook.url)
     except UnsafeTarget as e:
@@ -159,35 +201,40 @@ def webhook_delivery_send(*, delivery_id: int, sleep=time.sleep) -> WebhookDeliv
         delivery.save(update_fields=["status", "last_error"])
         logger.warning("webhook %s refused: %s", delivery.webhook_id, e)
         return delivery
-    max_attempts = settings.SIGNALDASH_WEBHOOK_MAX_ATTEMPTS
-    delay = settings.SIGNALDASH_WEBHOOK_BACKOFF_S
-    while delivery.attempts < max_attempts:
-        started = time.monotonic()
-        code, error = _attempt(delivery, body)
-        delivery.attempts += 1
+    started = time.monotonic()
+    code, error = _attempt(delivery, webhook_body(delivery))
+    number = delivery.attempts + 1
+    with transaction.atomic():
+        claimed = WebhookDelivery.objects.filter(
+            pk=delivery.pk, status=WebhookDelivery.Status.PENDING, attempts=number - 1
+        ).update(attempts=number)
+        if not claimed:  # a concurrent run recorded this attempt first
+            return WebhookDelivery.objects.get(pk=delivery.pk)
         WebhookAttempt.objects.create(
             delivery=delivery,
-            number=delivery.attempts,
+            number=number,
             status_code=code,
             error=error,
             duration_ms=int((time.monotonic() - started) * 1000),
         )
-        delivery.last_status, delivery.last_error = code, error
+        delivery.attempts, delivery.last_status, delivery.last_error = number, code, error
+        delivery.next_attempt_at = None
         if code is not None and 200 <= code < 300:
             delivery.status, delivery.delivered_at = WebhookDelivery.Status.DELIVERED, timezone.now()
-            break
-        retryable = code is None or code >= 500
-        if not retryable or delivery.attempts >= max_attempts:
+        elif (code is not None and code < 500) or number >= settings.SIGNALDASH_WEBHOOK_MAX_ATTEMPTS:
             delivery.status = WebhookDelivery.Status.FAILED
-            break
-        delivery.save(update_fields=["attempts", "last_status", "last_error"])
-        sleep(delay)
-        delay *= 2
-    delivery.save(update_fields=["status", "attempts", "last_status", "last_error", "delivered_at"])
+        else:
+            delivery.next_attempt_at = timezone.now() + timedelta(seconds=webhook_backoff_s(number))
+            webhook_delivery_task.using(run_after=delivery.next_attempt_at).enqueue(
+                delivery_id=delivery.pk, attempt=number + 1
+            )
+        delivery.save(
+            update_fields=["status", "attempts", "last_status", "last_error", "delivered_at", "next_attempt_at"]
+        )
     logger.info("webhook delivery %s %s after %s attempt(s)", delivery.pk, delivery.status, delivery.attempts)
     return delivery
 
 
 @task()
-def webhook_delivery_task(*, delivery_id: int) -> str:
-    return webhook_delivery_send(delivery_id=delivery_id).status
+def webhook_delivery_task(*, delivery_id: int, attempt: int | None = None) -> str:
+    return webhook_delivery_send(delivery_id=delivery_id, attempt=attempt).status

@@ -22,6 +22,7 @@ class ReviewQueueRow:
     submitted_at: datetime
     age: timedelta
     working_days: float
+    submission_id: int | None = None  # the submit_for_review audit entry (None: no entry, e.g. old data)
 
     @property
     def overdue(self) -> bool:
@@ -31,15 +32,17 @@ class ReviewQueueRow:
 def review_queue(*, now: datetime | None = None) -> list[ReviewQueueRow]:
     """Experiments in review, oldest submission first, with their age in the queue (one query)."""
     now = now or timezone.now()
-    last_submit = (
-        AuditLog.objects.filter(experiment=OuterRef("pk"), transition="submit_for_review")
-        .order_by("-at", "-id")
-        .values("at")[:1]
+    last_submit = AuditLog.objects.filter(experiment=OuterRef("pk"), transition="submit_for_review").order_by(
+        "-at", "-id"
     )
     experiments = (
         Experiment.objects.filter(status=Experiment.Status.REVIEW)
         .select_related("owner")
-        .annotate(submitted_at=Subquery(last_submit), variant_count=Count("variants"))
+        .annotate(
+            submitted_at=Subquery(last_submit.values("at")[:1]),
+            submission_id=Subquery(last_submit.values("id")[:1]),
+            variant_count=Count("variants"),
+        )
         .order_by("submitted_at", "pk")
     )
     rows = []
@@ -51,6 +54,7 @@ def review_queue(*, now: datetime | None = None) -> list[ReviewQueueRow]:
                 submitted_at=submitted_at,
                 age=max(now - submitted_at, timedelta(0)),
                 working_days=working_days_between(timezone.localtime(submitted_at), now),
+                submission_id=e.submission_id,
             )
         )
     return rows

@@ -315,12 +315,23 @@ def _transition(
     )
     event = _TRANSITION_EVENTS.get(name)
     if event:
-        from experiments.notifications import notification_enqueue
+        from experiments.notifications import notify
 
         # A re-submission is a new occasion; approval and the decision happen once per experiment.
         occasion = f"{event}:{locked.pk}:{entry.pk}" if name == "submit_for_review" else None
-        notification_enqueue(experiment=locked, event=event, occasion=occasion)
+        notify(experiment=locked, event=event, occasion=occasion, detail=_event_detail(name, locked, comment))
     return entry
+
+
+def _event_detail(name: str, experiment: Experiment, comment: str) -> str:
+    """What the notification email says happened, in words."""
+    text = {
+        "submit_for_review": "It was submitted for review and waits for a reviewer.",
+        "approve_and_start": "A reviewer approved it and it started.",
+        "ship": "It was decided: shipped.",
+        "kill": "It was decided: killed.",
+    }[name]
+    return f"{text} Comment: {comment}" if comment else text
 
 
 _TRANSITION_EVENTS = {

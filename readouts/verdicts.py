@@ -293,6 +293,31 @@ def _sequential_running_text(readout: Readout, verdicts: list[Verdict]) -> str |
     return None
 
 
+def running_readiness(readout: Readout, verdicts: list[Verdict]) -> str | None:
+    """Why a running experiment is ready to decide ('' when a fixed-horizon one has no power plan), else None.
+
+    None: untrustworthy, or keep collecting (fixed below the planned sample; sequential and inconclusive below
+    it). The next step on the page and the ``experiment.result_ready`` notification both read this.
+    """
+    if untrustworthy(verdicts):
+        return None
+    plan = readout.plan
+    if readout.analysis == "sequential":
+        if _sequential_running_text(readout, verdicts) is not None:
+            return None
+        if any(v.label in (WON, LOST) for v in verdicts):
+            return "a clear result at the always-valid interval"
+        return "no detectable effect of the planned size"
+    if plan.progress is None:
+        return ""
+    return "the planned sample is reached" if plan.progress >= 1 else None
+
+
+def failing_checks(readout: Readout, governance) -> list[str]:
+    """The codes of the health checks that fail (a sample-ratio mismatch first): what makes it untrustworthy."""
+    return _failing(readout, governance)
+
+
 def _running_step(readout: Readout, *, user, verdicts: list[Verdict], admin_url: str) -> NextStep:
     plan = readout.plan
     if untrustworthy(verdicts):
@@ -300,19 +325,15 @@ def _running_step(readout: Readout, *, user, verdicts: list[Verdict], admin_url:
         if user.has_perm("experiments.end_experiment"):
             return NextStep(text, "Admin page", admin_url)
         return NextStep(text)
-    if readout.analysis == "fixed" and plan.progress is not None and plan.progress < 1:
+    why = running_readiness(readout, verdicts)
+    if why is None and readout.analysis == "sequential":
+        return NextStep(_sequential_running_text(readout, verdicts))
+    if why is None:
         return NextStep(
             f"Keep collecting: the smallest arm has {plan.progress:.0%} of the planned "
             f"{plan.users_per_arm:,} users. Decide at the planned sample, not before."
         )
-    if readout.analysis == "sequential":
-        if (text := _sequential_running_text(readout, verdicts)) is not None:
-            return NextStep(text)
-        clear = any(v.label in (WON, LOST) for v in verdicts)
-        why = "a clear result at the always-valid interval" if clear else "no detectable effect of the planned size"
-        ready = f"Ready to decide ({why})"
-    else:
-        ready = "Ready to decide"
+    ready = f"Ready to decide ({why})" if readout.analysis == "sequential" else "Ready to decide"
     if user.has_perm("experiments.end_experiment"):
         return NextStep(f"{ready} → end for readout.", "End for readout (admin)", admin_url)
     return NextStep(f"{ready}: ops end it for readout.")

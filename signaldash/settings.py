@@ -288,3 +288,18 @@ SIGNALDASH_WEBHOOK_TIMEOUT_S = env_float("SIGNALDASH_WEBHOOK_TIMEOUT_S", 5.0)
 SIGNALDASH_WEBHOOK_MAX_ATTEMPTS = env_int("SIGNALDASH_WEBHOOK_MAX_ATTEMPTS", 6)
 SIGNALDASH_WEBHOOK_ALLOW_PRIVATE = env_bool("SIGNALDASH_WEBHOOK_ALLOW_PRIVATE", DEBUG)
 SIGNALDASH_SITE_URL = env_str("SIGNALDASH_SITE_URL", "http://localhost:8000")
+
+# Notification emails (docs/notifications.md): Django's SMTP mail, sent by the task worker; on once EMAIL_HOST is set.
+EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+EMAIL_HOST = env_str("EMAIL_HOST", "") or ""
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "") or ""
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "") or ""
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("EMAIL_USE_TLS and EMAIL_USE_SSL are exclusive: set one")
+EMAIL_TIMEOUT = env_float("EMAIL_TIMEOUT", 10.0)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Signal Dash <signaldash@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+SIGNALDASH_EMAIL_NOTIFICATIONS = env_bool("SIGNALDASH_EMAIL_NOTIFICATIONS", bool(EMAIL_HOST))

@@ -86,6 +86,25 @@ def _delivery(experiment, url: str, *, fmt: str = "json") -> WebhookDelivery:
     return WebhookDelivery.objects.get(pk=pk)
 
 
+def run_worker_until_finished(pk: int, *, within_s: float = 10.0) -> WebhookDelivery:
+    """Run the task worker (batch runs) until the delivery is finished: retries wait for their run_after."""
+    deadline = time.monotonic() + within_s
+    while True:
+        call_command("db_worker", "--batch", "--no-startup-delay", verbosity=0)
+        delivery = WebhookDelivery.objects.get(pk=pk)
+        if delivery.status != WebhookDelivery.Status.PENDING:
+            return delivery
+        assert time.monotonic() < deadline, f"delivery {pk} still pending after {within_s} s"
+
+
+def _deliver(pk: int) -> WebhookDelivery:
+    """The delivery's first task was enqueued on commit (transactional tests): let the worker finish it."""
+    return run_worker_until_finished(pk)
+
+
+worker_db = pytest.mark.django_db(transaction=True)  # on_commit and the task worker, as in production
+
+
 def test_webhook_delivery__200__body_signed_with_secret_and_headers_set(make_experiment, receiver):
     exp = make_experiment("sig-check", status=Experiment.Status.RUNNING)
     r = receiver(200)
@@ -103,10 +122,11 @@ def test_webhook_delivery__200__body_signed_with_secret_and_headers_set(make_exp
     assert SECRET.encode() not in body
 
 
+@worker_db
 def test_webhook_delivery__500_500_200__three_attempts_one_delivery(make_experiment, receiver):
     exp = make_experiment("retry-5xx", status=Experiment.Status.RUNNING)
     r = receiver(500, 500, 200)
-    delivery = webhook_delivery_send(delivery_id=_delivery(exp, r.url).pk)
+    delivery = _deliver(_delivery(exp, r.url).pk)
     assert len(r.requests) == 3
     assert delivery.status == "delivered" and delivery.attempts == 3 and delivery.last_status == 200
     assert list(WebhookAttempt.objects.filter(delivery=delivery).values_list("status_code", flat=True)) == [
@@ -117,14 +137,50 @@ def test_webhook_delivery__500_500_200__three_attempts_one_delivery(make_experim
     assert WebhookDelivery.objects.count() == 1
 
 
-def test_webhook_delivery__backoff__doubles_from_setting(make_experiment, receiver, settings):
+@worker_db
+def test_webhook_delivery__backoff__each_retry_a_new_task_run_after_doubling(make_experiment, receiver, settings):
+    from django_tasks_db.models import DBTaskResult
+
     settings.SIGNALDASH_WEBHOOK_MAX_ATTEMPTS = 4
     exp = make_experiment("backoff", status=Experiment.Status.RUNNING)
     r = receiver(503, 503, 503, 503)
-    slept: list[float] = []
-    delivery = webhook_delivery_send(delivery_id=_delivery(exp, r.url).pk, sleep=slept.append)
-    assert slept == pytest.approx([0.01, 0.02, 0.04])
+    delivery = _deliver(_delivery(exp, r.url).pk)
     assert delivery.status == "failed" and delivery.attempts == 4 and len(r.requests) == 4
+    attempts = {a.number: a.at for a in WebhookAttempt.objects.filter(delivery=delivery)}
+    retries = sorted(
+        (t for t in DBTaskResult.objects.all() if t.args_kwargs["kwargs"]["attempt"] > 1),
+        key=lambda t: t.args_kwargs["kwargs"]["attempt"],
+    )
+    assert [t.args_kwargs["kwargs"]["attempt"] for t in retries] == [2, 3, 4]
+    waits = [(t.run_after - attempts[t.args_kwargs["kwargs"]["attempt"] - 1]).total_seconds() for t in retries]
+    assert waits == pytest.approx([0.01, 0.02, 0.04], abs=0.005)
+    assert all(r.requests[i + 1][0] - r.requests[i][0] >= w for i, w in enumerate([0.01, 0.02, 0.04]))
+
+
+@worker_db
+def test_webhook_delivery__5xx_with_long_backoff__task_returns_at_once_next_attempt_scheduled(
+    make_experiment, receiver, settings
+):
+    settings.SIGNALDASH_WEBHOOK_BACKOFF_S = 60
+    exp = make_experiment("no-sleep", status=Experiment.Status.RUNNING)
+    r = receiver(500, 200)
+    pk = _delivery(exp, r.url).pk
+    started = time.monotonic()
+    call_command("db_worker", "--batch", "--no-startup-delay", verbosity=0)
+    assert time.monotonic() - started < 5  # the worker is not held for the 60 s backoff
+    delivery = WebhookDelivery.objects.get(pk=pk)
+    assert delivery.status == "pending" and delivery.attempts == 1 and len(r.requests) == 1
+    wait = (delivery.next_attempt_at - WebhookAttempt.objects.get(delivery=delivery).at).total_seconds()
+    assert wait == pytest.approx(60, abs=0.5)
+
+
+def test_webhook_delivery__stale_duplicate_task__makes_no_attempt(make_experiment, receiver):
+    exp = make_experiment("stale", status=Experiment.Status.RUNNING)
+    r = receiver(500, 200)
+    pk = _delivery(exp, r.url).pk
+    webhook_delivery_send(delivery_id=pk)  # attempt 1 fails, attempt 2 is scheduled
+    webhook_delivery_send(delivery_id=pk, attempt=1)  # a duplicate of the first task
+    assert len(r.requests) == 1 and WebhookDelivery.objects.get(pk=pk).attempts == 1
 
 
 def test_webhook_delivery__4xx__not_retried(make_experiment, receiver):
@@ -136,11 +192,12 @@ def test_webhook_delivery__4xx__not_retried(make_experiment, receiver):
     assert delivery.last_error == "HTTP 410"
 
 
+@worker_db
 def test_webhook_delivery__hanging_receiver__cut_off_by_timeout_and_retried(make_experiment, receiver):
     exp = make_experiment("hang", status=Experiment.Status.RUNNING)
     r = receiver("hang", 200)
     started = time.monotonic()
-    delivery = webhook_delivery_send(delivery_id=_delivery(exp, r.url).pk)
+    delivery = _deliver(_delivery(exp, r.url).pk)
     assert time.monotonic() - started < 3  # the receiver would have held the first request 5 s
     attempts = list(WebhookAttempt.objects.filter(delivery=delivery))
     assert [a.status_code for a in attempts] == [None, 200]

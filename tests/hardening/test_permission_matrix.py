@@ -87,6 +87,7 @@ MATRIX = [
     ("GET", "/admin/auth/user/", "admin/", (302, 302, 403, 302, 200, 302, 302)),
     ("GET", "/admin/experiments/webhook/", "admin/", (302, 302, 403, 302, 200, 302, 302)),
     ("GET", "/admin/experiments/webhookdelivery/", "admin/", (302, 302, 403, 302, 200, 302, 302)),
+    ("GET", "/admin/experiments/emailnotification/", "admin/", (302, 302, 403, 302, 200, 302, 302)),
 ]
 
 
