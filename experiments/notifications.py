@@ -210,8 +210,10 @@ def webhook_delivery_send(*, delivery_id: int, attempt: int | None = None) -> We
         ).update(attempts=number)
         if not claimed:  # a concurrent run recorded this attempt first
             return WebhookDelivery.objects.get(pk=delivery.pk)
+        now = timezone.now()  # one instant: the attempt's time, and the next attempt counted from it
         WebhookAttempt.objects.create(
             delivery=delivery,
+            at=now,
             number=number,
             status_code=code,
             error=error,
@@ -220,11 +222,11 @@ def webhook_delivery_send(*, delivery_id: int, attempt: int | None = None) -> We
         delivery.attempts, delivery.last_status, delivery.last_error = number, code, error
         delivery.next_attempt_at = None
         if code is not None and 200 <= code < 300:
-            delivery.status, delivery.delivered_at = WebhookDelivery.Status.DELIVERED, timezone.now()
+            delivery.status, delivery.delivered_at = WebhookDelivery.Status.DELIVERED, now
         elif (code is not None and code < 500) or number >= settings.SIGNALDASH_WEBHOOK_MAX_ATTEMPTS:
             delivery.status = WebhookDelivery.Status.FAILED
         else:
-            delivery.next_attempt_at = timezone.now() + timedelta(seconds=webhook_backoff_s(number))
+            delivery.next_attempt_at = now + timedelta(seconds=webhook_backoff_s(number))
             webhook_delivery_task.using(run_after=delivery.next_attempt_at).enqueue(
                 delivery_id=delivery.pk, attempt=number + 1
             )
