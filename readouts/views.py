@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from experiments.models import Experiment
-from readouts import charts
+from readouts import charts, summaries
 from readouts.dimensions import BAD_DIMENSION, dimension_key_is_valid
 from readouts.docs import metrics_doc_html
 from readouts.exports import readout_as_json, readout_bundle, readout_csv
@@ -44,13 +44,21 @@ from tracking.selectors import assignment_evaluations_get
 REGENERATE_PERMISSION = "readouts.regenerate_narrative"
 
 
-def _readout(request: HttpRequest, slug: str, *, by_day: bool = False) -> Readout | None:
-    """The readout for ?metric= (primary metric by default); None when the metric key is malformed."""
-    experiment = get_object_or_404(Experiment, slug=slug)
+def _readout(request: HttpRequest, slug: str, *, by_day: bool = False, summarise: bool = False) -> Readout | None:
+    """The readout for ?metric= (primary metric by default); None when the metric key is malformed.
+
+    ``summarise``: also store the experiment's verdict summary for the experiment list when it is stale
+    (``readouts.summaries``: its inputs are read with the experiment, before the readout's numbers).
+    """
+    experiments = summaries.with_inputs(Experiment.objects.all()) if summarise else Experiment.objects.all()
+    experiment = get_object_or_404(experiments, slug=slug)
     metric = request.GET.get("metric") or None
     if metric is not None and not metric_key_is_valid(metric):
         return None
-    return readout_get(experiment=experiment, metric=metric, by_day=by_day)
+    readout = readout_get(experiment=experiment, metric=metric, by_day=by_day)
+    if summarise:
+        summaries.summary_after_readout(experiment=experiment, readout=readout)
+    return readout
 
 
 BAD_METRIC = "metric must be a metric key (letters, digits, '-' and '_', at most 100 characters)"
@@ -61,7 +69,7 @@ BAD_METRIC = "metric must be a metric key (letters, digits, '-' and '_', at most
 @readout_throttled
 @private_no_store
 def readout_page(request: HttpRequest, slug: str) -> HttpResponse:
-    readout = _readout(request, slug, by_day=True)
+    readout = _readout(request, slug, by_day=True, summarise=True)
     if readout is None:
         return HttpResponseBadRequest(BAD_METRIC)
     dimension = request.GET.get("dimension") or None
@@ -132,7 +140,7 @@ class ReadoutApi(APIView):
         responses={200: ReadoutSerializer, **READOUT_ERROR_RESPONSES},
     )
     def get(self, request, slug: str) -> Response:
-        readout = _readout(request, slug)
+        readout = _readout(request, slug, summarise=True)
         if readout is None:
             raise ValidationError({"metric": BAD_METRIC})
         dimension = request.GET.get("dimension") or None
