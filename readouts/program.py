@@ -31,12 +31,12 @@ from urllib.parse import urlencode
 
 from django.contrib.auth import get_user_model
 from django.core.paginator import Page, Paginator
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from experiments.models import Decision, Experiment
 from readouts import rollups, summaries
-from readouts.summaries import PrimaryNumbers, Summary
+from readouts.summaries import Listed, PrimaryNumbers, Summary
 from readouts.verdicts import LABELS, Verdict, overall_label
 
 PAGE_SIZE = 50
@@ -98,7 +98,7 @@ class ListParams:
 
 @dataclass(frozen=True)
 class ListRow:
-    experiment: Experiment
+    experiment: Listed  # the experiment's fields as attributes (readouts.summaries.Listed)
     exposed: int | None
     days: int | None
     result: str  # the result in words ("" when there is nothing to read yet)
@@ -124,9 +124,8 @@ class ListPage:
 
 
 # --- the queries (a fixed number) -------------------------------------------------------------------
-def _experiments(params: ListParams) -> list[Experiment]:
-    """The filtered experiments with their owners, variants, metric plans, summary inputs and stored summaries."""
-    qs = summaries.with_inputs(Experiment.objects.select_related("owner"))
+def _filtered(params: ListParams) -> QuerySet[Experiment]:
+    qs = Experiment.objects.all()
     if params.q:
         qs = qs.filter(Q(name__icontains=params.q) | Q(slug__icontains=params.q) | Q(hypothesis__icontains=params.q))
     if params.status:
@@ -135,12 +134,12 @@ def _experiments(params: ListParams) -> list[Experiment]:
         qs = qs.filter(owner__username=params.owner)
     if params.metric:
         qs = qs.filter(primary_metric=params.metric)
-    return list(qs.order_by("-updated_at", "-pk"))
+    return qs.order_by("-updated_at", "-pk")
 
 
-def _never_caught_up(experiments: list[Experiment]) -> list[int]:
+def _never_caught_up(experiments: list[Listed]) -> list[int]:
     """Live experiments whose rollups were never read (no watermark yet; read with the experiments)."""
-    return [e.pk for e in experiments if e.status in LIVE and e.summary_wm_event is None]
+    return [e.pk for e in experiments if e.status in LIVE and e.never_caught_up]
 
 
 def _choices() -> tuple[list[str], list[str]]:
@@ -161,7 +160,7 @@ def _decision_text(decision: Decision) -> str:
     return f"{decision.get_outcome_display()}{variant}"
 
 
-def _row(e: Experiment, summary: Summary | None, decision: Decision | None, now: datetime) -> ListRow:
+def _row(e: Listed, summary: Summary | None, decision: Decision | None, now: datetime) -> ListRow:
     started = e.started_at is not None
     days = max(0, ((e.ended_at or now) - e.started_at).days) if started else None
     decided = ("", "") if decision is None else (_decision_text(decision), decision.outcome)
@@ -191,14 +190,15 @@ def _sorted(rows: list[ListRow], sort: str) -> list[ListRow]:
 def experiment_list_get(*, params: ListParams, now: datetime | None = None) -> ListPage:
     """The filtered, sorted list and the requested page (a fixed number of queries; see the module docstring)."""
     now = now or timezone.now()
-    experiments = _experiments(params)
+    qs = _filtered(params)
+    experiments = summaries.listed_get(qs)  # with their owners, summary inputs and stored summaries: one statement
     caught_up = _never_caught_up(experiments)[:MAX_CATCH_UPS_PER_REQUEST]
     for pk in caught_up:
         rollups.catch_up(experiment_id=pk)
     if caught_up:  # their inputs changed: read them again (only until every live experiment was read once)
-        experiments = _experiments(params)
-    current = summaries.summaries_current(experiments)
-    decided = Decision.objects.filter(experiment__in=[e.pk for e in experiments]).select_related("shipped_variant")
+        experiments = summaries.listed_get(qs)
+    current = summaries.summaries_current(experiments, qs)
+    decided = Decision.objects.filter(experiment__in=qs.order_by().values("pk")).select_related("shipped_variant")
     decisions = {d.experiment_id: d for d in decided.defer("readout_snapshot", "readout_bundle")} if experiments else {}
     rows = [_row(e, current.get(e.pk), decisions.get(e.pk), now) for e in experiments]
     rows = [r for r in rows if _keep(r, params)]
@@ -255,7 +255,7 @@ def experiment_list_csv(rows: list[ListRow]) -> str:
                 e.slug,
                 _csv_safe(e.name),
                 e.status,
-                _csv_safe(e.owner.get_username()),
+                _csv_safe(e.owner_name),
                 e.started_at.isoformat() if e.started_at else "",
                 e.ended_at.isoformat() if e.ended_at else "",
                 _csv_safe(e.primary_metric),

@@ -6,7 +6,8 @@ always computed them (``summary_compute``), and kept as one ``readouts.VerdictSu
 keyed by a SHA-256 **fingerprint of its inputs** (style rule 8):
 
 - every field of the experiment but ``updated_at`` (status, dates, the analysis settings, the approved plan
-  with its frozen metric definitions), its variants, its metric rows and the catalog definitions they link;
+  with its frozen metric definitions; JSON fields as their stored text), its variants, its metric rows and
+  the version (``updated_at``) of the catalog metrics they link;
 - the rollups' version: the watermark's event and covariate ids and its ``updated_at`` (every write to an
   experiment's rollups saves the watermark in the same transaction: ``readouts.rollups``);
 - the variant-conflict users (the conflict check), and for a warehouse experiment its latest ok snapshot id;
@@ -27,18 +28,17 @@ Writers: the experiment list (only the rows whose fingerprint is stale, ``summar
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from datetime import date
 
 from django.conf import settings
-from django.db.models import Count, F, IntegerField, OuterRef, Prefetch, QuerySet, Subquery, Sum
-from django.db.models.functions import Coalesce
+from django.db.models import Count, F, IntegerField, JSONField, OuterRef, Prefetch, QuerySet, Subquery, Sum, TextField
+from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
-from experiments.models import Experiment, ExperimentMetric
+from experiments.models import Experiment, ExperimentMetric, Variant
 from readouts import queries, rollups
 from readouts.governance import FAIL, Governance, ViewFacts, checks_get
 from readouts.models import ReadoutSnapshot, Rollup, VerdictSummary
@@ -133,50 +133,144 @@ def _conflict_users():
     return Coalesce(Subquery(users, output_field=IntegerField()), 0)
 
 
-def with_inputs(qs: QuerySet[Experiment]) -> QuerySet[Experiment]:
-    """The experiments with every fingerprint input and the stored summary, in the one statement that reads
-    them, plus the variants and metric rows (with their catalog metrics) prefetched."""
-    metrics = ExperimentMetric.objects.select_related("metric", "metric__numerator", "metric__denominator")
-    return (
-        qs.select_related("verdict_summary")
-        .prefetch_related("variants", Prefetch("metrics", queryset=metrics))
-        .annotate(
-            summary_wm_event=F("rollup_watermark__event_id"),
-            summary_wm_covariate=F("rollup_watermark__covariate_id"),
-            summary_wm_at=F("rollup_watermark__updated_at"),
-            summary_snapshot=_latest_ok_snapshot(),
-            summary_conflict_users=_conflict_users(),
-        )
+def _plain(model) -> tuple[str, ...]:
+    """The model's fields read as they are: every concrete field but JSON ones (read as text) and updated_at."""
+    return tuple(
+        f.attname
+        for f in model._meta.concrete_fields
+        if f.attname not in UNFINGERPRINTED_FIELDS and not isinstance(f, JSONField)
     )
 
 
-def _field_values(obj) -> dict:
-    fields = obj._meta.concrete_fields
-    return {f.attname: getattr(obj, f.attname) for f in fields if f.attname not in UNFINGERPRINTED_FIELDS}
+def _as_text(model, prefix: str) -> dict:
+    """The model's JSON fields as their stored text (no decoding: the list reads a thousand of them)."""
+    return {
+        f"{prefix}{f.attname}": Cast(f.attname, TextField())
+        for f in model._meta.concrete_fields
+        if isinstance(f, JSONField)
+    }
 
 
-def _catalog_definition(row: ExperimentMetric) -> dict | None:
-    from experiments.catalog import metric_definition  # noqa: PLC0415 - the catalog imports experiments' models
+def _inputs() -> dict:
+    """Every input besides the experiment's plain fields, as annotations of the experiment row."""
+    return {
+        **_as_text(Experiment, "summary_json_"),
+        "summary_wm_event": F("rollup_watermark__event_id"),
+        "summary_wm_covariate": F("rollup_watermark__covariate_id"),
+        "summary_wm_at": F("rollup_watermark__updated_at"),
+        "summary_snapshot": _latest_ok_snapshot(),
+        "summary_conflict_users": _conflict_users(),
+    }
 
-    return asdict(metric_definition(row.metric)) if row.metric_id is not None else None
+
+def _metric_inputs() -> dict:
+    """A metric row's JSON fields as text, and the version of the catalog metrics it links (a ratio's parts
+    too): ``Metric.updated_at``, saved by every catalog edit (``experiments.catalog``)."""
+    return {
+        **_as_text(ExperimentMetric, "summary_json_"),
+        **{f"summary_catalog_{i}": F(f"{path}__updated_at") for i, path in enumerate(CATALOG_PATHS)},
+    }
+
+
+CATALOG_PATHS = ("metric", "metric__numerator", "metric__denominator")
+EXPERIMENT_FIELDS = _plain(Experiment)
+INPUT_FIELDS = tuple(_inputs())
+VARIANT_FIELDS = _plain(Variant)
+METRIC_FIELDS = (*_plain(ExperimentMetric), *_metric_inputs())
+_FIELD_AT = {f: i for i, f in enumerate(EXPERIMENT_FIELDS)}
+
+
+def _fingerprint(experiment: tuple, inputs: tuple, variants: list[tuple], metrics: list[tuple]) -> str:
+    """SHA-256 of the inputs, each a tuple of values in the ``*_FIELDS`` order: the same Python values whether
+    read with ``values_list`` (the list) or from model instances (``with_inputs``), since the same fields and
+    annotations made them."""
+    payload = (
+        SUMMARY_VERSION,
+        (settings.SIGNALDASH_SEQUENTIAL_TUNING, settings.SIGNALDASH_BAYES_PRIOR_SD),
+        experiment,
+        inputs,
+        sorted(variants, key=lambda v: v[0]),
+        sorted(metrics, key=lambda m: m[0]),
+    )
+    return hashlib.sha256(repr(payload).encode()).hexdigest()
 
 
 def summary_fingerprint(e: Experiment) -> str:
-    """SHA-256 of everything the summary is computed from (``e`` from ``with_inputs``; no query)."""
-    payload = {
-        "version": SUMMARY_VERSION,
-        "experiment": _field_values(e),
-        "variants": sorted([v.pk, v.key, v.name, v.is_control, v.weight] for v in e.variants.all()),
-        "metrics": sorted(
-            ([_field_values(m), _catalog_definition(m)] for m in e.metrics.all()), key=lambda m: m[0]["id"]
-        ),
-        "rollups": [e.summary_wm_event, e.summary_wm_covariate, e.summary_wm_at],
-        "snapshot": e.summary_snapshot,
-        "conflict_users": e.summary_conflict_users,
-        "settings": [settings.SIGNALDASH_SEQUENTIAL_TUNING, settings.SIGNALDASH_BAYES_PRIOR_SD],
-    }
-    text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    """The fingerprint of an experiment read with ``with_inputs`` (no query)."""
+    return _fingerprint(
+        tuple(getattr(e, f) for f in EXPERIMENT_FIELDS),
+        tuple(getattr(e, f) for f in INPUT_FIELDS),
+        [tuple(getattr(v, f) for f in VARIANT_FIELDS) for v in e.variants.all()],
+        [tuple(getattr(m, f) for f in METRIC_FIELDS) for m in e.metrics.all()],
+    )
+
+
+def with_inputs(qs: QuerySet[Experiment]) -> QuerySet[Experiment]:
+    """The experiments with every fingerprint input and the stored summary, in the one statement that reads
+    them, plus the variants and metric rows (with their inputs) prefetched."""
+    metrics = ExperimentMetric.objects.annotate(**_metric_inputs())
+    return (
+        qs.select_related("verdict_summary")
+        .prefetch_related("variants", Prefetch("metrics", queryset=metrics))
+        .annotate(**_inputs())
+    )
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One experiment as the list reads it (``listed_get``): the fields it shows and the summary inputs."""
+
+    values: tuple  # EXPERIMENT_FIELDS
+    inputs: tuple  # INPUT_FIELDS
+    owner_name: str
+    stored_fingerprint: str | None
+    stored_data: dict | None
+
+    def __getattr__(self, name: str):  # the experiment's fields: x.slug, x.status, x.started_at
+        at = _FIELD_AT.get(name)
+        if at is None:
+            raise AttributeError(name)
+        return self.values[at]
+
+    @property
+    def pk(self) -> int:
+        return self.values[_FIELD_AT["id"]]
+
+    @property
+    def never_caught_up(self) -> bool:
+        """No rollup watermark yet: its rollups were never read."""
+        return self.inputs[0] is None
+
+    def get_status_display(self) -> str:
+        return Experiment.Status(self.status).label
+
+
+def listed_get(qs: QuerySet[Experiment]) -> list[Listed]:
+    """The experiments of ``qs`` (in its order) with their summary inputs and stored summaries: one statement,
+    plain rows (no model instances)."""
+    rows = qs.annotate(
+        **_inputs(),
+        summary_owner=F("owner__username"),
+        summary_fingerprint=F("verdict_summary__fingerprint"),
+        summary_data=F("verdict_summary__data"),
+    ).values_list(*EXPERIMENT_FIELDS, *INPUT_FIELDS, "summary_owner", "summary_fingerprint", "summary_data")
+    n, k = len(EXPERIMENT_FIELDS), len(INPUT_FIELDS)
+    return [Listed(r[:n], r[n : n + k], r[n + k], r[n + k + 1], r[n + k + 2]) for r in rows]
+
+
+def _plans(experiments: QuerySet[Experiment]) -> tuple[dict[int, list[tuple]], dict[int, list[tuple]]]:
+    """The variants and metric rows (with their inputs) of these experiments: two plain queries, each selecting
+    its experiments with a subquery (no list of ids to send and parse)."""
+    ids = experiments.order_by().values("pk")
+    variants: dict[int, list[tuple]] = defaultdict(list)
+    metrics: dict[int, list[tuple]] = defaultdict(list)
+    at_v, at_m = VARIANT_FIELDS.index("experiment_id"), METRIC_FIELDS.index("experiment_id")
+    for v in Variant.objects.filter(experiment__in=ids).order_by().values_list(*VARIANT_FIELDS):
+        variants[v[at_v]].append(v)
+    rows = ExperimentMetric.objects.filter(experiment__in=ids).annotate(**_metric_inputs()).order_by()
+    for m in rows.values_list(*METRIC_FIELDS):
+        metrics[m[at_m]].append(m)
+    return variants, metrics
 
 
 def _stored(e: Experiment) -> VerdictSummary | None:
@@ -282,38 +376,48 @@ def _store(computed: list[tuple[Experiment, str, Summary]]) -> None:
 
 
 # --- reading them (the list, the cron command) ----------------------------------------------------------------
-def summaries_current(experiments: list[Experiment]) -> dict[int, Summary]:
-    """The summary of every summarisable experiment (from ``with_inputs``): the stored one when its fingerprint
-    is current, else computed now (one rollup query for all of them, plus the full readout of the few that need
-    it) and stored (one statement). No query when every stored summary is current."""
+def summaries_current(listed: list[Listed], experiments: QuerySet[Experiment]) -> dict[int, Summary]:
+    """The summary of every summarisable experiment of ``listed`` (``listed_get(experiments)``, where
+    ``experiments`` is a queryset selecting the same rows): the stored one when its fingerprint is
+    current (two plain queries for the variants and metric rows, whatever the number of experiments), else
+    computed now and stored (one statement): the stale experiments are read again as models, their rollup sums
+    in one query, plus the full readout of the few that need it."""
+    started = [x for x in listed if x.started_at is not None]
+    variants, metrics = _plans(experiments.filter(started_at__isnull=False)) if started else ({}, {})
     out: dict[int, Summary] = {}
-    stale: list[tuple[Experiment, str]] = []
-    for e in experiments:
-        if not summarisable(e):
-            continue
-        fp, stored = summary_fingerprint(e), _stored(e)
-        if stored is not None and stored.fingerprint == fp:
-            out[e.pk] = Summary.of_json(stored.data)
+    stale: list[int] = []
+    for x in started:
+        if not variants.get(x.pk):
+            continue  # nothing to read (summarisable)
+        fp = _fingerprint(x.values, x.inputs, variants[x.pk], metrics.get(x.pk, []))
+        if x.stored_fingerprint == fp:
+            out[x.pk] = Summary.of_json(x.stored_data)
         else:
-            stale.append((e, fp))
+            stale.append(x.pk)
     if stale:
-        sums = rollup_sums([e.pk for e, _ in stale if not needs_full_readout(e)])
-        computed = [(e, fp, summary_compute(e, sums.get(e.pk, []))) for e, fp in stale]
-        _store(computed)
-        out.update({e.pk: s for e, _, s in computed})
+        out.update(_recompute(stale))
     return out
+
+
+def _recompute(ids: list[int]) -> dict[int, Summary]:
+    experiments = [e for e in with_inputs(Experiment.objects.filter(pk__in=ids)) if summarisable(e)]
+    sums = rollup_sums([e.pk for e in experiments if not needs_full_readout(e)])
+    computed = [(e, summary_fingerprint(e), summary_compute(e, sums.get(e.pk, []))) for e in experiments]
+    _store(computed)
+    return {e.pk: s for e, _, s in computed}
 
 
 def summaries_refresh(*, experiment_ids: list[int]) -> int:
     """Bring the stored summaries of these experiments up to date (``manage.py catch_up_rollups``, after the
     catch-ups); returns how many were recomputed."""
-    experiments = list(with_inputs(Experiment.objects.filter(pk__in=experiment_ids)))
-    stale = 0
-    for e in experiments:
-        stored = _stored(e)
-        stale += summarisable(e) and (stored is None or stored.fingerprint != summary_fingerprint(e))
-    summaries_current(experiments)
-    return stale
+    experiments = Experiment.objects.filter(pk__in=experiment_ids).order_by("pk")
+    listed = listed_get(experiments)
+    before = {x.pk: x.stored_fingerprint for x in listed}
+    summaries_current(listed, experiments)
+    after = dict(
+        VerdictSummary.objects.filter(experiment_id__in=experiment_ids).values_list("experiment_id", "fingerprint")
+    )
+    return sum(1 for pk, fp in after.items() if before.get(pk) != fp)
 
 
 # --- the readout views -----------------------------------------------------------------------------------
