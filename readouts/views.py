@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from experiments.models import Experiment
-from readouts import charts, summaries
+from readouts import charts, rollups, summaries
 from readouts.dimensions import BAD_DIMENSION, dimension_key_is_valid
 from readouts.docs import metrics_doc_html
 from readouts.exports import readout_as_json, readout_bundle, readout_csv
@@ -48,11 +48,16 @@ def _readout(request: HttpRequest, slug: str, *, by_day: bool = False, summarise
     """The readout for ?metric= (primary metric by default); None when the metric key is malformed.
 
     ``summarise``: also store the experiment's verdict summary for the experiment list when it is stale
-    (``readouts.summaries``: its inputs are read with the experiment, before the readout's numbers).
+    (``readouts.summaries``): the rollups are caught up first, then the experiment is read with the summary's
+    inputs, then the readout's numbers (so the summary is stored under the fingerprint of its own inputs).
     """
-    experiments = summaries.with_inputs(Experiment.objects.all()) if summarise else Experiment.objects.all()
-    experiment = get_object_or_404(experiments, slug=slug)
     metric = request.GET.get("metric") or None
+    if summarise:  # catch up first, so the inputs read with the experiment are those of the readout's numbers
+        experiment = get_object_or_404(Experiment.objects.only("pk"), slug=slug)
+        rollups.catch_up(experiment_id=experiment.pk)
+        experiment = summaries.with_inputs(Experiment.objects.filter(pk=experiment.pk)).get()
+    else:
+        experiment = get_object_or_404(Experiment, slug=slug)
     if metric is not None and not metric_key_is_valid(metric):
         return None
     readout = readout_get(experiment=experiment, metric=metric, by_day=by_day)
