@@ -6,15 +6,16 @@ always computed them (``summary_compute``), and kept as one ``readouts.VerdictSu
 keyed by a SHA-256 **fingerprint of its inputs** (style rule 8):
 
 - every field of the experiment but ``updated_at`` (status, dates, the analysis settings, the approved plan
-  with its frozen metric definitions; JSON fields as their stored text), its variants, its metric rows and
-  the version (``updated_at``) of the catalog metrics they link;
+  with its frozen metric definitions), its variants, its metric rows and the version (``updated_at``) of the
+  catalog metrics they link;
 - the rollups' version: the watermark's event and covariate ids and its ``updated_at`` (every write to an
   experiment's rollups saves the watermark in the same transaction: ``readouts.rollups``);
 - the variant-conflict users (the conflict check), and for a warehouse experiment its latest ok snapshot id;
 - the analysis settings the statistics read and ``SUMMARY_VERSION`` (bump it when the rules change).
 
-Every input is read in **one statement** (``with_inputs``: the experiment row, its watermark, its stored
-summary, the snapshot id and the conflict users), before any number is read. A summary is then computed from
+Every input of the experiment is read in **one statement** (``listed_get``, ``with_inputs``: the experiment
+row, its watermark, its stored summary, the snapshot id and the conflict users; the database joins them into
+one text), before any number is read. A summary is then computed from
 numbers read after that statement, so its content is never older than its fingerprint; a reader shows a
 stored summary only when its fingerprint equals the one of the inputs it just read, so a stored summary is
 never older than what the readout would show from the same rollups. (A summary whose content came out newer
@@ -34,7 +35,7 @@ from dataclasses import asdict, dataclass
 from datetime import date
 
 from django.conf import settings
-from django.db.models import Count, F, IntegerField, JSONField, OuterRef, Prefetch, QuerySet, Subquery, Sum, TextField
+from django.db.models import Count, F, Func, IntegerField, OuterRef, Prefetch, QuerySet, Subquery, Sum, TextField, Value
 from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
@@ -133,64 +134,69 @@ def _conflict_users():
     return Coalesce(Subquery(users, output_field=IntegerField()), 0)
 
 
-def _plain(model) -> tuple[str, ...]:
-    """The model's fields read as they are: every concrete field but JSON ones (read as text) and updated_at."""
-    return tuple(
-        f.attname
-        for f in model._meta.concrete_fields
-        if f.attname not in UNFINGERPRINTED_FIELDS and not isinstance(f, JSONField)
+def _fields(model) -> list[str]:
+    return [f.attname for f in model._meta.concrete_fields if f.attname not in UNFINGERPRINTED_FIELDS]
+
+
+_SEP, _NULL = (
+    Value("\x1f", output_field=TextField()),
+    Value("\x1e", output_field=TextField()),
+)  # unit and record separators: never in a field's text
+
+
+class _Joined(Func):
+    """``a || b || c …`` flat (Django's ``Concat`` nests one pair per part: SQLite's parser overflows at forty)."""
+
+    arg_joiner = " || "
+    template = "(%(expressions)s)"
+    output_field = TextField()
+
+
+def _joined(parts: list) -> _Joined:
+    """The inputs as one text, built by the database (the list reads a thousand of them: one column each
+    instead of forty); every reader and writer builds it with this same expression, so the same inputs give
+    the same text."""
+    texts = [Coalesce(Cast(p, output_field=TextField()), _NULL) for p in parts]
+    out = [texts[0]]
+    for t in texts[1:]:
+        out += [_SEP, t]
+    return _Joined(*out)
+
+
+def _experiment_inputs() -> _Joined:
+    """Every field of the experiment but ``updated_at``, its rollups' version, its latest ok snapshot and its
+    variant-conflict users."""
+    return _joined(
+        [
+            *(F(f) for f in _fields(Experiment)),
+            F("rollup_watermark__event_id"),
+            F("rollup_watermark__covariate_id"),
+            F("rollup_watermark__updated_at"),
+            _latest_ok_snapshot(),
+            _conflict_users(),
+        ]
     )
 
 
-def _as_text(model, prefix: str) -> dict:
-    """The model's JSON fields as their stored text (no decoding: the list reads a thousand of them)."""
-    return {
-        f"{prefix}{f.attname}": Cast(f.attname, TextField())
-        for f in model._meta.concrete_fields
-        if isinstance(f, JSONField)
-    }
+def _variant_inputs() -> _Joined:
+    return _joined([F(f) for f in _fields(Variant)])
 
 
-def _inputs() -> dict:
-    """Every input besides the experiment's plain fields, as annotations of the experiment row."""
-    return {
-        **_as_text(Experiment, "summary_json_"),
-        "summary_wm_event": F("rollup_watermark__event_id"),
-        "summary_wm_covariate": F("rollup_watermark__covariate_id"),
-        "summary_wm_at": F("rollup_watermark__updated_at"),
-        "summary_snapshot": _latest_ok_snapshot(),
-        "summary_conflict_users": _conflict_users(),
-    }
+def _metric_inputs() -> _Joined:
+    """A metric row's fields and the version of the catalog metrics it links (a ratio's parts too):
+    ``Metric.updated_at``, saved by every catalog edit (``experiments.catalog``)."""
+    paths = ("metric", "metric__numerator", "metric__denominator")
+    return _joined([*(F(f) for f in _fields(ExperimentMetric)), *(F(f"{p}__updated_at") for p in paths)])
 
 
-def _metric_inputs() -> dict:
-    """A metric row's JSON fields as text, and the version of the catalog metrics it links (a ratio's parts
-    too): ``Metric.updated_at``, saved by every catalog edit (``experiments.catalog``)."""
-    return {
-        **_as_text(ExperimentMetric, "summary_json_"),
-        **{f"summary_catalog_{i}": F(f"{path}__updated_at") for i, path in enumerate(CATALOG_PATHS)},
-    }
-
-
-CATALOG_PATHS = ("metric", "metric__numerator", "metric__denominator")
-EXPERIMENT_FIELDS = _plain(Experiment)
-INPUT_FIELDS = tuple(_inputs())
-VARIANT_FIELDS = _plain(Variant)
-METRIC_FIELDS = (*_plain(ExperimentMetric), *_metric_inputs())
-_FIELD_AT = {f: i for i, f in enumerate(EXPERIMENT_FIELDS)}
-
-
-def _fingerprint(experiment: tuple, inputs: tuple, variants: list[tuple], metrics: list[tuple]) -> str:
-    """SHA-256 of the inputs, each a tuple of values in the ``*_FIELDS`` order: the same Python values whether
-    read with ``values_list`` (the list) or from model instances (``with_inputs``), since the same fields and
-    annotations made them."""
+def _fingerprint(experiment: str, variants: list[str], metrics: list[str]) -> str:
+    """SHA-256 of the inputs' texts (``_joined``) and the analysis settings."""
     payload = (
         SUMMARY_VERSION,
         (settings.SIGNALDASH_SEQUENTIAL_TUNING, settings.SIGNALDASH_BAYES_PRIOR_SD),
         experiment,
-        inputs,
-        sorted(variants, key=lambda v: v[0]),
-        sorted(metrics, key=lambda m: m[0]),
+        sorted(variants),
+        sorted(metrics),
     )
     return hashlib.sha256(repr(payload).encode()).hexdigest()
 
@@ -198,35 +204,42 @@ def _fingerprint(experiment: tuple, inputs: tuple, variants: list[tuple], metric
 def summary_fingerprint(e: Experiment) -> str:
     """The fingerprint of an experiment read with ``with_inputs`` (no query)."""
     return _fingerprint(
-        tuple(getattr(e, f) for f in EXPERIMENT_FIELDS),
-        tuple(getattr(e, f) for f in INPUT_FIELDS),
-        [tuple(getattr(v, f) for f in VARIANT_FIELDS) for v in e.variants.all()],
-        [tuple(getattr(m, f) for f in METRIC_FIELDS) for m in e.metrics.all()],
+        e.summary_inputs, [v.summary_inputs for v in e.variants.all()], [m.summary_inputs for m in e.metrics.all()]
     )
 
 
 def with_inputs(qs: QuerySet[Experiment]) -> QuerySet[Experiment]:
-    """The experiments with every fingerprint input and the stored summary, in the one statement that reads
-    them, plus the variants and metric rows (with their inputs) prefetched."""
-    metrics = ExperimentMetric.objects.annotate(**_metric_inputs())
+    """The experiments with their summary inputs and stored summary, in the one statement that reads them, plus
+    the variants and metric rows prefetched with theirs."""
+    variants = Variant.objects.annotate(summary_inputs=_variant_inputs())
+    metrics = ExperimentMetric.objects.annotate(summary_inputs=_metric_inputs())
     return (
         qs.select_related("verdict_summary")
-        .prefetch_related("variants", Prefetch("metrics", queryset=metrics))
-        .annotate(**_inputs())
+        .prefetch_related(Prefetch("variants", queryset=variants), Prefetch("metrics", queryset=metrics))
+        .annotate(
+            summary_inputs=_experiment_inputs(),
+            summary_wm_event=F("rollup_watermark__event_id"),
+            summary_conflict_users=_conflict_users(),  # the count the conflict check reads, as in the inputs
+        )
     )
+
+
+LISTED_FIELDS = ("id", "slug", "name", "status", "started_at", "ended_at", "primary_metric")
+_FIELD_AT = {f: i for i, f in enumerate(LISTED_FIELDS)}
 
 
 @dataclass(frozen=True)
 class Listed:
     """One experiment as the list reads it (``listed_get``): the fields it shows and the summary inputs."""
 
-    values: tuple  # EXPERIMENT_FIELDS
-    inputs: tuple  # INPUT_FIELDS
+    values: tuple  # LISTED_FIELDS
     owner_name: str
+    inputs: str  # _experiment_inputs()
+    wm_event: int | None
     stored_fingerprint: str | None
     stored_data: dict | None
 
-    def __getattr__(self, name: str):  # the experiment's fields: x.slug, x.status, x.started_at
+    def __getattr__(self, name: str):  # the listed fields: x.slug, x.status, x.started_at
         at = _FIELD_AT.get(name)
         if at is None:
             raise AttributeError(name)
@@ -234,12 +247,12 @@ class Listed:
 
     @property
     def pk(self) -> int:
-        return self.values[_FIELD_AT["id"]]
+        return self.values[0]
 
     @property
     def never_caught_up(self) -> bool:
         """No rollup watermark yet: its rollups were never read."""
-        return self.inputs[0] is None
+        return self.wm_event is None
 
     def get_status_display(self) -> str:
         return Experiment.Status(self.status).label
@@ -249,27 +262,30 @@ def listed_get(qs: QuerySet[Experiment]) -> list[Listed]:
     """The experiments of ``qs`` (in its order) with their summary inputs and stored summaries: one statement,
     plain rows (no model instances)."""
     rows = qs.annotate(
-        **_inputs(),
         summary_owner=F("owner__username"),
+        summary_inputs=_experiment_inputs(),
+        summary_wm_event=F("rollup_watermark__event_id"),
         summary_fingerprint=F("verdict_summary__fingerprint"),
         summary_data=F("verdict_summary__data"),
-    ).values_list(*EXPERIMENT_FIELDS, *INPUT_FIELDS, "summary_owner", "summary_fingerprint", "summary_data")
-    n, k = len(EXPERIMENT_FIELDS), len(INPUT_FIELDS)
-    return [Listed(r[:n], r[n : n + k], r[n + k], r[n + k + 1], r[n + k + 2]) for r in rows]
+    ).values_list(
+        *LISTED_FIELDS, "summary_owner", "summary_inputs", "summary_wm_event", "summary_fingerprint", "summary_data"
+    )
+    n = len(LISTED_FIELDS)
+    return [Listed(r[:n], *r[n:]) for r in rows]
 
 
-def _plans(experiments: QuerySet[Experiment]) -> tuple[dict[int, list[tuple]], dict[int, list[tuple]]]:
-    """The variants and metric rows (with their inputs) of these experiments: two plain queries, each selecting
-    its experiments with a subquery (no list of ids to send and parse)."""
+def _plans(experiments: QuerySet[Experiment]) -> tuple[dict[int, list[str]], dict[int, list[str]]]:
+    """The inputs of the variants and metric rows of these experiments: two plain queries, each selecting its
+    experiments with a subquery (no list of ids to send and parse)."""
     ids = experiments.order_by().values("pk")
-    variants: dict[int, list[tuple]] = defaultdict(list)
-    metrics: dict[int, list[tuple]] = defaultdict(list)
-    at_v, at_m = VARIANT_FIELDS.index("experiment_id"), METRIC_FIELDS.index("experiment_id")
-    for v in Variant.objects.filter(experiment__in=ids).order_by().values_list(*VARIANT_FIELDS):
-        variants[v[at_v]].append(v)
-    rows = ExperimentMetric.objects.filter(experiment__in=ids).annotate(**_metric_inputs()).order_by()
-    for m in rows.values_list(*METRIC_FIELDS):
-        metrics[m[at_m]].append(m)
+    variants: dict[int, list[str]] = defaultdict(list)
+    metrics: dict[int, list[str]] = defaultdict(list)
+    rows = Variant.objects.filter(experiment__in=ids).annotate(summary_inputs=_variant_inputs()).order_by()
+    for experiment_id, text in rows.values_list("experiment_id", "summary_inputs"):
+        variants[experiment_id].append(text)
+    rows = ExperimentMetric.objects.filter(experiment__in=ids).annotate(summary_inputs=_metric_inputs()).order_by()
+    for experiment_id, text in rows.values_list("experiment_id", "summary_inputs"):
+        metrics[experiment_id].append(text)
     return variants, metrics
 
 
@@ -389,7 +405,7 @@ def summaries_current(listed: list[Listed], experiments: QuerySet[Experiment]) -
     for x in started:
         if not variants.get(x.pk):
             continue  # nothing to read (summarisable)
-        fp = _fingerprint(x.values, x.inputs, variants[x.pk], metrics.get(x.pk, []))
+        fp = _fingerprint(x.inputs, variants[x.pk], metrics.get(x.pk, []))
         if x.stored_fingerprint == fp:
             out[x.pk] = Summary.of_json(x.stored_data)
         else:

@@ -78,7 +78,7 @@ def _fingerprint_now(exp) -> tuple[str, str]:
     qs = Experiment.objects.filter(pk=exp.pk)
     [listed] = summaries.listed_get(qs)
     variants, metrics = summaries._plans(qs)
-    plain = summaries._fingerprint(listed.values, listed.inputs, variants[exp.pk], metrics.get(exp.pk, []))
+    plain = summaries._fingerprint(listed.inputs, variants[exp.pk], metrics.get(exp.pk, []))
     [model] = summaries.with_inputs(qs)
     return plain, summaries.summary_fingerprint(model)
 
