@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from urllib.parse import urlencode
 
 from django.contrib.auth import get_user_model
@@ -97,17 +99,63 @@ class ListParams:
 
 
 @dataclass(frozen=True)
+class Decided:
+    """An experiment's decision as the list shows it."""
+
+    outcome: str  # Decision.Outcome
+    shipped_variant: str | None  # its key
+
+    @property
+    def text(self) -> str:
+        """'Shipped treatment', 'Killed'."""
+        variant = f" {self.shipped_variant}" if self.shipped_variant else ""
+        return f"{Decision.Outcome(self.outcome).label}{variant}"
+
+
+@dataclass(frozen=True)
 class ListRow:
+    """One listed experiment. Its stored summary is decoded on first use (the page's rows, the CSV, a verdict
+    filter or the sort by exposed users), so a page of 50 out of 1,000 decodes 50."""
+
     experiment: Listed  # the experiment's fields as attributes (readouts.summaries.Listed)
-    exposed: int | None
     days: int | None
-    result: str  # the result in words ("" when there is nothing to read yet)
-    outcome: str  # won | lost | inconclusive | untrustworthy | shipped | killed | ""
     has_readout: bool
-    verdicts: list[Verdict] = field(default_factory=list)
-    numbers: list[PrimaryNumbers] = field(default_factory=list)  # primary metric, per treatment
-    failing: list[str] = field(default_factory=list)  # failing check codes
-    decision: Decision | None = None
+    decision: Decided | None = None
+    load: Callable[[], Summary] | None = field(default=None, repr=False)  # None: nothing to read yet
+
+    @cached_property
+    def summary(self) -> Summary | None:
+        return self.load() if self.load is not None else None
+
+    @property
+    def exposed(self) -> int | None:
+        return self.summary.exposed if self.summary is not None else None
+
+    @property
+    def result(self) -> str:
+        """The result in words ("" when there is nothing to read yet); the decision once decided."""
+        if self.decision is not None:
+            return self.decision.text
+        return self.summary.result if self.summary is not None else ""
+
+    @property
+    def outcome(self) -> str:
+        """won | lost | inconclusive | untrustworthy, or the decision: shipped | killed ("": nothing yet)."""
+        if self.decision is not None:
+            return self.decision.outcome
+        return self.summary.label if self.summary is not None else ""
+
+    @property
+    def verdicts(self) -> list[Verdict]:
+        return self.summary.verdicts if self.summary is not None else []
+
+    @property
+    def numbers(self) -> list[PrimaryNumbers]:  # primary metric, per treatment
+        return self.summary.numbers if self.summary is not None else []
+
+    @property
+    def failing(self) -> list[str]:  # failing check codes
+        return self.summary.failing if self.summary is not None else []
 
     @property
     def label(self) -> str:
@@ -155,23 +203,15 @@ def _choices() -> tuple[list[str], list[str]]:
 
 
 # --- one row ----------------------------------------------------------------------------------------------
-def _decision_text(decision: Decision) -> str:
-    variant = f" {decision.shipped_variant.key}" if decision.shipped_variant_id else ""
-    return f"{decision.get_outcome_display()}{variant}"
+def _decisions(qs: QuerySet[Experiment]) -> dict[int, Decided]:
+    rows = Decision.objects.filter(experiment__in=qs.order_by().values("pk")).order_by()
+    return {pk: Decided(o, v) for pk, o, v in rows.values_list("experiment_id", "outcome", "shipped_variant__key")}
 
 
-def _row(e: Listed, summary: Summary | None, decision: Decision | None, now: datetime) -> ListRow:
+def _row(e: Listed, load: Callable[[], Summary] | None, decision: Decided | None, now: datetime) -> ListRow:
     started = e.started_at is not None
     days = max(0, ((e.ended_at or now) - e.started_at).days) if started else None
-    decided = ("", "") if decision is None else (_decision_text(decision), decision.outcome)
-    if summary is None:
-        return ListRow(e, None, days, *decided, started, decision=decision)
-    result, outcome = summary.result, summary.label
-    if decision is not None:
-        result, outcome = decided
-    return ListRow(
-        e, summary.exposed, days, result, outcome, True, summary.verdicts, summary.numbers, summary.failing, decision
-    )
+    return ListRow(e, days, started or load is not None, decision, load)
 
 
 def _keep(row: ListRow, params: ListParams) -> bool:
@@ -198,8 +238,7 @@ def experiment_list_get(*, params: ListParams, now: datetime | None = None) -> L
     if caught_up:  # their inputs changed: read them again (only until every live experiment was read once)
         experiments = summaries.listed_get(qs)
     current = summaries.summaries_current(experiments, qs)
-    decided = Decision.objects.filter(experiment__in=qs.order_by().values("pk")).select_related("shipped_variant")
-    decisions = {d.experiment_id: d for d in decided.defer("readout_snapshot", "readout_bundle")} if experiments else {}
+    decisions = _decisions(qs) if experiments else {}
     rows = [_row(e, current.get(e.pk), decisions.get(e.pk), now) for e in experiments]
     rows = [r for r in rows if _keep(r, params)]
     if params.sort:

@@ -29,10 +29,13 @@ Writers: the experiment list (only the rows whose fingerprint is stale, ``summar
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import date
+from functools import cache, partial
 
 from django.conf import settings
 from django.db.models import Count, F, Func, IntegerField, OuterRef, Prefetch, QuerySet, Subquery, Sum, TextField, Value
@@ -237,7 +240,7 @@ class Listed:
     inputs: str  # _experiment_inputs()
     wm_event: int | None
     stored_fingerprint: str | None
-    stored_data: dict | None
+    stored_data: str | None  # the stored summary's JSON text
 
     def __getattr__(self, name: str):  # the listed fields: x.slug, x.status, x.started_at
         at = _FIELD_AT.get(name)
@@ -266,7 +269,7 @@ def listed_get(qs: QuerySet[Experiment]) -> list[Listed]:
         summary_inputs=_experiment_inputs(),
         summary_wm_event=F("rollup_watermark__event_id"),
         summary_fingerprint=F("verdict_summary__fingerprint"),
-        summary_data=F("verdict_summary__data"),
+        summary_data=Cast("verdict_summary__data", output_field=TextField()),  # decoded when used
     ).values_list(
         *LISTED_FIELDS, "summary_owner", "summary_inputs", "summary_wm_event", "summary_fingerprint", "summary_data"
     )
@@ -392,27 +395,36 @@ def _store(computed: list[tuple[Experiment, str, Summary]]) -> None:
 
 
 # --- reading them (the list, the cron command) ----------------------------------------------------------------
-def summaries_current(listed: list[Listed], experiments: QuerySet[Experiment]) -> dict[int, Summary]:
+def summaries_current(listed: list[Listed], experiments: QuerySet[Experiment]) -> dict[int, Callable[[], Summary]]:
     """The summary of every summarisable experiment of ``listed`` (``listed_get(experiments)``, where
-    ``experiments`` is a queryset selecting the same rows): the stored one when its fingerprint is
-    current (two plain queries for the variants and metric rows, whatever the number of experiments), else
-    computed now and stored (one statement): the stale experiments are read again as models, their rollup sums
-    in one query, plus the full readout of the few that need it."""
+    ``experiments`` is a queryset selecting the same rows), as a function that returns it (a stored one is
+    decoded on its first call): the stored one when its fingerprint is current (two plain queries for the
+    variants and metric rows, whatever the number of experiments), else computed now and stored (one
+    statement): the stale experiments are read again as models, their rollup sums in one query, plus the full
+    readout of the few that need it."""
     started = [x for x in listed if x.started_at is not None]
     variants, metrics = _plans(experiments.filter(started_at__isnull=False)) if started else ({}, {})
-    out: dict[int, Summary] = {}
+    out: dict[int, Callable[[], Summary]] = {}
     stale: list[int] = []
     for x in started:
         if not variants.get(x.pk):
             continue  # nothing to read (summarisable)
         fp = _fingerprint(x.inputs, variants[x.pk], metrics.get(x.pk, []))
         if x.stored_fingerprint == fp:
-            out[x.pk] = Summary.of_json(x.stored_data)
+            out[x.pk] = cache(partial(_decoded, x.stored_data))
         else:
             stale.append(x.pk)
     if stale:
-        out.update(_recompute(stale))
+        out.update({pk: partial(_same, s) for pk, s in _recompute(stale).items()})
     return out
+
+
+def _decoded(text: str) -> Summary:
+    return Summary.of_json(json.loads(text))
+
+
+def _same(summary: Summary) -> Summary:
+    return summary
 
 
 def _recompute(ids: list[int]) -> dict[int, Summary]:
