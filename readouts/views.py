@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -53,9 +53,11 @@ def _readout(request: HttpRequest, slug: str, *, by_day: bool = False, summarise
     """
     metric = request.GET.get("metric") or None
     if summarise:  # catch up first, so the inputs read with the experiment are those of the readout's numbers
-        experiment = get_object_or_404(Experiment.objects.only("pk"), slug=slug)
-        rollups.catch_up(experiment_id=experiment.pk)
-        experiment = summaries.with_inputs(Experiment.objects.filter(pk=experiment.pk)).get()
+        pk = Experiment.objects.filter(slug=slug).values_list("pk", flat=True).first()
+        if pk is None:
+            raise Http404("No such experiment.")
+        rollups.catch_up(experiment_id=pk)
+        experiment = summaries.with_inputs(Experiment.objects.filter(pk=pk)).get()
     else:
         experiment = get_object_or_404(Experiment, slug=slug)
     if metric is not None and not metric_key_is_valid(metric):
