@@ -123,7 +123,7 @@ def list_measure(reader, repeat: int) -> dict:
     started = time.perf_counter()
     get("/")()  # every summary is stale: computed and stored
     cold = time.perf_counter() - started
-    marks = list(RollupWatermark.objects.order_by("pk")[:repeat + 1])
+    marks = list(RollupWatermark.objects.order_by("pk")[: repeat + 1])
 
     def one_stale():  # as after a catch-up of one experiment: its rollups' version moves
         marks.pop().save()

@@ -13,13 +13,13 @@ keyed by a SHA-256 **fingerprint of its inputs** (style rule 8):
 - the variant-conflict users (the conflict check), and for a warehouse experiment its latest ok snapshot id;
 - the analysis settings the statistics read and ``SUMMARY_VERSION`` (bump it when the rules change).
 
-Every input of the experiment is read in **one statement** (``listed_get``, ``with_inputs``: the experiment
-row, its watermark, its stored summary, the snapshot id and the conflict users; the database joins them into
-one text), before any number is read. A summary is then computed from
-numbers read after that statement, so its content is never older than its fingerprint; a reader shows a
-stored summary only when its fingerprint equals the one of the inputs it just read, so a stored summary is
-never older than what the readout would show from the same rollups. (A summary whose content came out newer
-than its fingerprint — a catch-up committed in between — simply mismatches next time and is recomputed.)
+The experiment's inputs are read in **one statement** (``listed_get``, ``with_inputs``: the experiment row,
+its watermark, its stored summary, the snapshot id and the conflict users, joined into one text by the
+database), its variants and metric rows right after, and a summary is computed from numbers read after
+those, so its content is never older than its fingerprint. A reader shows a stored summary only when its
+fingerprint equals the one of the inputs it has just read, so it never shows a summary older than what the
+readout would compute from the same rollups. (A summary whose content came out newer than its fingerprint —
+a catch-up committed in between — simply mismatches next time and is recomputed.)
 
 Writers: the experiment list (only the rows whose fingerprint is stale, ``summaries_current``),
 ``manage.py catch_up_rollups`` (every live experiment, after its catch-up) and the readout page and API
