@@ -298,3 +298,34 @@ def test_list__catalog_rule_metric__same_as_readout_and_recomputed_after_catch_u
     html = client.get("/").content.decode()
     [verdict] = experiment_verdicts_get(experiment=Experiment.objects.get(pk=exp.pk))
     assert _label(html, exp.slug) == verdict.label == "won" and "1,400" in _row(html, exp.slug)
+
+
+def test_list_csv__stored_summaries__same_bytes_as_computed_and_exact_readout_numbers(
+    client, reader, make_experiment, add_events
+):
+    from readouts.selectors import readout_get
+
+    # Given two running experiments with events, caught up
+    for slug, conv in (("csv-a", 70), ("csv-b", 44)):
+        exp = make_experiment(slug, variants=(("control", True, 1), ("t1", False, 1), ("t2", False, 1)))
+        _start(exp)
+        add_events(exp, "control", exposures=500, conversions=50)
+        add_events(exp, "t1", exposures=500, conversions=conv)
+        add_events(exp, "t2", exposures=500, conversions=53)
+        rollups.catch_up(experiment_id=exp.pk)
+    # When the CSV is exported twice: computed (and stored), then read from the stored summaries
+    with CaptureQueriesContext(connection) as first_ctx:
+        first = client.get("/?format=csv").content.decode()
+    with CaptureQueriesContext(connection) as second_ctx:
+        second = client.get("/?format=csv").content.decode()
+    # Then the bytes are the same, the second computed nothing, and the numbers are the readout's exactly
+    assert len(_writes(first_ctx)) == 1 and _writes(second_ctx) == []
+    assert second == first
+    lines = {line.split(",")[0]: line.split(",") for line in second.splitlines()[1:]}
+    for slug in ("csv-a", "csv-b"):
+        readout = readout_get(experiment=Experiment.objects.get(slug=slug))
+        comparisons = next(r for r in readout.results if r.role == "primary").comparisons
+        row = lines[slug]
+        assert row[7] == "t1; t2"
+        assert row[9] == "; ".join(repr(c.rel.rel_lift) for c in comparisons)
+        assert row[12] == "; ".join(repr(c.p_value) for c in comparisons)
