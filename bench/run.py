@@ -90,11 +90,11 @@ def main(argv: list[str]) -> int:
     rows = _rows(ingest_results, readout_results)
     if list_result:
         n = f"{list_result['experiments']:,}"
-        ceiling = list_result["rollup_sums"][0] * 1000
-        rows.append((f"list page p50 @{n} exps", list_result["list"][0] * 1000, "ms", "its rollup-sums query", ceiling,
+        stale = list_result["one_stale"][0] * 1000
+        rows.append((f"list page p50 @{n} exps", list_result["list"][0] * 1000, "ms", "after one catch-up", stale,
                      "< 200 ms"))  # fmt: skip
-        rows.append((f"list CSV p50 @{n} exps", list_result["csv"][0] * 1000, "ms", "its rollup-sums query", ceiling,
-                     ""))  # fmt: skip
+        rows.append((f"list CSV p50 @{n} exps", list_result["csv"][0] * 1000, "ms", "first request (all stale)",
+                     list_result["cold"] * 1000, ""))  # fmt: skip
     if rows:
         _print(rows)
     elapsed = time.monotonic() - started

@@ -220,3 +220,31 @@ class ReadoutSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.experiment_id} {self.status} {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class VerdictSummary(models.Model):
+    """What the experiment list and its CSV show of one experiment, keyed by a fingerprint of its inputs.
+
+    One row per experiment (the primary key); ``fingerprint`` is the SHA-256 of everything the summary is
+    computed from (``readouts.summaries.summary_fingerprint``), and a reader uses the row only when it equals
+    the fingerprint of the inputs it has just read. ``data``: the verdict per treatment, the primary metric's
+    lift, interval and p per treatment, the failing checks, the exposed users and the result line. Derived
+    data, written only by ``readouts.summaries``.
+    """
+
+    experiment = models.OneToOneField(
+        "experiments.Experiment", on_delete=models.CASCADE, primary_key=True, related_name="verdict_summary"
+    )
+    fingerprint = models.CharField(max_length=64, help_text="SHA-256 of the summary's inputs.")
+    data = models.JSONField(default=dict)
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(fingerprint__regex=r"^[0-9a-f]{64}$"), name="verdictsummary_fingerprint_sha256"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.experiment_id} {self.fingerprint[:8]}"

@@ -1,46 +1,48 @@
 """The experiment list (``/``): filters, search, sort, pagination and CSV over every experiment's verdict.
 
-Verdict inputs come from the rollups (``readouts.Rollup``, summed over days
-in one query for every listed experiment) and a fixed number of further queries — the experiments with their
-owners, variants and metric plans, the decisions, the variant-conflict users, the rollup watermarks and the
-filter choices — whatever the number of experiments or the page size. Verdicts are then computed in Python
-with the readout's own assembly (``selectors.readout_from_rows``) and rules (``readouts.verdicts``), so the
-list can never contradict the readout page.
+Each started experiment's verdict summary (the verdict per treatment, the primary lift with its interval and
+p, the failing checks, the exposed users) is stored as a row keyed by a fingerprint of its inputs
+(``readouts.summaries``): the experiments query reads every input — the experiment, its rollup watermark,
+its latest ok warehouse snapshot, its variant-conflict users — and the stored summary in one statement, and
+the list shows a stored summary only when its fingerprint is current. Stale ones (an experiment caught up,
+edited, refreshed from its warehouse since) are recomputed here with the readout's own assembly
+(``selectors.readout_from_rows`` on the summed rollups, or the full ``readout_get`` for experiments on a
+warehouse source or with catalog rule metrics) and rules (``readouts.verdicts``), and stored; so the list
+never contradicts the readout and never shows a stale summary. A fixed number of queries when every summary
+is current: the experiments (with the inputs and summaries), their variants, their metric plans, the
+decisions and the filter choices.
 
-The rollups are read as of their last catch-up: every readout view catches its experiment up, and so does
-``manage.py catch_up_rollups`` (for cron, every few minutes). Only a live experiment whose rollups were never
-read (no watermark yet) is caught up here, at most ``MAX_CATCH_UPS_PER_REQUEST`` per request, so the list's
-query count stays fixed once every experiment has been read once.
+The rollups are read as of their last catch-up: every readout view catches its experiment up (and stores its
+summary), and so does ``manage.py catch_up_rollups`` (for cron, every few minutes). Only a live experiment
+whose rollups were never read (no watermark yet) is caught up here, at most ``MAX_CATCH_UPS_PER_REQUEST`` per
+request.
 
-Known cost (bench/program_list.py, PostgreSQL): the queries are cheap (the rollup sums of 100 experiments:
-~4 ms). The power plan's solver is memoised on its inputs (``stats._solve_users``), which took the page from
-p50 359 ms to 176 ms at 100 experiments; what is left is the per-experiment readout assembly (the comparisons,
-the Bayesian lift, the SRM test: ~3.5 ms per started experiment), so the page still does not meet p50 < 200 ms
-at 1,000 experiments. Next step: store each experiment's verdict summary at catch-up time, keyed by a
-fingerprint of its plan and rollup watermark (style rule 8), and read those rows here.
+Measured (bench/program_list.py, PostgreSQL, this 2-core machine): before the stored summaries, p50 181 ms at
+100 experiments and 1,635 ms at 1,000 (the per-experiment readout assembly, ~3.5 ms each, on every request).
+With them, every summary current: p50 22 ms at 100 and 53 ms at 1,000 (filtered by verdict and sorted by
+exposed users 63 ms, the CSV 75 ms); right after one experiment's catch-up 67 ms; the first request after a
+deploy computes and stores every summary once (4.2 s at 1,000; ``catch_up_rollups`` does the live ones first).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
+from functools import cached_property
 from urllib.parse import urlencode
 
 from django.contrib.auth import get_user_model
 from django.core.paginator import Page, Paginator
-from django.db.models import Count, Q, Sum
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from experiments.models import Decision, Experiment
-from readouts import queries, rollups
-from readouts.governance import FAIL, Governance, ViewFacts, checks_get
-from readouts.models import Rollup, RollupWatermark
-from readouts.selectors import MetricComparison, Readout, VariantInfo, readout_from_rows, readout_get
-from readouts.verdicts import LABELS, Verdict, overall_label, result_summary, verdicts_get
-from tracking.models import VariantConflict
+from readouts import rollups, summaries
+from readouts.summaries import Listed, PrimaryNumbers, Summary
+from readouts.verdicts import LABELS, Verdict, overall_label
 
 PAGE_SIZE = 50
 MAX_CATCH_UPS_PER_REQUEST = 10
@@ -52,7 +54,6 @@ SORTS = {  # ?sort= value → key (a leading '-' reverses)
     "exposed": lambda r: r.exposed,
 }
 FILTER_KEYS = ("q", "status", "owner", "verdict", "metric", "failing", "sort")
-DAY = date(1970, 1, 1)  # the list sums the rollups over all days; the readout assembly ignores the day
 
 
 @dataclass(frozen=True)
@@ -101,17 +102,63 @@ class ListParams:
 
 
 @dataclass(frozen=True)
+class Decided:
+    """An experiment's decision as the list shows it."""
+
+    outcome: str  # Decision.Outcome
+    shipped_variant: str | None  # its key
+
+    @property
+    def text(self) -> str:
+        """'Shipped treatment', 'Killed'."""
+        variant = f" {self.shipped_variant}" if self.shipped_variant else ""
+        return f"{Decision.Outcome(self.outcome).label}{variant}"
+
+
+@dataclass(frozen=True)
 class ListRow:
-    experiment: Experiment
-    exposed: int | None
+    """One listed experiment. Its stored summary is decoded on first use (the page's rows, the CSV, a verdict
+    filter or the sort by exposed users), so a page of 50 out of 1,000 decodes 50."""
+
+    experiment: Listed  # the experiment's fields as attributes (readouts.summaries.Listed)
     days: int | None
-    result: str  # the result in words ("" when there is nothing to read yet)
-    outcome: str  # won | lost | inconclusive | untrustworthy | shipped | killed | ""
     has_readout: bool
-    verdicts: list[Verdict] = field(default_factory=list)
-    comparisons: list[MetricComparison] = field(default_factory=list)  # primary metric, per treatment
-    failing: list[str] = field(default_factory=list)  # failing check codes
-    decision: Decision | None = None
+    decision: Decided | None = None
+    load: Callable[[], Summary] | None = field(default=None, repr=False)  # None: nothing to read yet
+
+    @cached_property
+    def summary(self) -> Summary | None:
+        return self.load() if self.load is not None else None
+
+    @property
+    def exposed(self) -> int | None:
+        return self.summary.exposed if self.summary is not None else None
+
+    @property
+    def result(self) -> str:
+        """The result in words ("" when there is nothing to read yet); the decision once decided."""
+        if self.decision is not None:
+            return self.decision.text
+        return self.summary.result if self.summary is not None else ""
+
+    @property
+    def outcome(self) -> str:
+        """won | lost | inconclusive | untrustworthy, or the decision: shipped | killed ("": nothing yet)."""
+        if self.decision is not None:
+            return self.decision.outcome
+        return self.summary.label if self.summary is not None else ""
+
+    @property
+    def verdicts(self) -> list[Verdict]:
+        return self.summary.verdicts if self.summary is not None else []
+
+    @property
+    def numbers(self) -> list[PrimaryNumbers]:  # primary metric, per treatment
+        return self.summary.numbers if self.summary is not None else []
+
+    @property
+    def failing(self) -> list[str]:  # failing check codes
+        return self.summary.failing if self.summary is not None else []
 
     @property
     def label(self) -> str:
@@ -128,8 +175,8 @@ class ListPage:
 
 
 # --- the queries (a fixed number) -------------------------------------------------------------------
-def _experiments(params: ListParams) -> list[Experiment]:
-    qs = Experiment.objects.select_related("owner").prefetch_related("variants", "metrics")
+def _filtered(params: ListParams) -> QuerySet[Experiment]:
+    qs = Experiment.objects.all()
     if params.q:
         qs = qs.filter(Q(name__icontains=params.q) | Q(slug__icontains=params.q) | Q(hypothesis__icontains=params.q))
     if params.status:
@@ -138,45 +185,12 @@ def _experiments(params: ListParams) -> list[Experiment]:
         qs = qs.filter(owner__username=params.owner)
     if params.metric:
         qs = qs.filter(primary_metric=params.metric)
-    return list(qs.order_by("-updated_at", "-pk"))
+    return qs.order_by("-updated_at", "-pk")
 
 
-def _never_caught_up(experiments: list[Experiment]) -> list[int]:
-    """Live experiments whose rollups were never read (no watermark yet): one query."""
-    live = [e.pk for e in experiments if e.status in LIVE]
-    if not live:
-        return []
-    known = set(RollupWatermark.objects.filter(experiment_id__in=live).values_list("experiment_id", flat=True))
-    return [pk for pk in live if pk not in known]
-
-
-def _rollup_rows(ids: list[int]) -> dict[int, list[queries.SumsRow]]:
-    """Each experiment's rollup rows summed over days: one query for every experiment."""
-    sums = [Sum(f) for f in rollups.FIELDS]
-    rows = (
-        Rollup.objects.filter(experiment_id__in=ids)
-        .values_list("experiment_id", "kind", "variant_id", "metric")
-        .annotate(*sums)
-        .order_by()
-    )
-    out: dict[int, list[queries.SumsRow]] = defaultdict(list)
-    for experiment_id, kind, variant, metric, *vec in rows:
-        values = dict(zip(rollups.FIELDS, vec, strict=True))
-        values = {k: (int(v or 0) if k in rollups.INT_FIELDS else float(v or 0.0)) for k, v in values.items()}
-        out[experiment_id].append(
-            queries.SumsRow(kind=kind, variant_id=variant or None, metric=metric, day=DAY, **values)
-        )
-    return out
-
-
-def _conflict_users(ids: list[int]) -> dict[int, int]:
-    rows = (
-        VariantConflict.objects.filter(experiment_id__in=ids)
-        .values("experiment_id")
-        .annotate(n=Count("user_key", distinct=True))
-        .order_by()
-    )
-    return {r["experiment_id"]: r["n"] for r in rows}
+def _never_caught_up(experiments: list[Listed]) -> list[int]:
+    """Live experiments whose rollups were never read (no watermark yet; read with the experiments)."""
+    return [e.pk for e in experiments if e.status in LIVE and e.never_caught_up]
 
 
 def _choices() -> tuple[list[str], list[str]]:
@@ -192,53 +206,15 @@ def _choices() -> tuple[list[str], list[str]]:
 
 
 # --- one row ----------------------------------------------------------------------------------------------
-def _needs_full_readout(e: Experiment) -> bool:
-    """Whether the list must read this experiment like its readout page (more queries, same numbers): its
-    numbers come from a warehouse snapshot, or a planned metric has rules (window, cap, filter, count,
-    ratio, funnel) that the rollups do not hold. No query for an approved plan (its definitions are frozen)."""
-    from experiments.selectors import experiment_metric_definitions
-    from readouts.catalog_metrics import rollup_shaped
-
-    if e.data_source_id is not None:
-        return True
-    if not any(m.metric_id for m in e.metrics.all()):  # prefetched; ad-hoc rows are rule-free binary/mean sums
-        return False
-    return not all(rollup_shaped(d) for d in experiment_metric_definitions(e).values())
+def _decisions(qs: QuerySet[Experiment]) -> dict[int, Decided]:
+    rows = Decision.objects.filter(experiment__in=qs.order_by().values("pk")).order_by()
+    return {pk: Decided(o, v) for pk, o, v in rows.values_list("experiment_id", "outcome", "shipped_variant__key")}
 
 
-def _verdicts(e: Experiment, rows: list[queries.SumsRow], conflict_users: int) -> tuple[Readout, list, list[str]]:
-    variants = [
-        VariantInfo(v.pk, v.key, v.name, v.is_control, v.weight)
-        for v in sorted(e.variants.all(), key=lambda v: (not v.is_control, v.key))
-    ]
-    if _needs_full_readout(e):  # a warehouse snapshot, or catalog rules the rollups cannot represent
-        readout = readout_get(experiment=e)
-    else:
-        readout = readout_from_rows(experiment=e, variants=variants, rows=rows, conflicts=None)
-    checks = checks_get(readout=readout, facts=ViewFacts(conflict_users, 0, {}, {}))
-    governance = Governance(checks, [], list(e.dimensions or []))
-    failing = [c.code for c in checks if c.status == FAIL]
-    return readout, verdicts_get(readout, governance=governance), failing
-
-
-def _decision_text(decision: Decision) -> str:
-    variant = f" {decision.shipped_variant.key}" if decision.shipped_variant_id else ""
-    return f"{decision.get_outcome_display()}{variant}"
-
-
-def _row(e: Experiment, rows, conflicts: int, decision: Decision | None, now: datetime) -> ListRow:
+def _row(e: Listed, load: Callable[[], Summary] | None, decision: Decided | None, now: datetime) -> ListRow:
     started = e.started_at is not None
     days = max(0, ((e.ended_at or now) - e.started_at).days) if started else None
-    decided = ("", "") if decision is None else (_decision_text(decision), decision.outcome)
-    if not started or not e.variants.all():
-        return ListRow(e, None, days, *decided, started, decision=decision)
-    readout, verdicts, failing = _verdicts(e, rows, conflicts)
-    exposed = sum(v.exposures for v in readout.variants)
-    primary = next((r for r in readout.results if r.role == "primary"), readout.results[0])
-    result, outcome = result_summary(verdicts, readout), overall_label(verdicts)
-    if decision is not None:
-        result, outcome = decided
-    return ListRow(e, exposed, days, result, outcome, True, verdicts, primary.comparisons, failing, decision)
+    return ListRow(e, days, started or load is not None, decision, load)
 
 
 def _keep(row: ListRow, params: ListParams) -> bool:
@@ -257,15 +233,16 @@ def _sorted(rows: list[ListRow], sort: str) -> list[ListRow]:
 def experiment_list_get(*, params: ListParams, now: datetime | None = None) -> ListPage:
     """The filtered, sorted list and the requested page (a fixed number of queries; see the module docstring)."""
     now = now or timezone.now()
-    experiments = _experiments(params)
-    for pk in _never_caught_up(experiments)[:MAX_CATCH_UPS_PER_REQUEST]:
+    qs = _filtered(params)
+    experiments = summaries.listed_get(qs)  # with their owners, summary inputs and stored summaries: one statement
+    caught_up = _never_caught_up(experiments)[:MAX_CATCH_UPS_PER_REQUEST]
+    for pk in caught_up:
         rollups.catch_up(experiment_id=pk)
-    ids = [e.pk for e in experiments if e.started_at is not None]
-    sums = _rollup_rows(ids) if ids else {}
-    conflicts = _conflict_users(ids) if ids else {}
-    decided = Decision.objects.filter(experiment__in=[e.pk for e in experiments]).select_related("shipped_variant")
-    decisions = {d.experiment_id: d for d in decided.defer("readout_snapshot", "readout_bundle")} if experiments else {}
-    rows = [_row(e, sums.get(e.pk, []), conflicts.get(e.pk, 0), decisions.get(e.pk), now) for e in experiments]
+    if caught_up:  # their inputs changed: read them again (only until every live experiment was read once)
+        experiments = summaries.listed_get(qs)
+    current = summaries.summaries_current(experiments, qs)
+    decisions = _decisions(qs) if experiments else {}
+    rows = [_row(e, current.get(e.pk), decisions.get(e.pk), now) for e in experiments]
     rows = [r for r in rows if _keep(r, params)]
     if params.sort:
         rows = _sorted(rows, params.sort)
@@ -309,27 +286,27 @@ def experiment_list_csv(rows: list[ListRow]) -> str:
     writer.writerow(CSV_COLUMNS)
     for r in rows:
         e = r.experiment
-        by_variant = {c.variant: c for c in r.comparisons}
+        by_variant = {n.variant: n for n in r.numbers}
         treatments = [(v, by_variant.get(v.variant)) for v in r.verdicts]
 
         def joined(fn, treatments=treatments) -> str:
-            return "; ".join(fn(v, c) for v, c in treatments)
+            return "; ".join(fn(v, n) for v, n in treatments)
 
         writer.writerow(
             [
                 e.slug,
                 _csv_safe(e.name),
                 e.status,
-                _csv_safe(e.owner.get_username()),
+                _csv_safe(e.owner_name),
                 e.started_at.isoformat() if e.started_at else "",
                 e.ended_at.isoformat() if e.ended_at else "",
                 _csv_safe(e.primary_metric),
-                joined(lambda v, c: _csv_safe(v.variant)),
-                joined(lambda v, c: v.label),
-                joined(lambda v, c: _num(c.rel.rel_lift if c else None)),
-                joined(lambda v, c: _num(c.rel.rel_lift_ci.low if c and c.rel.rel_lift_ci else None)),
-                joined(lambda v, c: _num(c.rel.rel_lift_ci.high if c and c.rel.rel_lift_ci else None)),
-                joined(lambda v, c: _num(c.p_value if c else None)),
+                joined(lambda v, n: _csv_safe(v.variant)),
+                joined(lambda v, n: v.label),
+                joined(lambda v, n: _num(n.rel_lift if n else None)),
+                joined(lambda v, n: _num(n.ci_low if n else None)),
+                joined(lambda v, n: _num(n.ci_high if n else None)),
+                joined(lambda v, n: _num(n.p_value if n else None)),
             ]
         )
     return buf.getvalue()

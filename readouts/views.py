@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from experiments.models import Experiment
-from readouts import charts
+from readouts import charts, rollups, summaries
 from readouts.dimensions import BAD_DIMENSION, dimension_key_is_valid
 from readouts.docs import metrics_doc_html
 from readouts.exports import readout_as_json, readout_bundle, readout_csv
@@ -44,13 +44,28 @@ from tracking.selectors import assignment_evaluations_get
 REGENERATE_PERMISSION = "readouts.regenerate_narrative"
 
 
-def _readout(request: HttpRequest, slug: str, *, by_day: bool = False) -> Readout | None:
-    """The readout for ?metric= (primary metric by default); None when the metric key is malformed."""
-    experiment = get_object_or_404(Experiment, slug=slug)
+def _readout(request: HttpRequest, slug: str, *, by_day: bool = False, summarise: bool = False) -> Readout | None:
+    """The readout for ?metric= (primary metric by default); None when the metric key is malformed.
+
+    ``summarise``: also store the experiment's verdict summary for the experiment list when it is stale
+    (``readouts.summaries``): the rollups are caught up first, then the experiment is read with the summary's
+    inputs, then the readout's numbers (so the summary is stored under the fingerprint of its own inputs).
+    """
     metric = request.GET.get("metric") or None
+    if summarise:  # catch up first, so the inputs read with the experiment are those of the readout's numbers
+        pk = Experiment.objects.filter(slug=slug).values_list("pk", flat=True).first()
+        if pk is None:
+            raise Http404("No such experiment.")
+        rollups.catch_up(experiment_id=pk)
+        experiment = summaries.with_inputs(Experiment.objects.filter(pk=pk)).get()
+    else:
+        experiment = get_object_or_404(Experiment, slug=slug)
     if metric is not None and not metric_key_is_valid(metric):
         return None
-    return readout_get(experiment=experiment, metric=metric, by_day=by_day)
+    readout = readout_get(experiment=experiment, metric=metric, by_day=by_day)
+    if summarise:
+        summaries.summary_after_readout(experiment=experiment, readout=readout)
+    return readout
 
 
 BAD_METRIC = "metric must be a metric key (letters, digits, '-' and '_', at most 100 characters)"
@@ -61,7 +76,7 @@ BAD_METRIC = "metric must be a metric key (letters, digits, '-' and '_', at most
 @readout_throttled
 @private_no_store
 def readout_page(request: HttpRequest, slug: str) -> HttpResponse:
-    readout = _readout(request, slug, by_day=True)
+    readout = _readout(request, slug, by_day=True, summarise=True)
     if readout is None:
         return HttpResponseBadRequest(BAD_METRIC)
     dimension = request.GET.get("dimension") or None
@@ -132,7 +147,7 @@ class ReadoutApi(APIView):
         responses={200: ReadoutSerializer, **READOUT_ERROR_RESPONSES},
     )
     def get(self, request, slug: str) -> Response:
-        readout = _readout(request, slug)
+        readout = _readout(request, slug, summarise=True)
         if readout is None:
             raise ValidationError({"metric": BAD_METRIC})
         dimension = request.GET.get("dimension") or None

@@ -165,10 +165,11 @@ def test_list__query_count__fixed_for_10_and_60_experiments(client, ux_owner, ma
     assert len(ctx.captured_queries) == LIST_QUERIES, "\n".join(q["sql"][:90] for q in ctx.captured_queries)
 
 
-# session, user, the user's and groups' permissions (view_experiment); experiments (+ owner), their variants,
-# their metric plans; the live experiments' rollup watermarks; the rollup sums; the conflict users; the
-# decisions; the owner and metric choices.
-LIST_QUERIES = 2 + 2 + 3 + 1 + 1 + 1 + 1 + 2
+# session, user, the user's and groups' permissions (view_experiment); experiments (+ owner, and in the same
+# statement every summary input and the stored summary: readouts.summaries.with_inputs), their variants, their
+# metric plans; the decisions; the owner and metric choices. (13 before the stored summaries: the watermarks,
+# the rollup sums and the conflict users were three more.)
+LIST_QUERIES = 2 + 2 + 3 + 1 + 2
 
 
 def test_catch_up_rollups__new_events__list_shows_them_after_the_command(client, ux_owner, make_listed):
