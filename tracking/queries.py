@@ -198,6 +198,60 @@ def events_insert(rows: Sequence[tuple], *, copy: bool = False) -> set[tuple]:
     return _insert(Event._meta.db_table, EVENT_COLUMNS, None, adapted, returning=EVENT_RETURNING, types=EVENT_TYPES)
 
 
+# PostgreSQL, a plain batch's events from one array per column (`events_insert_columns`): props arrive as JSON
+# text (cast by the server, not adapted per event by the driver) and the batch's one `received_at` once.
+EVENTS_COLUMNS_SQL = """
+INSERT INTO {event} (experiment_id, variant_id, user_key, event_type, metric, value, occurred_at, received_at,
+                     props, event_id)
+SELECT e, v, u, t, m, x, o, %s, p::jsonb, i
+FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::text[], %s::float8[], %s::timestamptz[],
+            %s::text[], %s::text[]) AS r (e, v, u, t, m, x, o, p, i)
+ON CONFLICT DO NOTHING
+RETURNING experiment_id, user_key, event_type, metric, event_id
+"""
+
+
+@functools.cache
+def _events_columns_sql() -> str:
+    return _with_tables(EVENTS_COLUMNS_SQL, event=Event)
+
+
+def events_insert_columns(
+    *,
+    experiment_id: list[int],
+    variant_id: list[int],
+    user_key: list[str],
+    event_type: list[str],
+    metric: list[str],
+    value: list[float | None],
+    occurred_at: list[datetime],
+    received_at: datetime,
+    props: list[str],
+    event_id: list[str | None],
+) -> set[tuple]:
+    """`events_insert` from columns (in insert order; `props` as JSON text of objects), all received at
+    `received_at`; returns the EVENT_RETURNING tuples stored. PostgreSQL: one statement (EVENTS_COLUMNS_SQL)."""
+    if not user_key:
+        return set()
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _events_columns_sql(),
+                [received_at, experiment_id, variant_id, user_key, event_type, metric, value, occurred_at, props,
+                 event_id],
+            )  # fmt: skip
+            return {tuple(r) for r in cursor.fetchall()}
+    adapt_dt = _dt_memo()
+    received = adapt_dt(received_at)
+    rows = [
+        (e, v, u, t, m, x, adapt_dt(o), received, p, i)
+        for e, v, u, t, m, x, o, p, i in zip(
+            experiment_id, variant_id, user_key, event_type, metric, value, occurred_at, props, event_id, strict=True
+        )
+    ]
+    return _insert(Event._meta.db_table, EVENT_COLUMNS, None, rows, returning=EVENT_RETURNING)
+
+
 def assignments_insert(rows: Sequence[tuple]) -> set[tuple]:
     """Insert assignments (tuples in ASSIGNMENT_COLUMNS order); return the (experiment_id, user_key) stored."""
     adapted = [(e, u, v, _dt(at), s) for e, u, v, at, s in rows]
@@ -323,14 +377,15 @@ SELECT (SELECT COUNT(*) FROM experiment), (SELECT verdict FROM verdict), (SELECT
 """
 
 
+def _with_tables(sql: str, **fill: Any) -> str:
+    """`sql` with its `{name}` slots filled: a model becomes its quoted `db_table`, anything else its text."""
+    qn = connection.ops.quote_name
+    return sql.format(**{k: qn(v._meta.db_table) if hasattr(v, "_meta") else v for k, v in fill.items()})
+
+
 @functools.cache
 def _single_event_sql() -> str:
-    qn = connection.ops.quote_name
-    return SINGLE_EVENT_SQL.format(
-        experiment=qn(Experiment._meta.db_table),
-        assignment=qn(Assignment._meta.db_table),
-        event=qn(Event._meta.db_table),
-    )
+    return _with_tables(SINGLE_EVENT_SQL, experiment=Experiment, assignment=Assignment, event=Event)
 
 
 def event_insert_single(
@@ -460,11 +515,11 @@ WHERE user_key = %(user_key)s AND experiment_id = ANY(%(new_ids)s)
 def _record_sql() -> str:
     from tracking.models import EVALUATION_COUNT_SHARDS, AssignmentEvaluationCount
 
-    qn = connection.ops.quote_name
-    return RECORD_SQL.format(
-        experiment=qn(Experiment._meta.db_table),
-        assignment=qn(Assignment._meta.db_table),
-        counts=qn(AssignmentEvaluationCount._meta.db_table),
+    return _with_tables(
+        RECORD_SQL,
+        experiment=Experiment,
+        assignment=Assignment,
+        counts=AssignmentEvaluationCount,
         shards=EVALUATION_COUNT_SHARDS,
     )
 
