@@ -417,10 +417,24 @@ def event_insert_single(
         "props": connection.ops.adapt_json_value(props, None),
         "event_id": event_id,
     }
-    with connection.cursor() as cursor:
+    with _prepared_cursor() as cursor:
         cursor.execute(_single_event_sql(), params)
         running, verdict, stored = cursor.fetchone()
     return bool(running), verdict, bool(stored)
+
+
+def _prepared_cursor():
+    """PostgreSQL: a Django cursor (query log, error wrapping, the per-request health check) over a psycopg cursor
+    with server-side binding, so psycopg prepares a statement run often on this connection (after
+    `prepare_threshold` runs, 5): the server parses and plans it once per connection instead of per request, and
+    the driver sends typed parameters instead of quoting them into the text. For statements whose result columns
+    never change type (a prepared statement survives schema changes otherwise)."""
+    import psycopg
+
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        return connection._prepare_cursor(psycopg.Cursor(connection.connection))
 
 
 def assignment_counts_add(rows: Sequence[tuple[int, str, int]]) -> None:
