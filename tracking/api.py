@@ -24,6 +24,7 @@ from drf_spectacular.utils import (
     extend_schema_serializer,
 )
 from rest_framework import exceptions, serializers, status
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -134,6 +135,22 @@ class ServiceAutoSchema(AutoSchema):
         return schema
 
 
+class PlainAcceptNegotiation(DefaultContentNegotiation):
+    """DRF's negotiation, without parsing the Accept header of the common request: one renderer, no format
+    override, and Accept absent, `*/*` or the renderer's own media type (what DRF then picks too)."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        accept = request.META.get("HTTP_ACCEPT", "*/*")
+        if (
+            len(renderers) == 1
+            and accept in ("*/*", renderers[0].media_type)
+            and not format_suffix
+            and self.settings.URL_FORMAT_OVERRIDE not in request.GET
+        ):
+            return renderers[0], renderers[0].media_type
+        return super().select_renderer(request, renderers, format_suffix)
+
+
 class ServiceAPIView(APIView):
     """Base of the service-to-service endpoints: API key auth, per-key throttle, strict JSON, one log line."""
 
@@ -144,6 +161,7 @@ class ServiceAPIView(APIView):
     throttle_classes = [APIKeyRateThrottle]
     parser_classes = [LimitedJSONParser]
     renderer_classes = [AsciiJSONRenderer]
+    content_negotiation_class = PlainAcceptNegotiation
     max_body_bytes: int | None = None  # None: DATA_UPLOAD_MAX_MEMORY_SIZE
     log_outcome: str | None = None
     log_extra: dict[str, Any] | None = None

@@ -246,3 +246,66 @@ def test_batch__plain_batch__takes_the_fast_path_in_one_statement_per_table(api,
     assert sum("tracking_event" in sql for sql in writes) == 1
     assert sum("tracking_assignment" in sql for sql in writes) == 1
     assert Event.objects.filter(user_key__startswith="n").count() == 100
+
+
+@pytest.mark.parametrize(
+    "accept", [None, "", "*/*", "application/json", "text/html", "application/json; q=0.5", "*/*;q=0.1, text/html"]
+)
+@pytest.mark.parametrize("query", ["", "?format=json", "?format=xml"])
+def test_plain_accept_negotiation__any_accept__same_choice_as_drf(accept, query):
+    from rest_framework.negotiation import DefaultContentNegotiation
+    from rest_framework.request import Request
+    from rest_framework.test import APIRequestFactory
+
+    from tracking.api import AsciiJSONRenderer, PlainAcceptNegotiation
+
+    # Given a request with this Accept header and query
+    headers = {"HTTP_ACCEPT": accept} if accept is not None else {}
+    request = Request(APIRequestFactory().post(f"/api/track{query}", **headers))
+
+    def choice(negotiation):
+        try:
+            renderer, media_type = negotiation.select_renderer(request, [AsciiJSONRenderer()])
+        except Exception as exc:  # noqa: BLE001 - the refusal is part of the answer compared
+            return type(exc).__name__
+        return type(renderer).__name__, media_type
+
+    # When the shortcut negotiates / Then it picks what DRF picks (or refuses as DRF does)
+    assert choice(PlainAcceptNegotiation()) == choice(DefaultContentNegotiation())
+
+
+# --- Array literals (PostgreSQL) -------------------------------------------------------------------------------
+storable_text = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00"), max_size=8)
+odd_text = st.sampled_from(['"', "\\", "{a,b}", "NULL", "", " x ", "é"])
+
+
+@pytest.mark.postgres_only
+@settings(max_examples=80, deadline=None)
+@given(
+    texts=st.lists(st.none() | storable_text | odd_text, max_size=8),
+    floats=st.lists(st.none() | st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(10**20), 10**20)),
+    times=st.lists(
+        st.none() | st.datetimes(timezones=st.sampled_from([dt.UTC, dt.timezone(dt.timedelta(hours=5, minutes=30))]))
+    ),
+    ints=st.lists(st.integers(-(2**63), 2**63 - 1), max_size=5),
+)
+def test_pg_array_literal__any_values__read_back_unchanged(texts, floats, times, ints):
+    from django.db import connection
+
+    from tracking.queries import pg_array_literal
+
+    # Given columns of every type the inserts send (with quotes, backslashes, braces, NULL-looking text, -0.0)
+    fits = [t for t in times if t is None or dt.datetime.min.replace(tzinfo=dt.UTC) + dt.timedelta(days=1) < t]
+    # When each is sent as one array literal and read back by PostgreSQL
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT %s::text[], %s::float8[], %s::timestamptz[], %s::bigint[]",
+            [pg_array_literal(texts, "text"), pg_array_literal(floats, "float8"), pg_array_literal(fits, "timestamptz"),
+             pg_array_literal(ints, "bigint")],
+        )  # fmt: skip
+        got = cursor.fetchone()
+    # Then every value is what was sent (floats to the bit, zero's sign included)
+    assert got[0] == texts
+    assert [None if f is None else repr(f) for f in got[1]] == [None if f is None else repr(float(f)) for f in floats]
+    assert got[2] == fits
+    assert got[3] == ints
