@@ -531,13 +531,14 @@ class TrackBatchApi(ServiceAPIView):
     ) -> Response:
         """The answer for `count` items: `results` of the items at `indexes`, plus the items already `rejected`.
         The plain JSON that OutputSerializer renders (its fields are plain ints and lists of dicts of strings)."""
-        for index, result in zip(indexes, results, strict=True):
-            if not result.outcome.stored:
-                field = _ERROR_FIELD[result.outcome]
-                rejected.append({"index": index, "errors": {field: [result.detail]}, "error": result.outcome.value})
+        outcomes = [r.outcome for r in results]
+        accepted, duplicates = outcomes.count(Outcome.CREATED), outcomes.count(Outcome.DUPLICATE)
+        if accepted + duplicates < len(outcomes):
+            for index, result in zip(indexes, results, strict=True):
+                if not result.outcome.stored:
+                    field = _ERROR_FIELD[result.outcome]
+                    rejected.append({"index": index, "errors": {field: [result.detail]}, "error": result.outcome.value})
         rejected.sort(key=lambda r: r["index"])
-        accepted = sum(r.outcome is Outcome.CREATED for r in results)
-        duplicates = sum(r.outcome is Outcome.DUPLICATE for r in results)
         self.log_outcome = "accepted" if not rejected else "partially_rejected"
         self.log_extra = {"events": count, "accepted": accepted, "duplicates": duplicates, "rejected": len(rejected)}
         body = {"accepted": accepted, "duplicates": duplicates, "rejected": rejected}
