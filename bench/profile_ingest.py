@@ -1,56 +1,44 @@
 """Profile POST /api/track (one event per request) in-process with pyinstrument, on a throwaway PostgreSQL.
 
-`.venv/bin/python bench/profile_ingest.py [N] [BATCH]` prints where the time of N requests (default 500) goes;
-with BATCH, N requests to POST /api/track/batch of BATCH events each (exposure + conversion per user).
+`.venv/bin/python bench/profile_ingest.py [N] [BATCH] [--all]` prints where the time of N requests (default 500)
+goes; with BATCH, N requests to POST /api/track/batch of BATCH events each (exposure + conversion per user);
+`--all` shows library frames too.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import os
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tests.pgcluster import postgres_cluster  # noqa: E402
+from bootstrap import django_on_throwaway_postgres, profile  # noqa: E402
+
+
+def _bench_key() -> str:
+    """bench/ingest_setup.py's experiment and key (it prints them as JSON)."""
+    from io import StringIO
+
+    import ingest_setup
+
+    buf, stdout = StringIO(), sys.stdout
+    sys.stdout = buf
+    try:
+        ingest_setup.main()
+    finally:
+        sys.stdout = stdout
+    return json.loads(buf.getvalue())["key"]
 
 
 def main(argv: list[str]) -> int:
-    n = int(argv[0]) if argv else 500
-    batch = int(argv[1]) if len(argv) > 1 else 0
-    with postgres_cluster() as url:
-        import psycopg
-
-        with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
-            conn.execute("CREATE DATABASE signaldash")
-        os.environ.update(DATABASE_URL=url, DJANGO_SETTINGS_MODULE="bench.settings_bench",
-                          SIGNALDASH_THROTTLE_RATE="1000000000/min")  # fmt: skip
-        import django
-
-        django.setup()
-        from django.core.management import call_command
+    args = [a for a in argv if not a.startswith("--")]
+    n = int(args[0]) if args else 500
+    batch = int(args[1]) if len(args) > 1 else 0
+    with django_on_throwaway_postgres():
         from django.test import Client
-        from django.test.utils import setup_test_environment
-        from pyinstrument import Profiler
 
-        setup_test_environment()
-        call_command("migrate", "--noinput", verbosity=0)
-        sys.argv = ["ingest_setup"]
-        from io import StringIO
-
-        import ingest_setup
-
-        buf, stdout = StringIO(), sys.stdout
-        sys.stdout = buf
-        ingest_setup.main()
-        sys.stdout = stdout
-        key = json.loads(buf.getvalue())["key"]
-        client = Client(HTTP_AUTHORIZATION=f"Bearer {key}")
-
-        logging.getLogger("signaldash.api").setLevel(logging.WARNING)  # one line per request drowns the profile
+        client = Client(HTTP_AUTHORIZATION=f"Bearer {_bench_key()}")
 
         def post(i: int) -> None:
             if batch:
@@ -68,18 +56,9 @@ def main(argv: list[str]) -> int:
 
         for i in range(5 if batch else 50):
             post(-i - 1)  # warm-up
-        profiler = Profiler(interval=0.0005)
-        profiler.start()
-        for i in range(n):
-            post(i)
-        profiler.stop()
-        print(profiler.output_text(unicode=True, color=False, show_all=False))
-        from django.db import connection
-
-        connection.close()
+        profile(lambda: [post(i) for i in range(n)], all_frames="--all" in argv)
     return 0
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     sys.exit(main(sys.argv[1:]))

@@ -24,6 +24,7 @@ from drf_spectacular.utils import (
     extend_schema_serializer,
 )
 from rest_framework import exceptions, serializers, status
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -34,6 +35,7 @@ from signaldash.permissions import CanTrack
 from tracking.assign_validation import plain_assign
 from tracking.assignment import REASONS
 from tracking.auth import APIKeyAuthentication
+from tracking.fast_batch import batch_decode, event_decode
 from tracking.fast_validation import plain_event
 from tracking.fields import (
     EVENT_ID_RE,
@@ -51,7 +53,7 @@ from tracking.fields import (
     StrictNumberField,
 )
 from tracking.models import Event
-from tracking.parsers import LimitedJSONParser, RequestTooLarge
+from tracking.parsers import LimitedJSONParser, RequestTooLarge, plain_json_body
 from tracking.request_log import api_request_log, request_id
 from tracking.services import (
     AssignmentResult,
@@ -66,6 +68,7 @@ from tracking.services import (
     assignments_get_or_create_all,
     event_ingest,
     events_ingest,
+    events_ingest_plain,
 )
 from tracking.throttling import APIKeyRateThrottle
 
@@ -132,6 +135,22 @@ class ServiceAutoSchema(AutoSchema):
         return schema
 
 
+class PlainAcceptNegotiation(DefaultContentNegotiation):
+    """DRF's negotiation, without parsing the Accept header of the common request: one renderer, no format
+    override, and Accept absent, `*/*` or the renderer's own media type (what DRF then picks too)."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        accept = request.META.get("HTTP_ACCEPT", "*/*")
+        if (
+            len(renderers) == 1
+            and accept in ("*/*", renderers[0].media_type)
+            and not format_suffix
+            and self.settings.URL_FORMAT_OVERRIDE not in request.GET
+        ):
+            return renderers[0], renderers[0].media_type
+        return super().select_renderer(request, renderers, format_suffix)
+
+
 class ServiceAPIView(APIView):
     """Base of the service-to-service endpoints: API key auth, per-key throttle, strict JSON, one log line."""
 
@@ -142,6 +161,7 @@ class ServiceAPIView(APIView):
     throttle_classes = [APIKeyRateThrottle]
     parser_classes = [LimitedJSONParser]
     renderer_classes = [AsciiJSONRenderer]
+    content_negotiation_class = PlainAcceptNegotiation
     max_body_bytes: int | None = None  # None: DATA_UPLOAD_MAX_MEMORY_SIZE
     log_outcome: str | None = None
     log_extra: dict[str, Any] | None = None
@@ -380,9 +400,14 @@ class TrackApi(ServiceAPIView):
         ],
     )
     def post(self, request):
-        data = request.data
-        # The plainly valid body (the common case) skips the serializer; anything else is judged by it.
-        event = plain_event(data, timezone.now()) or event_validate(data)
+        # The plainly valid body (the common case) is decoded by msgspec and skips the serializer; anything else
+        # is parsed as before and judged by the serializer.
+        now = timezone.now()
+        body = plain_json_body(request, self.max_body_bytes)
+        event = event_decode(body, now) if body is not None else None
+        if event is None:
+            data = request.data
+            event = plain_event(data, now) or event_validate(data)
         result = event_ingest(event=event)
         self.log_outcome = result.outcome.value
         return self._response(result)
@@ -478,10 +503,15 @@ class TrackBatchApi(ServiceAPIView):
         ],
     )
     def post(self, request):
+        now = timezone.now()
+        body = plain_json_body(request, self.max_body_bytes)
+        plain = batch_decode(body, now) if body is not None else None
+        if plain is not None:  # every event plainly valid: decoded by msgspec, stored from columns
+            results = events_ingest_plain(events=plain)
+            return self._answer(len(plain), range(len(plain)), results, [])
         envelope = self.InputSerializer(data=request.data)
         envelope.is_valid(raise_exception=True)
         items = envelope.validated_data["events"]
-        now = timezone.now()
         valid: list[tuple[int, EventIn]] = []
         rejected: list[dict[str, Any]] = []
         for index, item in enumerate(items):
@@ -494,20 +524,23 @@ class TrackBatchApi(ServiceAPIView):
             except serializers.ValidationError as exc:
                 rejected.append({"index": index, "errors": exc.detail, "error": "invalid"})
         results = events_ingest(events=[event for _, event in valid])
-        for (index, _), result in zip(valid, results, strict=True):
-            if not result.outcome.stored:
-                field = _ERROR_FIELD[result.outcome]
-                rejected.append({"index": index, "errors": {field: [result.detail]}, "error": result.outcome.value})
+        return self._answer(len(items), [index for index, _ in valid], results, rejected)
+
+    def _answer(
+        self, count: int, indexes: Sequence[int], results: Sequence[EventResult], rejected: list[dict[str, Any]]
+    ) -> Response:
+        """The answer for `count` items: `results` of the items at `indexes`, plus the items already `rejected`.
+        The plain JSON that OutputSerializer renders (its fields are plain ints and lists of dicts of strings)."""
+        outcomes = [r.outcome for r in results]
+        accepted, duplicates = outcomes.count(Outcome.CREATED), outcomes.count(Outcome.DUPLICATE)
+        if accepted + duplicates < len(outcomes):
+            for index, result in zip(indexes, results, strict=True):
+                if not result.outcome.stored:
+                    field = _ERROR_FIELD[result.outcome]
+                    rejected.append({"index": index, "errors": {field: [result.detail]}, "error": result.outcome.value})
         rejected.sort(key=lambda r: r["index"])
-        accepted = sum(r.outcome == Outcome.CREATED for r in results)
-        duplicates = sum(r.outcome == Outcome.DUPLICATE for r in results)
         self.log_outcome = "accepted" if not rejected else "partially_rejected"
-        self.log_extra = {
-            "events": len(items),
-            "accepted": accepted,
-            "duplicates": duplicates,
-            "rejected": len(rejected),
-        }
+        self.log_extra = {"events": count, "accepted": accepted, "duplicates": duplicates, "rejected": len(rejected)}
         body = {"accepted": accepted, "duplicates": duplicates, "rejected": rejected}
         return Response(self.OutputSerializer(body).data, status=status.HTTP_200_OK)
 

@@ -20,8 +20,9 @@ from tracking.models import ServiceAPIKey
 
 KEYWORD = "Bearer"
 # A verified key is remembered in this process for this long (env SIGNALDASH_API_KEY_CACHE_S, default 10;
-# 0 turns it off): the revocation delay. A key revoked in the admin keeps working for at most this long
-# per worker process; expiry dates are checked on every request.
+# 0 turns it off): the revocation delay of the other processes. A key revoked or deleted in this process (the
+# admin) is refused by it at once (tracking.apps forgets every key on a save or delete); every other worker
+# process refuses it within this delay; expiry dates are checked on every request.
 DEFAULT_CACHE_S = 10.0
 _cache: TTLCache[bytes, ServiceAPIKey] = TTLCache()
 

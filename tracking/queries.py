@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db import connection
@@ -104,6 +104,53 @@ def _unnest_sql(
     return sql
 
 
+def _quote_text(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _quote_time(value: datetime) -> str:
+    return '"' + (value.astimezone(UTC) if value.tzinfo is not None else value).isoformat() + '"'
+
+
+def _quote_json(value: Any) -> str:
+    """JSON text, or a psycopg `Jsonb` wrapper (what `adapt_json_value` returns on PostgreSQL)."""
+    return _quote_text(value if isinstance(value, str) else value.dumps(value.obj))
+
+
+# How an element of each column type is spelled inside an array literal, and whether equal values share it.
+_ARRAY_ELEMENT: dict[str, tuple[Callable[[Any], str], bool]] = {
+    "bigint": (str, False),
+    "float8": (lambda value: repr(float(value)), False),  # shortest round trip; never memoised (-0.0 == 0.0)
+    "text": (_quote_text, True),
+    "timestamptz": (_quote_time, True),  # in UTC: an equal instant is the same stored value
+    "jsonb": (_quote_json, False),
+}
+
+
+def pg_array_literal(values: Sequence[Any], pg_type: str) -> str:
+    """PostgreSQL: `values` as one array literal (`{…}`, None as NULL) for a `%s::<pg_type>[]` parameter.
+
+    psycopg adapts a list element by element in Python (about 1 µs each with client-side binding, most of a
+    plain batch's cost); this is str operations in C, and equal strings (an event type, a default time) are
+    spelled once. Elements are double-quoted with backslash and quote escaped, so any text round-trips.
+    """
+    if pg_type == "text" and None not in values:  # the common text column: one join when nothing needs escaping
+        joined = '","'.join(values)
+        if '"' not in joined and "\\" not in joined:
+            return '{"' + joined + '"}' if values else "{}"
+    spell, memoise = _ARRAY_ELEMENT[pg_type]
+    if not memoise:
+        return "{" + ",".join("NULL" if value is None else spell(value) for value in values) + "}"
+    spelled: dict[Any, str] = {None: "NULL"}
+    parts = []
+    for value in values:
+        part = spelled.get(value)
+        if part is None:
+            part = spelled[value] = spell(value)
+        parts.append(part)
+    return "{" + ",".join(parts) + "}"
+
+
 def _chunks(rows: Sequence[tuple], size: int = CHUNK_ROWS) -> Iterator[Sequence[tuple]]:
     for start in range(0, len(rows), size):
         yield rows[start : start + size]
@@ -122,10 +169,9 @@ def _insert(
     `columns` order): several rows go in one `unnest` statement (`_unnest_sql`)."""
     inserted: set[tuple] = set()
     if types and len(rows) > 1 and connection.vendor == "postgresql":
+        arrays = [pg_array_literal(c, t) for c, t in zip(zip(*rows, strict=True), types, strict=True)]
         with connection.cursor() as cursor:
-            cursor.execute(
-                _unnest_sql(table, columns, types, conflict_key, returning), [list(c) for c in zip(*rows, strict=True)]
-            )
+            cursor.execute(_unnest_sql(table, columns, types, conflict_key, returning), arrays)
             return {tuple(r) for r in cursor.fetchall()} if returning else inserted
     with connection.cursor() as cursor:
         for chunk in _chunks(rows):
@@ -198,9 +244,63 @@ def events_insert(rows: Sequence[tuple], *, copy: bool = False) -> set[tuple]:
     return _insert(Event._meta.db_table, EVENT_COLUMNS, None, adapted, returning=EVENT_RETURNING, types=EVENT_TYPES)
 
 
+# PostgreSQL, a plain batch's events from one array per column (`events_insert_columns`): props arrive as JSON
+# text (cast by the server, not adapted per event by the driver) and the batch's one `received_at` once.
+EVENTS_COLUMNS_SQL = """
+INSERT INTO {event} (experiment_id, variant_id, user_key, event_type, metric, value, occurred_at, received_at,
+                     props, event_id)
+SELECT e, v, u, t, m, x, o, %s, p::jsonb, i
+FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::text[], %s::float8[], %s::timestamptz[],
+            %s::text[], %s::text[]) AS r (e, v, u, t, m, x, o, p, i)
+ON CONFLICT DO NOTHING
+RETURNING experiment_id, user_key, event_type, metric, event_id
+"""
+
+
+@functools.cache
+def _events_columns_sql() -> str:
+    return _with_tables(EVENTS_COLUMNS_SQL, event=Event)
+
+
+def events_insert_columns(
+    *,
+    experiment_id: list[int],
+    variant_id: list[int],
+    user_key: list[str],
+    event_type: list[str],
+    metric: list[str],
+    value: list[float | None],
+    occurred_at: list[datetime],
+    received_at: datetime,
+    props: list[str],
+    event_id: list[str | None],
+) -> set[tuple]:
+    """`events_insert` from columns (in insert order; `props` as JSON text of objects), all received at
+    `received_at`; returns the EVENT_RETURNING tuples stored. PostgreSQL: one statement (EVENTS_COLUMNS_SQL)."""
+    if not user_key:
+        return set()
+    if connection.vendor == "postgresql":
+        columns = (experiment_id, variant_id, user_key, event_type, metric, value, occurred_at, props, event_id)
+        types = ("bigint", "bigint", "text", "text", "text", "float8", "timestamptz", "text", "text")
+        arrays = [pg_array_literal(c, t) for c, t in zip(columns, types, strict=True)]
+        with connection.cursor() as cursor:
+            cursor.execute(_events_columns_sql(), [received_at, *arrays])
+            return {tuple(r) for r in cursor.fetchall()}
+    adapt_dt = _dt_memo()
+    received = adapt_dt(received_at)
+    rows = [
+        (e, v, u, t, m, x, adapt_dt(o), received, p, i)
+        for e, v, u, t, m, x, o, p, i in zip(
+            experiment_id, variant_id, user_key, event_type, metric, value, occurred_at, props, event_id, strict=True
+        )
+    ]
+    return _insert(Event._meta.db_table, EVENT_COLUMNS, None, rows, returning=EVENT_RETURNING)
+
+
 def assignments_insert(rows: Sequence[tuple]) -> set[tuple]:
     """Insert assignments (tuples in ASSIGNMENT_COLUMNS order); return the (experiment_id, user_key) stored."""
-    adapted = [(e, u, v, _dt(at), s) for e, u, v, at, s in rows]
+    adapt_dt = _dt_memo()
+    adapted = [(e, u, v, adapt_dt(at), s) for e, u, v, at, s in rows]
     return _insert(
         Assignment._meta.db_table,
         ASSIGNMENT_COLUMNS,
@@ -323,14 +423,15 @@ SELECT (SELECT COUNT(*) FROM experiment), (SELECT verdict FROM verdict), (SELECT
 """
 
 
+def _with_tables(sql: str, **fill: Any) -> str:
+    """`sql` with its `{name}` slots filled: a model becomes its quoted `db_table`, anything else its text."""
+    qn = connection.ops.quote_name
+    return sql.format(**{k: qn(v._meta.db_table) if hasattr(v, "_meta") else v for k, v in fill.items()})
+
+
 @functools.cache
 def _single_event_sql() -> str:
-    qn = connection.ops.quote_name
-    return SINGLE_EVENT_SQL.format(
-        experiment=qn(Experiment._meta.db_table),
-        assignment=qn(Assignment._meta.db_table),
-        event=qn(Event._meta.db_table),
-    )
+    return _with_tables(SINGLE_EVENT_SQL, experiment=Experiment, assignment=Assignment, event=Event)
 
 
 def event_insert_single(
@@ -362,10 +463,24 @@ def event_insert_single(
         "props": connection.ops.adapt_json_value(props, None),
         "event_id": event_id,
     }
-    with connection.cursor() as cursor:
+    with _prepared_cursor() as cursor:
         cursor.execute(_single_event_sql(), params)
         running, verdict, stored = cursor.fetchone()
     return bool(running), verdict, bool(stored)
+
+
+def _prepared_cursor():
+    """PostgreSQL: a Django cursor (query log, error wrapping, the per-request health check) over a psycopg cursor
+    with server-side binding, so psycopg prepares a statement run often on this connection (after
+    `prepare_threshold` runs, 5): the server parses and plans it once per connection instead of per request, and
+    the driver sends typed parameters instead of quoting them into the text. For statements whose result columns
+    never change type (a prepared statement survives schema changes otherwise)."""
+    import psycopg
+
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        return connection._prepare_cursor(psycopg.Cursor(connection.connection))
 
 
 def assignment_counts_add(rows: Sequence[tuple[int, str, int]]) -> None:
@@ -460,11 +575,11 @@ WHERE user_key = %(user_key)s AND experiment_id = ANY(%(new_ids)s)
 def _record_sql() -> str:
     from tracking.models import EVALUATION_COUNT_SHARDS, AssignmentEvaluationCount
 
-    qn = connection.ops.quote_name
-    return RECORD_SQL.format(
-        experiment=qn(Experiment._meta.db_table),
-        assignment=qn(Assignment._meta.db_table),
-        counts=qn(AssignmentEvaluationCount._meta.db_table),
+    return _with_tables(
+        RECORD_SQL,
+        experiment=Experiment,
+        assignment=Assignment,
+        counts=AssignmentEvaluationCount,
         shards=EVALUATION_COUNT_SHARDS,
     )
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.db import OperationalError, connection, transaction
 from django.utils import timezone
@@ -36,6 +36,9 @@ from tracking.selectors import (
     running_experiment_cached,
     running_experiment_forget,
 )
+
+if TYPE_CHECKING:
+    from tracking.fast_batch import PlainEvents
 
 logger = logging.getLogger(__name__)
 
@@ -233,20 +236,21 @@ def _resolve(
     )
 
 
-def _assignments_fix(rows: Sequence[_Row], now: datetime) -> dict[tuple[int, str], int]:
-    """Fix first-exposure assignments, then return the assigned variant of every user in `rows`."""
+def _assignments_fix(rows: Sequence[tuple[int, str, int, str]], now: datetime) -> dict[tuple[int, str], int]:
+    """Fix first-exposure assignments, then return the assigned variant of every user in `rows`
+    ((experiment_id, user_key, variant_id, event_type) per event)."""
     first_exposure: dict[tuple[int, str], int] = {}
-    for row in rows:
-        if row.event_type == Event.EventType.EXPOSURE:
-            first_exposure.setdefault(row.pair, row.variant_id)
-    created = queries.assignments_insert(
-        [(e, u, v, now, Assignment.Source.UPSTREAM) for (e, u), v in sorted(first_exposure.items())]
-    )
+    exposure = Event.EventType.EXPOSURE.value
+    for experiment_id, user_key, variant_id, event_type in rows:
+        if event_type == exposure:
+            first_exposure.setdefault((experiment_id, user_key), variant_id)
+    source = Assignment.Source.UPSTREAM.value
+    created = queries.assignments_insert([(e, u, v, now, source) for (e, u), v in sorted(first_exposure.items())])
     assigned = {pair: first_exposure[pair] for pair in created}
     missing: dict[int, set[str]] = {}
-    for row in rows:
-        if row.pair not in assigned:
-            missing.setdefault(row.experiment_id, set()).add(row.user_key)
+    for experiment_id, user_key, _, _ in rows:
+        if (experiment_id, user_key) not in assigned:
+            missing.setdefault(experiment_id, set()).add(user_key)
     for experiment_id, user_keys in missing.items():
         for user_key, variant_id in Assignment.objects.filter(
             experiment_id=experiment_id, user_key__in=user_keys
@@ -291,7 +295,7 @@ def _store(
     now = timezone.now()
     results: dict[int, EventResult] = {}
     variant_keys = {pk: key for exp in experiments.values() for key, pk in exp.variant_ids.items()}
-    assigned = _assignments_fix(rows, now)
+    assigned = _assignments_fix([(r.experiment_id, r.user_key, r.variant_id, r.event_type) for r in rows], now)
     first, split_results = _split_conflicts_and_repeats(rows, assigned, variant_keys, now)
     results.update(split_results)
     first.sort(key=lambda r: r.sort_key)
@@ -360,18 +364,136 @@ def _ingest(events: Sequence[EventIn], slugs: set[str], allow_before_start: bool
     commit and readouts/rollups.py's horizon waits for these rows), resolve, write."""
     with transaction.atomic():
         experiments = experiments_for_ingest(slugs=slugs, lock=True)
-        results: dict[int, EventResult] = {}
-        rows: list[_Row] = []
-        for index, event in enumerate(events):
-            resolved = _resolve(index, event, experiments, allow_before_start)
-            if isinstance(resolved, EventResult):
-                results[index] = resolved
-            else:
-                rows.append(resolved)
-        if rows:
-            by_id = {experiment.id: experiment for experiment in experiments.values()}
-            results.update(_store(rows, by_id, bulk=bulk))
+        return _resolve_and_store(events, experiments, allow_before_start, bulk)
+
+
+def _resolve_and_store(
+    events: Sequence[EventIn], experiments: dict[str, IngestExperiment], allow_before_start: bool, bulk: bool
+) -> list[EventResult]:
+    results: dict[int, EventResult] = {}
+    rows: list[_Row] = []
+    for index, event in enumerate(events):
+        resolved = _resolve(index, event, experiments, allow_before_start)
+        if isinstance(resolved, EventResult):
+            results[index] = resolved
+        else:
+            rows.append(resolved)
+    if rows:
+        by_id = {experiment.id: experiment for experiment in experiments.values()}
+        results.update(_store(rows, by_id, bulk=bulk))
     return [results[index] for index in range(len(events))]
+
+
+# --- Events as columns (the batch fast path) ------------------------------------------------------
+_CREATED = EventResult(Outcome.CREATED)
+_DUPLICATE = EventResult(Outcome.DUPLICATE)
+
+
+@dataclass(frozen=True, slots=True)
+class _Resolved:
+    """A plain batch resolved against its experiments, as columns in the body's order."""
+
+    experiment_id: list[int]
+    variant_id: list[int]
+    metric: list[str]
+
+
+def _resolve_columns(events: PlainEvents, experiments: dict[str, IngestExperiment]) -> _Resolved | None:
+    """`_resolve` for every event at once; None when any event is rejected (the general path answers then)."""
+    experiment_ids: list[int] = []
+    variant_ids: list[int] = []
+    metrics: list[str] = []
+    conversion = Event.EventType.CONVERSION.value
+    for slug, variant, event_type, metric, value, occurred_at in zip(
+        events.experiment, events.variant, events.event_type, events.metric, events.value, events.occurred_at,
+        strict=True,
+    ):  # fmt: skip
+        experiment = experiments.get(slug)
+        if experiment is None or not experiment.is_running or variant not in experiment.variant_ids:
+            return None
+        if experiment.started_at and occurred_at < experiment.started_at - CLOCK_SKEW:
+            return None
+        if event_type == conversion:
+            metric = metric or experiment.primary_metric
+            if _metric_problem(experiment, metric, value):
+                return None
+        experiment_ids.append(experiment.id)
+        variant_ids.append(experiment.variant_ids[variant])
+        metrics.append(metric or "")
+    return _Resolved(experiment_ids, variant_ids, metrics)
+
+
+def _first_of_each_key(events: PlainEvents, resolved: _Resolved) -> list[int]:
+    """The indexes of the events to insert (the first of each dedup key, `_Row.dedup_keys`), in insert order
+    (`_Row.sort_key`); every other event repeats an earlier one of the batch."""
+    exposure = Event.EventType.EXPOSURE.value
+    taken_keys: set[tuple[int, str, str, str]] = set()
+    taken_ids: set[tuple[int, str]] = set()
+    first: list[tuple[tuple, int]] = []
+    for index, (experiment_id, user_key, event_type, metric, event_id) in enumerate(
+        zip(resolved.experiment_id, events.user_key, events.event_type, resolved.metric, events.event_id, strict=True)
+    ):
+        key = (experiment_id, user_key, event_type, metric)
+        by_key = event_id is None or event_type == exposure
+        if (by_key and key in taken_keys) or (event_id is not None and (experiment_id, event_id) in taken_ids):
+            continue
+        if by_key:
+            taken_keys.add(key)
+        if event_id is not None:
+            taken_ids.add((experiment_id, event_id))
+        first.append(((*key, event_id is not None, event_id or ""), index))
+    first.sort()
+    return [index for _, index in first]
+
+
+def _store_columns(
+    events: PlainEvents, resolved: _Resolved, experiments: dict[str, IngestExperiment]
+) -> list[EventResult]:
+    """`_store` for a plain batch: no per-event objects, one statement per table. A variant conflict hands the
+    batch to `_store` (which records it), in the same transaction."""
+    now = timezone.now()
+    per_event = list(zip(resolved.experiment_id, events.user_key, resolved.variant_id, events.event_type, strict=True))
+    assigned = _assignments_fix(per_event, now)
+    if any(assigned.get((e, u), v) != v for e, u, v, _ in per_event):
+        return _resolve_and_store(events.events(), experiments, allow_before_start=False, bulk=False)
+    order = _first_of_each_key(events, resolved)
+    inserted = queries.events_insert_columns(
+        experiment_id=[resolved.experiment_id[i] for i in order],
+        variant_id=[resolved.variant_id[i] for i in order],
+        user_key=[events.user_key[i] for i in order],
+        event_type=[events.event_type[i] for i in order],
+        metric=[resolved.metric[i] for i in order],
+        value=[events.value[i] for i in order],
+        occurred_at=[events.occurred_at[i] for i in order],
+        received_at=now,
+        props=[events.props[i] for i in order],
+        event_id=[events.event_id[i] for i in order],
+    )
+    results = [_DUPLICATE] * len(events)
+    for i in order:
+        key = (resolved.experiment_id[i], events.user_key[i], events.event_type[i], resolved.metric[i])
+        if (*key, events.event_id[i]) in inserted:
+            results[i] = _CREATED
+    return results
+
+
+def events_ingest_plain(*, events: PlainEvents) -> list[EventResult]:
+    """`events_ingest` for a plainly valid batch (`tracking.fast_batch.batch_decode`), with the same rules and
+    the same results, built from columns: one statement per table when no event is rejected and no user is in
+    another variant; otherwise the general path decides, in the same transaction."""
+    if not len(events):
+        return []
+    slugs = set(events.experiment)
+    return _with_retry(lambda: _ingest_plain(events, slugs))
+
+
+def _ingest_plain(events: PlainEvents, slugs: set[str]) -> list[EventResult]:
+    with transaction.atomic():
+        experiments = experiments_for_ingest(slugs=slugs, lock=True)
+        resolved = _resolve_columns(events, experiments)
+        if resolved is None:
+            return _resolve_and_store(events.events(), experiments, allow_before_start=False, bulk=False)
+        return _store_columns(events, resolved, experiments)
 
 
 def _single_ingest(event: EventIn) -> EventResult | None:

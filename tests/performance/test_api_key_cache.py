@@ -35,19 +35,34 @@ def _post(key: str, user: str):
                        HTTP_AUTHORIZATION=f"Bearer {key}")  # fmt: skip
 
 
-def test_api_key_cache__revoked_key__accepted_until_the_delay_then_401(running, clock, settings):
+def test_api_key_cache__revoked_by_another_process__accepted_until_the_delay_then_401(running, clock, settings):
     # Given a key that was just used, with a 10 s cache
     settings.SIGNALDASH_API_KEY_CACHE_S = 10
     api_key, key = ServiceAPIKey.objects.create_key(name="svc")
     assert _post(key, "u1").status_code == 201
-    # When it is revoked
-    api_key.revoked = True
-    api_key.save()
+    # When another process revokes it (an UPDATE this process hears nothing of)
+    ServiceAPIKey.objects.filter(pk=api_key.pk).update(revoked=True)
     # Then this process accepts it for at most 10 s more, and refuses it afterwards
     clock[0] += 9.9
     assert _post(key, "u2").status_code == 201
     clock[0] += 0.2
     assert _post(key, "u3").status_code == 401
+
+
+@pytest.mark.parametrize("change", ["revoke", "delete"])
+def test_api_key_cache__revoked_or_deleted_in_this_process__refused_at_once(running, clock, settings, change):
+    # Given a key that was just used, with a 10 s cache
+    settings.SIGNALDASH_API_KEY_CACHE_S = 10
+    api_key, key = ServiceAPIKey.objects.create_key(name="svc")
+    assert _post(key, "u1").status_code == 201
+    # When it is revoked (or deleted) in this process, as the admin does
+    if change == "revoke":
+        api_key.revoked = True
+        api_key.save()
+    else:
+        api_key.delete()
+    # Then the next request is refused, with no time passing
+    assert _post(key, "u2").status_code == 401
 
 
 def test_api_key_cache__off__revocation_immediate(running, settings):

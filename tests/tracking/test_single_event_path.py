@@ -154,3 +154,25 @@ def test_single__cache_off__plan_read_per_request_then_one_statement(api, experi
     with CaptureQueriesContext(connection) as seen:
         assert post(api, event(user_key="u2")).status_code == 201
     assert len(seen) == 2 and len(_single_statements(seen)) == 1
+
+
+def test_single__warm_plain_event__one_query_no_parser_no_serializer(api, experiment, monkeypatch):
+    from tracking import api as track_api
+    from tracking.parsers import LimitedJSONParser
+
+    # Given warm caches (key, experiment, throttle lease), and the DRF parser and serializer made to fail if used
+    assert post(api, event(user_key="warm")).status_code == 201
+
+    def unused(*args, **kwargs):
+        raise AssertionError("the happy path used the DRF parser or serializer")
+
+    monkeypatch.setattr(LimitedJSONParser, "parse", unused)
+    monkeypatch.setattr(track_api, "event_validate", unused)
+    # When a plain event is tracked
+    with CaptureQueriesContext(connection) as seen:
+        response = api.post("/api/track", event(user_key="u7", value=2, props={"plan": "pro"}), format="json")
+    # Then it is stored by msgspec's decode and the one statement: one query in all
+    assert response.status_code == 201
+    assert len(seen) == 1
+    assert _single_statements(seen) == [seen[0]["sql"]]
+    assert Event.objects.get(user_key="u7").props == {"plan": "pro"}
