@@ -297,3 +297,79 @@ def readout_metric_events(*, experiment_id: int, events: list[str]):
         ):
             conversions.setdefault(user, []).append(Conversion(user, metric, value, at, props or {}))
     return exposures, conversions
+
+
+# --- catalog rule metrics from their per-user rollups (readouts.metric_rollups) ---------------------------
+# A percentile-capped value's daily rows: each stored user-day (uncapped cumulative value before and after
+# the day) adds min(after, c) − min(before, c) (the user's first day: − 0, as metric_values._capped does),
+# so one GROUP BY gives the capped increments per variant and day. {after}/{before} are the capped column
+# expressions (CAPPED_EXPRESSION) or the bare columns without a cap; the cap travels as %(cap)s.
+METRIC_USER_DAY_ROWS_SQL = """
+SELECT u.variant_id, u.day, SUM(CASE WHEN u.is_first THEN 1 ELSE 0 END) AS users,
+       SUM(u.a - u.b) AS total, SUM(u.a * u.a - u.b * u.b) AS total_sq, SUM(u.events) AS events
+FROM (
+    SELECT variant_id, day, is_first, events, {after} AS a,
+           CASE WHEN is_first THEN 0.0 ELSE {before} END AS b
+    FROM {user_day}
+    WHERE experiment_id = %(experiment_id)s AND definition = %(definition)s
+) u
+GROUP BY u.variant_id, u.day
+"""
+
+# A ratio with a percentile-capped part: Σm, Σm², Σd, Σd², Σm·d of the capped per-user parts per variant,
+# over the users with a row (users without one have both parts 0; the caller adds them from the exposures).
+METRIC_USER_RATIO_SQL = """
+SELECT u.variant_id, COUNT(*) AS users, SUM(u.m) AS m, SUM(u.m * u.m) AS m2, SUM(u.d) AS d, SUM(u.d * u.d) AS d2,
+       SUM(u.m * u.d) AS md
+FROM (
+    SELECT variant_id, {numerator} AS m, {denominator} AS d
+    FROM {user_value}
+    WHERE experiment_id = %(experiment_id)s AND definition = %(definition)s
+) u
+GROUP BY u.variant_id
+"""
+
+# min(column, cap) in portable SQL (the cap a parameter).
+CAPPED_EXPRESSION = "CASE WHEN {column} > %({cap})s THEN %({cap})s ELSE {column} END"
+
+
+def _capped_column(column: str, cap_param: str | None) -> str:
+    quoted = connection.ops.quote_name(column)
+    return quoted if cap_param is None else CAPPED_EXPRESSION.format(column=quoted, cap=cap_param)
+
+
+def metric_user_day_rows_query(*, experiment_id: int, definition: str, cap: float | None) -> BoundQuery:
+    from readouts.models import MetricUserDay  # noqa: PLC0415 - readouts.models imports nothing from here
+
+    cap_param = None if cap is None else "cap"
+    sql = METRIC_USER_DAY_ROWS_SQL.format(
+        user_day=connection.ops.quote_name(MetricUserDay._meta.db_table),
+        after=_capped_column("cum_after", cap_param),
+        before=_capped_column("cum_before", cap_param),
+    )
+    params = {"experiment_id": experiment_id, "definition": definition}
+    if cap is not None:
+        params["cap"] = float(cap)
+    return BoundQuery(sql=sql.strip(), params=params)
+
+
+def metric_user_ratio_query(*, experiment_id: int, definition: str, numerator_cap: float | None,
+                            denominator_cap: float | None) -> BoundQuery:  # fmt: skip
+    from readouts.models import MetricUserValue  # noqa: PLC0415
+
+    sql = METRIC_USER_RATIO_SQL.format(
+        user_value=connection.ops.quote_name(MetricUserValue._meta.db_table),
+        numerator=_capped_column("value", None if numerator_cap is None else "numerator_cap"),
+        denominator=_capped_column("denominator", None if denominator_cap is None else "denominator_cap"),
+    )
+    params = {"experiment_id": experiment_id, "definition": definition}
+    if numerator_cap is not None:
+        params["numerator_cap"] = float(numerator_cap)
+    if denominator_cap is not None:
+        params["denominator_cap"] = float(denominator_cap)
+    return BoundQuery(sql=sql.strip(), params=params)
+
+
+def metric_fetch(query: BoundQuery) -> list[dict]:
+    """Run one of the metric rollup queries; rows as dicts by column name."""
+    return _fetch(query)

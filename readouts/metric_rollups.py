@@ -1,0 +1,540 @@
+"""Incremental per-user rollups of catalog rule metrics (windows, delays, filters, caps, count, ratio, funnel).
+
+``catalog_metrics.compute`` (the reference) rebuilds every exposed user's value from all events on every
+readout. This module keeps the same results (``catalog_metrics.Computed``) in tables that a readout only
+sums, maintained by a catch-up like ``readouts.rollups``'s:
+
+- **Keyed by the frozen rules.** Every table is keyed (experiment, ``fingerprint(definition)``): the SHA-256
+  of the definition's rules (not its key, name or direction). A readout uses the definitions frozen at
+  approval; an edited catalog metric has another fingerprint, so its rollups start from scratch and the
+  values of two versions never mix.
+- **The per-user rule is ``readouts.metric_values``** (the one Python definition, also the reference's):
+  the catch-up finds the users with events in (watermark, horizon], reads each such user's exposure and
+  conversions, and computes their contribution twice — from the events up to the old watermark and up to
+  the horizon — so a late exposure turns earlier conversions into counted ones, and ``event_dedup``
+  (one exposure per user, each ``event_id`` once) is the database's.
+- **What is stored** depends on the definition:
+  - binary, mean without a percentile cap (absolute caps are per user), a funnel's steps, a ratio's
+    numerator without a percentile cap: ``MetricRollup`` rows per (series, variant, UTC day), the
+    ``SumsRow`` conversion increments, updated by deltas (new minus old contribution);
+  - a ratio without a percentile-capped part: ``MetricRatioRollup`` per variant (Σm, Σm², Σd, Σd², Σm·d),
+    by deltas; n is the variant's exposures;
+  - a percentile cap (a mean, or a ratio's part): the quantile is over every exposed user's value, so it
+    changes with any user. ``MetricUserValue`` keeps each user's uncapped value(s) (users at 0 have no row)
+    and ``MetricUserDay`` their uncapped daily accrual; the readout takes the quantile by two ordered index
+    reads (numpy's linear interpolation, the zeros counted from the exposures) and then one GROUP BY.
+- **Catch-up** (``catch_up``): the horizon is ``rollups.state``'s (it waits for every ingest transaction
+  of the experiment on PostgreSQL); one transaction locks the definitions' watermark rows (``FOR UPDATE``),
+  so catch-ups of one experiment take turns and a second one finds the work done. A definition without
+  rollups yet (new plan, approval, edit) is built from all of the experiment's events once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date
+
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from readouts import catalog_metrics, queries, rollups, stats
+from readouts.definitions import MetricDefinition
+from readouts.metric_values import Conversion, Exposure, UserValue, _capped, _raw_value, funnel_reached
+from readouts.models import MetricRatioRollup, MetricRollup, MetricRollupWatermark, MetricUserDay, MetricUserValue
+from tracking.models import Event
+
+RULES_VERSION = 1  # part of every fingerprint: a change to the per-user rules rebuilds every rollup
+CHUNK = 500  # users per read of an incremental catch-up, rows per upsert statement
+FLUSH_USERS = 5_000  # users per write batch
+STREAM_USERS = 20_000  # more changed users than this: read the experiment's events in one ordered pass
+SUMS_FIELDS = ("users", "total", "total_sq", "events")
+RATIO_FIELDS = ("numerator_sum", "numerator_sum_squares", "denominator_sum", "denominator_sum_squares", "sum_products")
+
+METRIC_ROLLUP_UPSERT_SQL = """
+INSERT INTO {table} (experiment_id, definition, {keys}, {fields}) VALUES {values}
+ON CONFLICT (experiment_id, definition, {keys}) DO UPDATE SET {increments}
+"""
+METRIC_ROLLUP_PRUNE_SQL = """
+DELETE FROM {table} WHERE experiment_id = %s AND users = 0 AND events = 0
+"""
+
+
+# --- definitions -------------------------------------------------------------------------------------------
+def _rules(data: dict) -> dict:
+    out = {k: v for k, v in data.items() if k not in ("key", "name", "direction")}
+    for part in ("numerator", "denominator"):
+        if isinstance(out.get(part), dict):
+            out[part] = _rules(out[part])
+    return out
+
+
+def fingerprint(d: MetricDefinition) -> str:
+    """SHA-256 of the definition's per-user rules (everything but key, name and direction)."""
+    text = json.dumps({"v": RULES_VERSION, **_rules(d.to_dict())}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _percentile(p: MetricDefinition | None) -> bool:
+    return p is not None and p.kind == "mean" and p.cap == "percentile"
+
+
+def _absolute_cap(p: MetricDefinition) -> float | None:
+    return float(p.cap_value) if p.kind == "mean" and p.cap == "absolute" else None
+
+
+def rule_definitions(definitions: Iterable[MetricDefinition]) -> dict[str, MetricDefinition]:
+    """The definitions these rollups serve (not rollup-shaped), by fingerprint."""
+    return {fingerprint(d): d for d in definitions if not catalog_metrics.rollup_shaped(d)}
+
+
+# --- one user's contribution (the rules: readouts.metric_values) -------------------------------------------
+@dataclass
+class Contribution:
+    sums: dict[tuple[int, int, date], list] = field(default_factory=dict)  # (series, variant, day) → SUMS_FIELDS
+    ratio: dict[int, list] = field(default_factory=dict)  # variant → RATIO_FIELDS
+    value: tuple[float, float] | None = None  # MetricUserValue (value, denominator); None: no row
+    days: list[tuple] = field(default_factory=list)  # MetricUserDay (day, is_first, cum_before, cum_after, events)
+
+
+def _series_sums(out: dict, series: int, variant: int, uv: UserValue) -> None:
+    """The aggregate's conversion increments of one user (as ``catalog_metrics._rows`` adds them)."""
+    cum = 0.0
+    for i, day in enumerate(sorted(uv.by_day)):
+        add, events = uv.by_day[day]
+        v = out.setdefault((series, variant, day), [0, 0.0, 0.0, 0])
+        v[0] += 1 if i == 0 else 0
+        v[1] += add
+        v[2] += (cum + add) ** 2 - cum**2
+        v[3] += events
+        cum += add
+
+
+def _user_days(uv: UserValue) -> list[tuple]:
+    out, raw = [], 0.0
+    for i, day in enumerate(sorted(uv.by_day)):
+        add, events = uv.by_day[day]
+        before = raw
+        raw += add  # the same accumulation as metric_values._capped
+        out.append((day, i == 0, before, raw, events))
+    return out
+
+
+def user_contribution(d: MetricDefinition, exposure: Exposure | None, convs: list[Conversion]) -> Contribution:
+    """One user's part of a definition's rollups. ``convs``: the user's conversions in (time, id) order."""
+    out = Contribution()
+    if exposure is None:
+        return out
+    variant = exposure.variant_id
+    if d.kind == "funnel":
+        for k, at in enumerate(funnel_reached(d, exposure.at, convs), start=1):
+            out.sums[(k, variant, at.date())] = [1, 1.0, 1.0, 1]
+        return out
+    main = d.numerator if d.kind == "ratio" else d
+    raw = _raw_value(main, exposure.at, convs)
+    if _percentile(main):
+        out.days = _user_days(raw)
+    else:
+        cap = _absolute_cap(main)
+        _series_sums(out.sums, 0, variant, raw if cap is None else _capped(raw, cap))
+    if d.kind == "ratio":
+        den = _raw_value(d.denominator, exposure.at, convs)
+        if _percentile(d.numerator) or _percentile(d.denominator):
+            if raw.value or den.value:
+                out.value = (raw.value, den.value)
+        else:
+            m = raw.value if _absolute_cap(d.numerator) is None else min(raw.value, _absolute_cap(d.numerator))
+            dv = den.value if _absolute_cap(d.denominator) is None else min(den.value, _absolute_cap(d.denominator))
+            if m or dv:
+                out.ratio[variant] = [m, m * m, dv, dv * dv, m * dv]
+    elif _percentile(d) and raw.value:
+        out.value = (raw.value, 0.0)
+    return out
+
+
+# --- reading the events ------------------------------------------------------------------------------------
+@dataclass
+class _UserEvents:
+    exposure: tuple[int, Exposure] | None = None  # (event id, exposure)
+    conversions: list[tuple[int, Conversion]] = field(default_factory=list)  # (event id, conversion), in order
+
+    def upto(self, event_id: int) -> tuple[Exposure | None, list[Conversion]]:
+        x = self.exposure[1] if self.exposure is not None and self.exposure[0] <= event_id else None
+        return x, [c for pk, c in self.conversions if pk <= event_id]
+
+
+def _kinds(events: list[str]) -> Q:
+    return Q(event_type=Event.EventType.EXPOSURE, metric="") | Q(
+        event_type=Event.EventType.CONVERSION, metric__in=events
+    )
+
+
+COLUMNS = ("id", "user_key", "event_type", "variant_id", "metric", "value", "occurred_at", "props")
+
+
+def _grouped(rows: Iterable[tuple]) -> Iterator[tuple[str, _UserEvents]]:
+    """Rows ordered by (user, time, id) → (user, their events)."""
+    current, acc = None, _UserEvents()
+    for pk, user, event_type, variant_id, metric, value, at, props in rows:
+        if user != current:
+            if current is not None:
+                yield current, acc
+            current, acc = user, _UserEvents()
+        if event_type == Event.EventType.EXPOSURE:
+            if acc.exposure is None:
+                acc.exposure = (pk, Exposure(user, variant_id, at))
+        else:
+            acc.conversions.append((pk, Conversion(user, metric, value, at, props or {})))
+    if current is not None:
+        yield current, acc
+
+
+def _changed_users(using: str, experiment_id: int, events: list[str], since: int, horizon: int) -> list[str]:
+    return sorted(
+        Event.objects.using(using)
+        .filter(_kinds(events), experiment_id=experiment_id, id__gt=since, id__lte=horizon)
+        .values_list("user_key", flat=True)
+        .distinct()
+    )
+
+
+def _user_events(using: str, experiment_id: int, events: list[str], horizon: int,
+                 users: list[str] | None) -> Iterator[tuple[str, _UserEvents]]:  # fmt: skip
+    """Each user's events up to the horizon (``users`` None: every user of the experiment, one ordered pass)."""
+    base = Event.objects.using(using).filter(_kinds(events), experiment_id=experiment_id, id__lte=horizon)
+    ordered = ("user_key", "occurred_at", "id")
+    if users is None:
+        yield from _grouped(base.order_by(*ordered).values_list(*COLUMNS).iterator(chunk_size=10_000))
+        return
+    for start in range(0, len(users), CHUNK):
+        chunk = users[start : start + CHUNK]
+        yield from _grouped(base.filter(user_key__in=chunk).order_by(*ordered).values_list(*COLUMNS))
+
+
+# --- writing -----------------------------------------------------------------------------------------------
+@dataclass
+class _Batch:
+    """Deltas and per-user rows of a batch of users, for every stale definition."""
+
+    sums: dict[tuple, list] = field(default_factory=dict)  # (definition, series, variant, day) → SUMS_FIELDS
+    ratio: dict[tuple, list] = field(default_factory=dict)  # (definition, variant) → RATIO_FIELDS
+    users: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))  # definition → users replaced
+    values: list[MetricUserValue] = field(default_factory=list)
+    days: list[MetricUserDay] = field(default_factory=list)
+    count: int = 0
+
+
+def _add(into: dict, key: tuple, vec: list, sign: int) -> None:
+    acc = into.setdefault(key, [0] * len(vec))
+    for i, v in enumerate(vec):
+        acc[i] += sign * v
+
+
+def _batch_user(batch: _Batch, experiment_id: int, user: str, evs: _UserEvents, stale: dict, marks: dict,
+                horizon: int) -> None:  # fmt: skip
+    batch.count += 1
+    new_x, new_c = evs.upto(horizon)
+    for f, d in stale.items():
+        old = user_contribution(d, *evs.upto(marks[f])) if marks[f] else Contribution()
+        new = user_contribution(d, new_x, new_c)
+        for sign, c in ((-1, old), (1, new)):
+            for (series, variant, day), vec in c.sums.items():
+                _add(batch.sums, (f, series, variant, day), vec, sign)
+            for variant, vec in c.ratio.items():
+                _add(batch.ratio, (f, variant), vec, sign)
+        if not _percentile_storage(d):
+            continue
+        if marks[f]:
+            batch.users[f].append(user)  # its rows are replaced (a definition built from scratch has none)
+        variant = new_x.variant_id if new_x is not None else 0
+        if new.value is not None:
+            value, denominator = new.value
+            batch.values.append(
+                MetricUserValue(experiment_id=experiment_id, definition=f, user_key=user, variant_id=variant,
+                                value=value, denominator=denominator)
+            )  # fmt: skip
+        batch.days += [
+            MetricUserDay(
+                experiment_id=experiment_id,
+                definition=f,
+                user_key=user,
+                day=day,
+                variant_id=variant,
+                is_first=first,
+                cum_before=before,
+                cum_after=after,
+                events=events,
+            )  # fmt: skip
+            for day, first, before, after, events in new.days
+        ]
+
+
+def _percentile_storage(d: MetricDefinition) -> bool:
+    if d.kind == "ratio":
+        return _percentile(d.numerator) or _percentile(d.denominator)
+    return _percentile(d)
+
+
+def _upsert(using: str, model, experiment_id: int, keys: tuple[str, ...], fields: tuple[str, ...],
+            deltas: dict[tuple, list]) -> None:  # fmt: skip
+    conn = connections[using]
+    qn = conn.ops.quote_name
+    table = qn(model._meta.db_table)
+    increments = ", ".join(f"{qn(f)} = {table}.{qn(f)} + excluded.{qn(f)}" for f in fields)
+    items = sorted((k, v) for k, v in deltas.items() if any(v))  # one lock order for every writer
+    width = 2 + len(keys) + len(fields)  # experiment, definition, keys, fields
+    with conn.cursor() as cursor:
+        for start in range(0, len(items), CHUNK):
+            chunk = items[start : start + CHUNK]
+            sql = METRIC_ROLLUP_UPSERT_SQL.format(
+                table=table,
+                keys=", ".join(qn(k) for k in keys),
+                fields=", ".join(qn(f) for f in fields),
+                values=", ".join(["(" + ", ".join(["%s"] * width) + ")"] * len(chunk)),
+                increments=increments,
+            )
+            cursor.execute(sql, [p for key, vec in chunk for p in (experiment_id, *key, *vec)])
+
+
+def _flush(using: str, experiment_id: int, batch: _Batch) -> None:
+    _upsert(using, MetricRollup, experiment_id, ("series", "variant_id", "day"), SUMS_FIELDS,
+            {(f, *rest): v for (f, *rest), v in batch.sums.items()})  # fmt: skip
+    _upsert(using, MetricRatioRollup, experiment_id, ("variant_id",), RATIO_FIELDS, batch.ratio)
+    for f, users in batch.users.items():
+        for start in range(0, len(users), CHUNK):
+            chunk = users[start : start + CHUNK]
+            for model in (MetricUserValue, MetricUserDay):
+                model.objects.using(using).filter(experiment_id=experiment_id, definition=f,
+                                                  user_key__in=chunk).delete()  # fmt: skip
+    MetricUserValue.objects.using(using).bulk_create(batch.values, batch_size=2_000)
+    MetricUserDay.objects.using(using).bulk_create(batch.days, batch_size=2_000)
+
+
+def _reset(using: str, experiment_id: int, definitions: Iterable[str]) -> None:
+    """A definition built from scratch: whatever it had is dropped first."""
+    for model in (MetricRollup, MetricRatioRollup, MetricUserValue, MetricUserDay):
+        model.objects.using(using).filter(experiment_id=experiment_id, definition__in=list(definitions)).delete()
+
+
+# --- the catch-up ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CatchUp:
+    """What one catch-up did: ``mode`` 'none', 'incremental' or 'full' (a definition built from scratch)."""
+
+    mode: str
+    users: int = 0
+    horizon: int = 0
+
+
+def _watermarks(using: str, experiment_id: int, fingerprints: list[str], *, lock: bool) -> dict[str, int]:
+    qs = MetricRollupWatermark.objects.using(using).filter(experiment_id=experiment_id, definition__in=fingerprints)
+    if lock:
+        qs = qs.select_for_update().order_by("definition")
+    return dict(qs.values_list("definition", "event_id"))
+
+
+def catch_up(*, experiment_id: int, definitions: Iterable[MetricDefinition], using: str = DEFAULT_DB_ALIAS,
+             horizon: int | None = None) -> CatchUp:  # fmt: skip
+    """Bring the rollups of ``definitions`` (the rule ones) up to every committed event of the experiment."""
+    rules = rule_definitions(definitions)
+    if not rules:
+        return CatchUp("none")
+    if horizon is None:
+        horizon = rollups.state(experiment_id=experiment_id, using=using, with_rows=False).horizon.event_id
+    fingerprints = sorted(rules)
+    known = _watermarks(using, experiment_id, fingerprints, lock=False)
+    if len(known) == len(fingerprints) and all(v >= horizon for v in known.values()):
+        return CatchUp("none", horizon=horizon)
+    with transaction.atomic(using=using):
+        MetricRollupWatermark.objects.using(using).bulk_create(
+            [MetricRollupWatermark(experiment_id=experiment_id, definition=f) for f in fingerprints],
+            ignore_conflicts=True,
+        )
+        marks = _watermarks(using, experiment_id, fingerprints, lock=True)
+        stale = {f: rules[f] for f in fingerprints if marks[f] < horizon}
+        if not stale:
+            return CatchUp("none", horizon=horizon)
+        _reset(using, experiment_id, [f for f in stale if not marks[f]])
+        events = sorted({e for d in stale.values() for e in d.events()})
+        since = min(marks[f] for f in stale)
+        users = None if not since else _changed_users(using, experiment_id, events, since, horizon)
+        if users is not None and len(users) > STREAM_USERS:
+            users = None  # one ordered pass beats many IN lists; unchanged users add nothing
+        batch, total = _Batch(), 0
+        for user, evs in _user_events(using, experiment_id, events, horizon, users):
+            _batch_user(batch, experiment_id, user, evs, stale, marks, horizon)
+            if batch.count >= FLUSH_USERS:
+                total += batch.count
+                _flush(using, experiment_id, batch)
+                batch = _Batch()
+        total += batch.count
+        _flush(using, experiment_id, batch)
+        table = connections[using].ops.quote_name(MetricRollup._meta.db_table)
+        with connections[using].cursor() as cursor:
+            cursor.execute(METRIC_ROLLUP_PRUNE_SQL.format(table=table), [experiment_id])
+        MetricRollupWatermark.objects.using(using).filter(
+            experiment_id=experiment_id, definition__in=list(stale)
+        ).update(event_id=horizon, updated_at=timezone.now())
+    return CatchUp("full" if not since else "incremental", users=total, horizon=horizon)
+
+
+# --- the readout -------------------------------------------------------------------------------------------
+def _order_statistic(qs, column: str, k: int, nonzero: int) -> float:
+    """The k-th smallest (0-based) non-zero ``column`` value, read from whichever end of the index is nearer."""
+    qs = qs.exclude(**{column: 0})
+    if k <= nonzero // 2:
+        return float(qs.order_by(column).values_list(column, flat=True)[k])
+    return float(qs.order_by(f"-{column}").values_list(column, flat=True)[nonzero - 1 - k])
+
+
+def _lerp(a: float, b: float, t: float) -> float:
+    """numpy's ``_lerp`` (the linear method of ``quantile``), to the last bit."""
+    diff = b - a
+    return b - diff * (1 - t) if t >= 0.5 else a + diff * t
+
+
+def percentile_cap(*, experiment_id: int, definition: str, column: str, q: float, exposed: int,
+                   ignore_zeros: bool, using: str = DEFAULT_DB_ALIAS) -> float | None:  # fmt: skip
+    """numpy's default ``quantile`` of every exposed user's ``column`` (users without a row are 0).
+
+    Two counts and at most two ordered index reads: the order statistics of the multiset (stored
+    non-zero values) ∪ (zeros), so 1M users cost no sort.
+    """
+    qs = MetricUserValue.objects.using(using).filter(experiment_id=experiment_id, definition=definition)
+    counts = qs.aggregate(negative=Count("pk", filter=Q(**{f"{column}__lt": 0})),
+                          nonzero=Count("pk", filter=~Q(**{column: 0})))  # fmt: skip
+    negative, nonzero = counts["negative"] or 0, counts["nonzero"] or 0
+    zeros = 0 if ignore_zeros else max(exposed - nonzero, 0)
+    n = nonzero + zeros
+    if n == 0:
+        return None
+
+    def at(i: int) -> float:
+        if i < negative:
+            return _order_statistic(qs, column, i, nonzero)
+        if i < negative + zeros:
+            return 0.0
+        return _order_statistic(qs, column, i - zeros, nonzero)
+
+    h = (n - 1) * q
+    lo = min(max(math.floor(h), 0), n - 1)
+    hi = min(lo + 1, n - 1)
+    a = at(lo)
+    return a if hi == lo else _lerp(a, at(hi), h - lo)
+
+
+def _cap(d: MetricDefinition, *, experiment_id: int, f: str, column: str, exposed: int, using: str) -> float | None:
+    """The cap a part uses (as ``metric_values._cap_value``): absolute, the percentile, or None."""
+    if _percentile(d):
+        return percentile_cap(experiment_id=experiment_id, definition=f, column=column, q=float(d.cap_value),
+                              exposed=exposed, ignore_zeros=d.cap_ignore_zeros, using=using)  # fmt: skip
+    return _absolute_cap(d)
+
+
+def _sums_row(key: str, variant: int, day, users: int, total: float, total_sq: float, events: int) -> queries.SumsRow:
+    return queries.SumsRow("conversion", variant, key, queries._day(day), int(users or 0), float(total or 0.0),
+                           float(total_sq or 0.0), 0.0, 0.0, int(events or 0), 0, 0)  # fmt: skip
+
+
+def _percentile_rows(key: str, experiment_id: int, f: str, cap: float | None) -> list[queries.SumsRow]:
+    query = queries.metric_user_day_rows_query(experiment_id=experiment_id, definition=f, cap=cap)
+    return sorted(
+        (_sums_row(key, r["variant_id"], r["day"], r["users"], r["total"], r["total_sq"], r["events"])
+         for r in queries.metric_fetch(query)),
+        key=lambda r: (r.variant_id, r.day),
+    )  # fmt: skip
+
+
+def _percentile_ratio(d: MetricDefinition, experiment_id: int, f: str, caps: tuple, exposures: dict[int, int]):
+    query = queries.metric_user_ratio_query(experiment_id=experiment_id, definition=f, numerator_cap=caps[0],
+                                            denominator_cap=caps[1])  # fmt: skip
+    found = {r["variant_id"]: r for r in queries.metric_fetch(query)}
+    m0, d0 = (0.0 if c is None else min(0.0, c) for c in caps)  # a user at 0 is capped too (metric_values)
+    out = {}
+    for variant, n in exposures.items():
+        r = found.get(variant) or {"users": 0, "m": 0.0, "m2": 0.0, "d": 0.0, "d2": 0.0, "md": 0.0}
+        k = n - int(r["users"] or 0)  # exposed users without a row: both parts 0 before the cap
+        out[variant] = [n, float(r["m"] or 0) + k * m0, float(r["m2"] or 0) + k * m0 * m0,
+                        float(r["d"] or 0) + k * d0, float(r["d2"] or 0) + k * d0 * d0,
+                        float(r["md"] or 0) + k * m0 * d0]  # fmt: skip
+    return out
+
+
+def _ratio(d: MetricDefinition, *, experiment_id: int, f: str, exposures: dict[int, int], stored: dict,
+           using: str) -> tuple[dict, float | dict | None]:  # fmt: skip
+    exposed = sum(exposures.values())
+    caps = (
+        _cap(d.numerator, experiment_id=experiment_id, f=f, column="value", exposed=exposed, using=using),
+        _cap(d.denominator, experiment_id=experiment_id, f=f, column="denominator", exposed=exposed, using=using),
+    )
+    if _percentile_storage(d):
+        sums = _percentile_ratio(d, experiment_id, f, caps, exposures)
+    else:
+        sums = {v: [n, *stored.get(v, [0.0] * 5)] for v, n in exposures.items()}
+    ratio = {
+        v: stats.RatioSums(*s, numerator_kind=d.numerator.kind, denominator_kind=d.denominator.kind)
+        for v, s in sums.items()
+    }
+    cap_applied = {"numerator": caps[0], "denominator": caps[1]}
+    return ratio, (cap_applied if any(c is not None for c in caps) else None)
+
+
+def _stored(using: str, experiment_id: int, fingerprints: list[str]) -> tuple[dict, dict]:
+    sums: dict[tuple[str, int], list[tuple]] = defaultdict(list)
+    for f, series, variant, day, *vec in (
+        MetricRollup.objects.using(using)
+        .filter(experiment_id=experiment_id, definition__in=fingerprints)
+        .order_by("definition", "series", "variant_id", "day")
+        .values_list("definition", "series", "variant_id", "day", *SUMS_FIELDS)
+    ):
+        sums[(f, series)].append((variant, day, *vec))
+    ratio = {
+        (f, variant): [float(x) for x in vec]
+        for f, variant, *vec in MetricRatioRollup.objects.using(using)
+        .filter(experiment_id=experiment_id, definition__in=fingerprints)
+        .values_list("definition", "variant_id", *RATIO_FIELDS)
+    }
+    return sums, ratio
+
+
+def computed(*, experiment_id: int, definitions: list[MetricDefinition], exposures: dict[int, int],
+             using: str = DEFAULT_DB_ALIAS) -> dict[str, catalog_metrics.Computed]:  # fmt: skip
+    """``catalog_metrics.compute``'s result from the rollups, caught up first.
+
+    ``exposures``: exposed users per variant (the readout's exposure rows), for the users at 0 that have no
+    stored row (ratio n, the quantile's zeros).
+    """
+    rules = [d for d in definitions if not catalog_metrics.rollup_shaped(d)]
+    if not rules:
+        return {}
+    catch_up(experiment_id=experiment_id, definitions=rules, using=using)
+    prints = {d.key: fingerprint(d) for d in rules}
+    sums, ratio_sums = _stored(using, experiment_id, sorted(set(prints.values())))
+    exposed = sum(exposures.values())
+    out: dict[str, catalog_metrics.Computed] = {}
+    for d in rules:
+        f = prints[d.key]
+
+        def rows(series: int, key: str = d.key, f: str = f) -> list[queries.SumsRow]:
+            return [_sums_row(key, *r) for r in sums.get((f, series), [])]
+
+        if d.kind == "funnel":
+            steps = [(event, rows(k)) for k, event in enumerate(d.steps, start=1)]
+            out[d.key] = catalog_metrics.Computed(rows=steps[-1][1] if steps else [], steps=steps)
+            continue
+        main = d.numerator if d.kind == "ratio" else d
+        cap = _cap(main, experiment_id=experiment_id, f=f, column="value", exposed=exposed, using=using)
+        main_rows = _percentile_rows(d.key, experiment_id, f, cap) if _percentile(main) else rows(0)
+        if d.kind == "ratio":
+            stored = {v: vec for (g, v), vec in ratio_sums.items() if g == f}
+            ratio, cap_applied = _ratio(d, experiment_id=experiment_id, f=f, exposures=exposures, stored=stored,
+                                        using=using)  # fmt: skip
+            out[d.key] = catalog_metrics.Computed(rows=main_rows, cap_applied=cap_applied, ratio=ratio)
+        else:
+            out[d.key] = catalog_metrics.Computed(rows=main_rows, cap_applied=cap)
+    return out

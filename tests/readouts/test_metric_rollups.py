@@ -1,0 +1,220 @@
+"""Rule-metric rollups (readouts.metric_rollups) equal a full recompute (catalog_metrics.compute, itself tested
+against an independent computation in test_catalog_metrics) after any sequence of ingests, for every kind:
+windows, delays (negative too), filters, count, absolute and percentile caps (zeros ignored or not, negative
+values), ratio (a percentile-capped part and plain parts), funnel. Late exposures, repeated event_ids and
+second exposures arrive in random batches. Runs on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import timedelta
+
+import numpy as np
+import pytest
+
+from experiments import catalog, services
+from experiments.models import ExperimentMetric, Metric
+from experiments.selectors import experiment_metric_definitions
+from readouts import catalog_metrics, metric_rollups, rollups
+from readouts.definitions import MetricDefinition
+from readouts.models import MetricRollup, MetricUserValue
+from tests.readouts.conftest import T0
+from tracking.models import Event
+
+pytestmark = pytest.mark.django_db
+H = timedelta(hours=1)
+US = timedelta(microseconds=1)
+PROPS = [{"channel": "web"}, {"channel": "app"}, {"channel": True}, {"channel": 1}, {"channel": None}, {}]
+
+
+def _save(actor, **fields):
+    return catalog.metric_save(metric=Metric(**fields), actor=actor, source="service")
+
+
+@pytest.fixture
+def plan(make_experiment, owner):
+    """A draft with one metric of every kind and rule."""
+    exp = make_experiment("rollrules")
+    m = {
+        "conv": _save(owner, key="conv", name="Conv", kind="binary", event="purchase", delay_hours=1,
+                      window_hours=24, filter_prop="channel", filter_values=["web", "true"]),
+        "rev_p": _save(owner, key="rev_p", name="Rev p90", kind="mean", event="purchase", cap="percentile",
+                       cap_value=0.9),
+        "rev_pz": _save(owner, key="rev_pz", name="Rev p75 nz", kind="mean", event="purchase", cap="percentile",
+                        cap_value=0.75, cap_ignore_zeros=True),
+        "rev_abs": _save(owner, key="rev_abs", name="Rev abs", kind="mean", event="purchase", cap="absolute",
+                         cap_value=50, delay_hours=-2, window_hours=48),
+        "orders": _save(owner, key="orders", name="Orders", kind="mean", event="purchase", aggregation="count",
+                        filter_prop="channel", filter_values=["web", "1"]),
+        "carts": _save(owner, key="carts", name="Carts", kind="mean", event="cart", aggregation="count",
+                       window_hours=6),
+    }  # fmt: skip
+    m["rpo"] = _save(owner, key="rpo", name="RPO", kind="ratio", numerator=m["rev_p"], denominator=m["orders"])
+    m["rpc"] = _save(owner, key="rpc", name="RPC", kind="ratio", numerator=m["rev_abs"], denominator=m["carts"])
+    m["funnel"] = _save(owner, key="funnel", name="Funnel", kind="funnel", steps=["view", "cart", "purchase"],
+                        window_hours=72, delay_hours=0.5)  # fmt: skip
+    for i, metric in enumerate(m.values()):
+        services.experiment_metric_save(
+            metric=ExperimentMetric(experiment=exp, metric=metric, role="primary" if i == 0 else "secondary"),
+            actor=owner,
+        )
+    return exp
+
+
+def _events(exp, rng: random.Random, users: int) -> list[Event]:
+    """Every event of a random population, in no particular order (the batches shuffle them)."""
+    variants = list(exp.variants.all())
+    edges = [-3 * H, -2 * H - US, -2 * H, -US, timedelta(0), 0.5 * H, H - US, H, 6 * H, 6 * H + US, 25 * H,
+             25 * H + US, 46 * H, 46 * H + US, 72.5 * H, 72.5 * H + US, 100 * H]  # fmt: skip
+    out, eid = [], 0
+    for u in range(users):
+        variant, user = variants[u % 2], f"u{u}"
+        x = T0 + timedelta(seconds=rng.randint(0, 3 * 86_400), microseconds=rng.randint(0, 999_999))
+        if rng.random() < 0.9:
+            out.append(Event(experiment=exp, variant=variant, user_key=user, event_type="exposure", occurred_at=x))
+            if rng.random() < 0.1:  # a second exposure: the first stored one wins
+                out.append(Event(experiment=exp, variant=variant, user_key=user, event_type="exposure",
+                                 occurred_at=x - H))  # fmt: skip
+        last = None
+        for _ in range(rng.randint(0, 7)):
+            off = rng.choice(edges) if rng.random() < 0.6 else timedelta(seconds=rng.uniform(-7200, 400_000))
+            at = last if (last is not None and rng.random() < 0.2) else x + off
+            last = at
+            eid += 1
+            repeat = rng.random() < 0.1 and eid > 1
+            value = rng.choice([0.0, round(rng.uniform(1, 40), 2), round(rng.uniform(50, 400), 2),
+                                round(rng.uniform(-30, -1), 2)])  # fmt: skip
+            out.append(
+                Event(experiment=exp, variant=variant, user_key=user, event_type="conversion",
+                      metric=rng.choice(["purchase", "purchase", "cart", "view", "other"]), value=value,
+                      occurred_at=at, props=rng.choice(PROPS), event_id=f"e{eid - 1 if repeat else eid}")
+            )  # fmt: skip
+    return out
+
+
+def _ingest_in_batches(exp, rng: random.Random, users: int, batches: int):
+    """Yield after each batch of a random ingest order (late exposures, repeats, second exposures)."""
+    events = _events(exp, rng, users)
+    rng.shuffle(events)
+    cuts = sorted(rng.sample(range(1, len(events)), batches - 1)) if len(events) > batches else []
+    for lo, hi in zip([0, *cuts], [*cuts, len(events)], strict=True):
+        Event.objects.bulk_create(events[lo:hi], ignore_conflicts=True)
+        yield
+
+
+def _exposures(exp) -> dict[int, int]:
+    rows = rollups.readout_rows(experiment_id=exp.pk)
+    out: dict[int, int] = {}
+    for r in rows:
+        if r.kind == "exposure":
+            out[r.variant_id] = out.get(r.variant_id, 0) + r.users
+    return out
+
+
+def _close(a, b) -> bool:
+    if a is None or b is None:
+        return a is b
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+
+
+def _differences(expected: dict, actual: dict) -> list[str]:
+    out = []
+    assert set(expected) == set(actual)
+    for key, e in expected.items():
+        a = actual[key]
+        out += [f"{key} rows: {d}" for d in rollups.rows_differences(e.rows, a.rows)]
+        if isinstance(e.cap_applied, dict) or isinstance(a.cap_applied, dict):
+            if not (isinstance(e.cap_applied, dict) and isinstance(a.cap_applied, dict)) or not all(
+                _close(e.cap_applied[p], a.cap_applied[p]) for p in ("numerator", "denominator")
+            ):
+                out.append(f"{key} cap: {e.cap_applied} != {a.cap_applied}")
+        elif not _close(e.cap_applied, a.cap_applied):
+            out.append(f"{key} cap: {e.cap_applied} != {a.cap_applied}")
+        if set(e.ratio) != set(a.ratio):
+            out.append(f"{key} ratio variants: {set(e.ratio)} != {set(a.ratio)}")
+        for v, r in e.ratio.items():
+            s = a.ratio.get(v)
+            if s is None or s.n != r.n or not all(
+                _close(getattr(r, f), getattr(s, f)) for f in metric_rollups.RATIO_FIELDS
+            ) or (r.numerator_kind, r.denominator_kind) != (s.numerator_kind, s.denominator_kind):  # fmt: skip
+                out.append(f"{key} ratio {v}: {r} != {s}")
+        if [event for event, _ in e.steps] != [event for event, _ in a.steps]:
+            out.append(f"{key} steps: {e.steps} != {a.steps}")
+        for (event, er), (_, ar) in zip(e.steps, a.steps, strict=False):
+            out += [f"{key} step {event}: {d}" for d in rollups.rows_differences(er, ar)]
+    return out
+
+
+def _assert_equal_to_full_recompute(exp, definitions: list[MetricDefinition]) -> None:
+    expected = catalog_metrics.compute(experiment_id=exp.pk, definitions=definitions)
+    actual = metric_rollups.computed(experiment_id=exp.pk, definitions=definitions, exposures=_exposures(exp))
+    assert _differences(expected, actual) == []
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_metric_rollups__random_ingest_sequences__equal_full_recompute_for_every_kind(plan, seed):
+    # Given a plan with one metric of every kind and a random population ingested in random batches
+    rng = random.Random(seed)
+    definitions = list(experiment_metric_definitions(plan).values())
+    kinds = {(d.kind, d.cap) for d in definitions}
+    assert {("binary", "none"), ("mean", "percentile"), ("mean", "absolute"), ("ratio", "none"),
+            ("funnel", "none")} <= kinds  # fmt: skip
+    modes = []
+    for _ in _ingest_in_batches(plan, rng, users=70, batches=6):
+        # When the readout reads the rollups after each batch (catch-up first)
+        modes.append(metric_rollups.catch_up(experiment_id=plan.pk, definitions=definitions).mode)
+        # Then they equal the full recompute from the events, every kind, every variant and day
+        _assert_equal_to_full_recompute(plan, definitions)
+    assert modes[0] == "full" and set(modes[1:]) == {"incremental"}
+    assert metric_rollups.catch_up(experiment_id=plan.pk, definitions=definitions).mode == "none"
+
+
+def test_metric_rollups__edited_definition__own_rollups_never_mixed(plan):
+    # Given rollups built for the plan's definitions
+    rng = random.Random(7)
+    batches = _ingest_in_batches(plan, rng, users=60, batches=3)
+    next(batches)
+    definitions = list(experiment_metric_definitions(plan).values())
+    _assert_equal_to_full_recompute(plan, definitions)
+    # When an edited version of a metric (another window, cap) is read next to the original
+    rev_p = next(d for d in definitions if d.key == "rev_p")
+    edited = MetricDefinition.from_dict({**rev_p.to_dict(), "cap_value": 0.5, "window_hours": 30.0})
+    assert metric_rollups.fingerprint(edited) != metric_rollups.fingerprint(rev_p)
+    for _ in batches:
+        _assert_equal_to_full_recompute(plan, [edited])
+        # Then both equal their own full recompute after further ingests
+        _assert_equal_to_full_recompute(plan, definitions)
+    assert MetricRollup.objects.filter(experiment=plan).values("definition").distinct().count() >= 1
+
+
+def test_metric_rollups__renamed_metric__same_rules_same_fingerprint():
+    # Given a definition and the same rules under another key, name and direction
+    d = MetricDefinition(key="rev", name="Revenue", kind="mean", event="purchase", cap="percentile", cap_value=0.9)
+    same = MetricDefinition(key="revenue", name="Rev", direction="decrease", kind="mean", event="purchase",
+                            cap="percentile", cap_value=0.9)  # fmt: skip
+    # Then they share rollups; another rule does not
+    assert metric_rollups.fingerprint(d) == metric_rollups.fingerprint(same)
+    assert metric_rollups.fingerprint(d) != metric_rollups.fingerprint(MetricDefinition.from_dict(
+        {**d.to_dict(), "cap_ignore_zeros": True}))  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_percentile_cap__random_values_with_zeros_and_negatives__equals_numpy_quantile(make_experiment, seed):
+    # Given stored per-user values (some negative, many users at 0 without a row) for a definition
+    rng = random.Random(seed)
+    exp = make_experiment(f"pct{seed}")
+    values = [rng.choice([0.0, rng.uniform(-5, 5), rng.uniform(0, 1000), 3.0]) for _ in range(rng.randint(1, 60))]
+    MetricUserValue.objects.bulk_create(
+        [MetricUserValue(experiment=exp, definition="f", user_key=f"u{i}", variant_id=1, value=v)
+         for i, v in enumerate(values) if v]  # fmt: skip
+    )
+    q = rng.choice([0.0, 0.01, 0.25, 0.5, 0.9, 0.99, 1.0, rng.random()])
+    for ignore_zeros in (False, True):
+        # When the cap is read from the table
+        cap = metric_rollups.percentile_cap(experiment_id=exp.pk, definition="f", column="value", q=q,
+                                            exposed=len(values), ignore_zeros=ignore_zeros)  # fmt: skip
+        # Then it equals numpy's quantile of every exposed user's value
+        data = [v for v in values if not (ignore_zeros and v == 0)]
+        expected = float(np.quantile(np.asarray(data), q)) if data else None
+        assert cap == expected
