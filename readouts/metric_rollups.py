@@ -384,12 +384,14 @@ def catch_up(*, experiment_id: int, definitions: Iterable[MetricDefinition], usi
 
 
 # --- the readout -------------------------------------------------------------------------------------------
-def _order_statistic(qs, column: str, k: int, nonzero: int) -> float:
-    """The k-th smallest (0-based) non-zero ``column`` value, read from whichever end of the index is nearer."""
+def _order_statistics(qs, column: str, k: int, count: int, nonzero: int) -> list[float]:
+    """The non-zero ``column`` values of ascending ranks k … k + count − 1 (0-based), one ordered index read
+    from whichever end is nearer."""
     qs = qs.exclude(**{column: 0})
     if k <= nonzero // 2:
-        return float(qs.order_by(column).values_list(column, flat=True)[k])
-    return float(qs.order_by(f"-{column}").values_list(column, flat=True)[nonzero - 1 - k])
+        return [float(v) for v in qs.order_by(column).values_list(column, flat=True)[k : k + count]]
+    top = nonzero - k - count
+    return [float(v) for v in reversed(qs.order_by(f"-{column}").values_list(column, flat=True)[top : top + count])]
 
 
 def _lerp(a: float, b: float, t: float) -> float:
@@ -414,18 +416,18 @@ def percentile_cap(*, experiment_id: int, definition: str, column: str, q: float
     if n == 0:
         return None
 
-    def at(i: int) -> float:
-        if i < negative:
-            return _order_statistic(qs, column, i, nonzero)
-        if i < negative + zeros:
-            return 0.0
-        return _order_statistic(qs, column, i - zeros, nonzero)
-
     h = (n - 1) * q
     lo = min(max(math.floor(h), 0), n - 1)
     hi = min(lo + 1, n - 1)
-    a = at(lo)
-    return a if hi == lo else _lerp(a, at(hi), h - lo)
+    # each index's rank among the non-zero values (None: one of the zeros); the ranks wanted are adjacent
+    rank = {i: i if i < negative else None if i < negative + zeros else i - zeros for i in (lo, hi)}
+    wanted = sorted({r for r in rank.values() if r is not None})
+    found = {}
+    if wanted:
+        values = _order_statistics(qs, column, wanted[0], wanted[-1] - wanted[0] + 1, nonzero)
+        found = dict(zip(range(wanted[0], wanted[-1] + 1), values, strict=True))
+    a, b = (0.0 if rank[i] is None else found[rank[i]] for i in (lo, hi))
+    return a if hi == lo else _lerp(a, b, h - lo)
 
 
 def _cap(d: MetricDefinition, *, experiment_id: int, f: str, column: str, exposed: int, using: str) -> float | None:
@@ -466,10 +468,10 @@ def _percentile_ratio(d: MetricDefinition, experiment_id: int, f: str, caps: tup
 
 
 def _ratio(d: MetricDefinition, *, experiment_id: int, f: str, exposures: dict[int, int], stored: dict,
-           using: str) -> tuple[dict, float | dict | None]:  # fmt: skip
+           numerator_cap: float | None, using: str) -> tuple[dict, float | dict | None]:  # fmt: skip
     exposed = sum(exposures.values())
     caps = (
-        _cap(d.numerator, experiment_id=experiment_id, f=f, column="value", exposed=exposed, using=using),
+        numerator_cap,
         _cap(d.denominator, experiment_id=experiment_id, f=f, column="denominator", exposed=exposed, using=using),
     )
     if _percentile_storage(d):
@@ -533,7 +535,7 @@ def computed(*, experiment_id: int, definitions: list[MetricDefinition], exposur
         if d.kind == "ratio":
             stored = {v: vec for (g, v), vec in ratio_sums.items() if g == f}
             ratio, cap_applied = _ratio(d, experiment_id=experiment_id, f=f, exposures=exposures, stored=stored,
-                                        using=using)  # fmt: skip
+                                        numerator_cap=cap, using=using)  # fmt: skip
             out[d.key] = catalog_metrics.Computed(rows=main_rows, cap_applied=cap_applied, ratio=ratio)
         else:
             out[d.key] = catalog_metrics.Computed(rows=main_rows, cap_applied=cap)

@@ -12,6 +12,8 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from experiments import catalog, services
 from experiments.models import ExperimentMetric, Metric
@@ -206,8 +208,11 @@ def test_percentile_cap__random_values_with_zeros_and_negatives__equals_numpy_qu
     exp = make_experiment(f"pct{seed}")
     values = [rng.choice([0.0, rng.uniform(-5, 5), rng.uniform(0, 1000), 3.0]) for _ in range(rng.randint(1, 60))]
     MetricUserValue.objects.bulk_create(
-        [MetricUserValue(experiment=exp, definition="f", user_key=f"u{i}", variant_id=1, value=v)
-         for i, v in enumerate(values) if v]  # fmt: skip
+        [
+            MetricUserValue(experiment=exp, definition="f", user_key=f"u{i}", variant_id=1, value=v)
+            for i, v in enumerate(values)
+            if v
+        ]  # fmt: skip
     )
     q = rng.choice([0.0, 0.01, 0.25, 0.5, 0.9, 0.99, 1.0, rng.random()])
     for ignore_zeros in (False, True):
@@ -218,3 +223,85 @@ def test_percentile_cap__random_values_with_zeros_and_negatives__equals_numpy_qu
         data = [v for v in values if not (ignore_zeros and v == 0)]
         expected = float(np.quantile(np.asarray(data), q)) if data else None
         assert cap == expected
+
+
+# --- the readout reads them --------------------------------------------------------------------------------
+IGNORED = {"computed_at", "generated_at"}
+
+
+def _json_differences(a, b, path="") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        if set(a) != set(b):
+            return [f"{path}: keys {sorted(set(a) ^ set(b))}"]
+        return [d for k in a if k not in IGNORED for d in _json_differences(a[k], b[k], f"{path}.{k}")]
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return [f"{path}: {len(a)} != {len(b)} items"]
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _json_differences(x, y, f"{path}[{i}]")]
+    if isinstance(a, float) and isinstance(b, float | int) and not isinstance(b, bool):
+        return [] if math.isclose(a, b, rel_tol=1e-7, abs_tol=1e-9) else [f"{path}: {a!r} != {b!r}"]
+    return [] if a == b else [f"{path}: {a!r} != {b!r}"]
+
+
+def test_readout__rule_metrics_from_rollups__equals_python_path_for_every_metric(plan, settings):
+    # Given random ingest batches on a plan with every kind
+    from readouts.exports import readout_as_json
+    from readouts.selectors import readout_get
+
+    keys = list(experiment_metric_definitions(plan))
+    for _ in _ingest_in_batches(plan, random.Random(11), users=60, batches=3):
+        for key in keys:
+            # When the readout JSON is read from the rollups and from the events
+            settings.SIGNALDASH_METRIC_ROLLUPS = True
+            fast = readout_as_json(readout_get(experiment=plan, metric=key))
+            settings.SIGNALDASH_METRIC_ROLLUPS = False
+            reference = readout_as_json(readout_get(experiment=plan, metric=key))
+            # Then they are the same readout
+            assert _json_differences(reference, fast) == [], key
+
+
+def test_readout__rule_metrics_from_rollups__query_count_independent_of_data(plan, django_assert_max_num_queries):
+    # Given a readout of the rule-metric plan, caught up
+    from readouts.selectors import readout_get
+
+    batches = _ingest_in_batches(plan, random.Random(5), users=80, batches=2)
+    next(batches)
+    readout_get(experiment=plan, metric="rpo")
+
+    with CaptureQueriesContext(connection) as small:
+        readout_get(experiment=plan, metric="rpo")
+    # When twice as many users' events arrive and the readout has caught up
+    next(batches)
+    readout_get(experiment=plan, metric="rpo")
+    # Then a current readout makes the same number of queries (no per-user or per-event work)
+    with CaptureQueriesContext(connection) as large:
+        readout_get(experiment=plan, metric="rpo")
+    # Then a current readout's queries do not grow with the data: a fixed set, plus at most one ordered
+    # index read per percentile cap (none when the quantile falls among the users at 0)
+    caps = 3  # rev_p, rev_pz, rpo's numerator
+    assert len(small.captured_queries) <= len(large.captured_queries) <= len(small.captured_queries) + caps
+    with django_assert_max_num_queries(len(small.captured_queries) + caps):
+        readout_get(experiment=plan, metric="rev_p")
+
+
+def test_catch_up_rollups__running_rule_plan__builds_metric_rollups(plan):
+    # Given a running experiment with rule metrics and events no readout has read yet
+    import io
+
+    from django.core.management import call_command
+
+    from experiments.models import Experiment
+    from tests.tracking.conftest import set_status
+
+    next(_ingest_in_batches(plan, random.Random(3), users=40, batches=1))
+    Experiment.objects.filter(pk=plan.pk).update(preregistration=services.preregistration_build(plan))  # frozen
+    set_status(plan, "running")
+    plan.refresh_from_db()
+    # When the cron command runs
+    out = io.StringIO()
+    call_command("catch_up_rollups", stdout=out)
+    # Then it built every rule metric's rollups, and they equal the full recompute
+    assert "rule metrics full" in out.getvalue()
+    definitions = list(experiment_metric_definitions(plan).values())
+    assert metric_rollups.catch_up(experiment_id=plan.pk, definitions=definitions).mode == "none"
+    _assert_equal_to_full_recompute(plan, definitions)

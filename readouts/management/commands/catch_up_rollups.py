@@ -1,7 +1,9 @@
 """manage.py catch_up_rollups: bring every live experiment's readout rollups up to the latest events (for cron).
 
 The experiment list (``readouts.program``) reads the rollups as of their last catch-up; readout views catch up
-their own experiment. Run this every few minutes so the list's verdicts stay current. Idempotent, and safe to
+their own experiment. The catalog rule metrics' rollups (``readouts.metric_rollups``, keyed by each frozen
+definition) are caught up too, so the first readout after approval or a large ingest finds them built.
+Run this every few minutes so the list's verdicts stay current. Idempotent, and safe to
 run next to ingest and next to another run (catch-ups of one experiment take turns on its watermark row).
 """
 
@@ -10,18 +12,23 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand
 
 from experiments.models import Experiment
-from readouts import rollups
+from experiments.selectors import experiment_metric_definitions
+from readouts import metric_rollups, rollups
 
 
 class Command(BaseCommand):
     help = "Catch up the readout rollups of every running experiment and every experiment in readout."
 
     def handle(self, *args, **options):
-        live = Experiment.objects.filter(status__in=["running", "readout"]).order_by("pk").values_list("pk", "slug")
+        live = Experiment.objects.filter(status__in=["running", "readout"]).order_by("pk")
         changed = 0
-        for pk, slug in live:
-            result = rollups.catch_up(experiment_id=pk)
-            if result.mode != "none":
+        for experiment in live:
+            result = rollups.catch_up(experiment_id=experiment.pk)
+            rules = metric_rollups.CatchUp("none")
+            if experiment.data_source_id is None:  # warehouse experiments are computed by their engine
+                definitions = experiment_metric_definitions(experiment).values()
+                rules = metric_rollups.catch_up(experiment_id=experiment.pk, definitions=definitions)
+            if result.mode != "none" or rules.mode != "none":
                 changed += 1
-                self.stdout.write(f"{slug}: {result.mode} catch-up")
+                self.stdout.write(f"{experiment.slug}: {result.mode} catch-up, rule metrics {rules.mode}")
         self.stdout.write(f"{changed} experiment(s) caught up.")
