@@ -54,6 +54,9 @@ CHUNK = 500  # users per read of an incremental catch-up, rows per upsert statem
 FLUSH_USERS = 5_000  # users per write batch
 STREAM_USERS = 20_000  # more changed users than this: read the experiment's events in one ordered pass
 SUMS_FIELDS = ("users", "total", "total_sq", "events")
+VALUE_COLUMNS = ("experiment_id", "definition", "user_key", "variant_id", "value", "denominator")
+DAY_COLUMNS = ("experiment_id", "definition", "user_key", "variant_id", "day", "is_first", "cum_before", "cum_after",
+               "events")  # fmt: skip
 RATIO_FIELDS = ("numerator_sum", "numerator_sum_squares", "denominator_sum", "denominator_sum_squares", "sum_products")
 
 METRIC_ROLLUP_UPSERT_SQL = """
@@ -177,10 +180,11 @@ def _kinds(events: list[str]) -> Q:
 COLUMNS = ("id", "user_key", "event_type", "variant_id", "metric", "value", "occurred_at", "props")
 
 
-def _grouped(rows: Iterable[tuple]) -> Iterator[tuple[str, _UserEvents]]:
-    """Rows ordered by (user, time, id) → (user, their events)."""
+def _grouped(rows: Iterable[tuple], *, props: bool) -> Iterator[tuple[str, _UserEvents]]:
+    """Rows ordered by (user, time, id) → (user, their events). ``props`` False: no filter reads them (the
+    last column is then not props and not decoded)."""
     current, acc = None, _UserEvents()
-    for pk, user, event_type, variant_id, metric, value, at, props in rows:
+    for pk, user, event_type, variant_id, metric, value, at, extra in rows:
         if user != current:
             if current is not None:
                 yield current, acc
@@ -189,7 +193,7 @@ def _grouped(rows: Iterable[tuple]) -> Iterator[tuple[str, _UserEvents]]:
             if acc.exposure is None:
                 acc.exposure = (pk, Exposure(user, variant_id, at))
         else:
-            acc.conversions.append((pk, Conversion(user, metric, value, at, props or {})))
+            acc.conversions.append((pk, Conversion(user, metric, value, at, (extra or {}) if props else {})))
     if current is not None:
         yield current, acc
 
@@ -203,17 +207,24 @@ def _changed_users(using: str, experiment_id: int, events: list[str], since: int
     )
 
 
-def _user_events(using: str, experiment_id: int, events: list[str], horizon: int,
-                 users: list[str] | None) -> Iterator[tuple[str, _UserEvents]]:  # fmt: skip
+def _user_events(using: str, experiment_id: int, events: list[str], horizon: int, users: list[str] | None,
+                 props: bool) -> Iterator[tuple[str, _UserEvents]]:  # fmt: skip
     """Each user's events up to the horizon (``users`` None: every user of the experiment, one ordered pass)."""
     base = Event.objects.using(using).filter(_kinds(events), experiment_id=experiment_id, id__lte=horizon)
     ordered = ("user_key", "occurred_at", "id")
+    columns = COLUMNS if props else (*COLUMNS[:-1], "id")
     if users is None:
-        yield from _grouped(base.order_by(*ordered).values_list(*COLUMNS).iterator(chunk_size=10_000))
+        rows = base.order_by(*ordered).values_list(*columns).iterator(chunk_size=10_000)
+        yield from _grouped(rows, props=props)
         return
     for start in range(0, len(users), CHUNK):
         chunk = users[start : start + CHUNK]
-        yield from _grouped(base.filter(user_key__in=chunk).order_by(*ordered).values_list(*COLUMNS))
+        yield from _grouped(base.filter(user_key__in=chunk).order_by(*ordered).values_list(*columns), props=props)
+
+
+def _filters(d: MetricDefinition) -> bool:
+    parts = [p for p in (d.numerator, d.denominator) if p is not None]
+    return bool(d.filter_prop) or any(_filters(p) for p in parts)
 
 
 # --- writing -----------------------------------------------------------------------------------------------
@@ -224,8 +235,8 @@ class _Batch:
     sums: dict[tuple, list] = field(default_factory=dict)  # (definition, series, variant, day) → SUMS_FIELDS
     ratio: dict[tuple, list] = field(default_factory=dict)  # (definition, variant) → RATIO_FIELDS
     users: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))  # definition → users replaced
-    values: list[MetricUserValue] = field(default_factory=list)
-    days: list[MetricUserDay] = field(default_factory=list)
+    values: list[tuple] = field(default_factory=list)  # VALUE_COLUMNS
+    days: list[tuple] = field(default_factory=list)  # DAY_COLUMNS
     count: int = 0
 
 
@@ -253,25 +264,8 @@ def _batch_user(batch: _Batch, experiment_id: int, user: str, evs: _UserEvents, 
             batch.users[f].append(user)  # its rows are replaced (a definition built from scratch has none)
         variant = new_x.variant_id if new_x is not None else 0
         if new.value is not None:
-            value, denominator = new.value
-            batch.values.append(
-                MetricUserValue(experiment_id=experiment_id, definition=f, user_key=user, variant_id=variant,
-                                value=value, denominator=denominator)
-            )  # fmt: skip
-        batch.days += [
-            MetricUserDay(
-                experiment_id=experiment_id,
-                definition=f,
-                user_key=user,
-                day=day,
-                variant_id=variant,
-                is_first=first,
-                cum_before=before,
-                cum_after=after,
-                events=events,
-            )  # fmt: skip
-            for day, first, before, after, events in new.days
-        ]
+            batch.values.append((experiment_id, f, user, variant, *new.value))
+        batch.days += [(experiment_id, f, user, variant, *day) for day in new.days]
 
 
 def _percentile_storage(d: MetricDefinition) -> bool:
@@ -311,8 +305,20 @@ def _flush(using: str, experiment_id: int, batch: _Batch) -> None:
             for model in (MetricUserValue, MetricUserDay):
                 model.objects.using(using).filter(experiment_id=experiment_id, definition=f,
                                                   user_key__in=chunk).delete()  # fmt: skip
-    MetricUserValue.objects.using(using).bulk_create(batch.values, batch_size=2_000)
-    MetricUserDay.objects.using(using).bulk_create(batch.days, batch_size=2_000)
+    _insert(using, MetricUserValue, VALUE_COLUMNS, batch.values)
+    _insert(using, MetricUserDay, DAY_COLUMNS, batch.days)
+
+
+def _insert(using: str, model, columns: tuple[str, ...], rows: list[tuple]) -> None:
+    """Plain multi-row INSERTs (the ORM's bulk_create builds a model instance per row: most of a build)."""
+    conn = connections[using]
+    qn = conn.ops.quote_name
+    head = f"INSERT INTO {qn(model._meta.db_table)} ({', '.join(qn(c) for c in columns)}) VALUES "
+    row = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    with conn.cursor() as cursor:
+        for start in range(0, len(rows), CHUNK):
+            chunk = rows[start : start + CHUNK]
+            cursor.execute(head + ", ".join([row] * len(chunk)), [p for r in chunk for p in r])
 
 
 def _reset(using: str, experiment_id: int, definitions: Iterable[str]) -> None:
@@ -366,7 +372,8 @@ def catch_up(*, experiment_id: int, definitions: Iterable[MetricDefinition], usi
         if users is not None and len(users) > STREAM_USERS:
             users = None  # one ordered pass beats many IN lists; unchanged users add nothing
         batch, total = _Batch(), 0
-        for user, evs in _user_events(using, experiment_id, events, horizon, users):
+        props = any(_filters(d) for d in stale.values())
+        for user, evs in _user_events(using, experiment_id, events, horizon, users, props):
             _batch_user(batch, experiment_id, user, evs, stale, marks, horizon)
             if batch.count >= FLUSH_USERS:
                 total += batch.count
