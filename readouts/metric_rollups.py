@@ -71,6 +71,9 @@ DELETE FROM {table} WHERE experiment_id = %s AND users = 0 AND events = 0
 # --- definitions -------------------------------------------------------------------------------------------
 def _rules(data: dict) -> dict:
     out = {k: v for k, v in data.items() if k not in ("key", "name", "direction")}
+    for k in ("window_hours", "delay_hours", "cap_value"):  # 72 and 72.0 are one rule
+        if out.get(k) is not None:
+            out[k] = float(out[k])
     for part in ("numerator", "denominator"):
         if isinstance(out.get(part), dict):
             out[part] = _rules(out[part])

@@ -195,8 +195,11 @@ def test_metric_rollups__renamed_metric__same_rules_same_fingerprint():
     d = MetricDefinition(key="rev", name="Revenue", kind="mean", event="purchase", cap="percentile", cap_value=0.9)
     same = MetricDefinition(key="revenue", name="Rev", direction="decrease", kind="mean", event="purchase",
                             cap="percentile", cap_value=0.9)  # fmt: skip
-    # Then they share rollups; another rule does not
+    # Then they share rollups (a number written 72 or 72.0 too); another rule does not
     assert metric_rollups.fingerprint(d) == metric_rollups.fingerprint(same)
+    assert metric_rollups.fingerprint(MetricDefinition.from_dict({**d.to_dict(), "window_hours": 72})) == (
+        metric_rollups.fingerprint(MetricDefinition.from_dict({**d.to_dict(), "window_hours": 72.0}))
+    )
     assert metric_rollups.fingerprint(d) != metric_rollups.fingerprint(MetricDefinition.from_dict(
         {**d.to_dict(), "cap_ignore_zeros": True}))  # fmt: skip
 
