@@ -54,10 +54,14 @@ CHUNK = 500  # users per read of an incremental catch-up, rows per upsert statem
 FLUSH_USERS = 5_000  # users per write batch
 STREAM_USERS = 20_000  # more changed users than this: read the experiment's events in one ordered pass
 SUMS_FIELDS = ("users", "total", "total_sq", "events")
+# MetricRollup series of a percentile cap's counts (variant 0, COUNT_DAY): users = users ≠ 0, events = users < 0
+VALUE_SERIES, DENOMINATOR_SERIES = -1, -2
+COUNT_DAY = date(1970, 1, 1)
 VALUE_COLUMNS = ("experiment_id", "definition", "user_key", "variant_id", "value", "denominator")
 DAY_COLUMNS = ("experiment_id", "definition", "user_key", "variant_id", "day", "is_first", "cum_before", "cum_after",
-               "events")  # fmt: skip
-RATIO_FIELDS = ("numerator_sum", "numerator_sum_squares", "denominator_sum", "denominator_sum_squares", "sum_products")
+               "events", "peak")  # fmt: skip
+RATIO_FIELDS = ("users", "numerator_sum", "numerator_sum_squares", "denominator_sum", "denominator_sum_squares",
+                "sum_products")  # fmt: skip
 
 METRIC_ROLLUP_UPSERT_SQL = """
 INSERT INTO {table} (experiment_id, definition, {keys}, {fields}) VALUES {values}
@@ -131,8 +135,23 @@ def _user_days(uv: UserValue) -> list[tuple]:
     return out
 
 
+def _part_value(p: MetricDefinition, uv: UserValue) -> float:
+    """A ratio part's per-user value with its absolute cap (a percentile cap is the readout's)."""
+    cap = _absolute_cap(p)
+    return uv.value if cap is None else min(uv.value, cap)
+
+
+def _counts(out: Contribution, series: int, value: float) -> None:
+    """The quantile's counts of one stored column (``COUNT_SERIES``): users ≠ 0 and users < 0."""
+    if value:
+        out.sums[(series, 0, COUNT_DAY)] = [1, 0.0, 0.0, 1 if value < 0 else 0]
+
+
 def user_contribution(d: MetricDefinition, exposure: Exposure | None, convs: list[Conversion]) -> Contribution:
-    """One user's part of a definition's rollups. ``convs``: the user's conversions in (time, id) order."""
+    """One user's part of a definition's rollups. ``convs``: the user's conversions in (time, id) order.
+
+    Percentile-capped values are stored uncapped (rows, sums and the user's own rows); the readout applies
+    the cap to the users above it only."""
     out = Contribution()
     if exposure is None:
         return out
@@ -143,23 +162,22 @@ def user_contribution(d: MetricDefinition, exposure: Exposure | None, convs: lis
         return out
     main = d.numerator if d.kind == "ratio" else d
     raw = _raw_value(main, exposure.at, convs)
+    cap = _absolute_cap(main)
+    _series_sums(out.sums, 0, variant, raw if cap is None else _capped(raw, cap))
     if _percentile(main):
         out.days = _user_days(raw)
-    else:
-        cap = _absolute_cap(main)
-        _series_sums(out.sums, 0, variant, raw if cap is None else _capped(raw, cap))
     if d.kind == "ratio":
-        den = _raw_value(d.denominator, exposure.at, convs)
-        if _percentile(d.numerator) or _percentile(d.denominator):
-            if raw.value or den.value:
-                out.value = (raw.value, den.value)
-        else:
-            m = raw.value if _absolute_cap(d.numerator) is None else min(raw.value, _absolute_cap(d.numerator))
-            dv = den.value if _absolute_cap(d.denominator) is None else min(den.value, _absolute_cap(d.denominator))
-            if m or dv:
-                out.ratio[variant] = [m, m * m, dv, dv * dv, m * dv]
+        m = _part_value(d.numerator, raw)
+        dv = _part_value(d.denominator, _raw_value(d.denominator, exposure.at, convs))
+        if m or dv:
+            out.ratio[variant] = [1, m, m * m, dv, dv * dv, m * dv]
+            if _percentile_storage(d):
+                out.value = (m, dv)
+                _counts(out, VALUE_SERIES, m)
+                _counts(out, DENOMINATOR_SERIES, dv)
     elif _percentile(d) and raw.value:
         out.value = (raw.value, 0.0)
+        _counts(out, VALUE_SERIES, raw.value)
     return out
 
 
@@ -268,7 +286,7 @@ def _batch_user(batch: _Batch, experiment_id: int, user: str, evs: _UserEvents, 
         variant = new_x.variant_id if new_x is not None else 0
         if new.value is not None:
             batch.values.append((experiment_id, f, user, variant, *new.value))
-        batch.days += [(experiment_id, f, user, variant, *day) for day in new.days]
+        batch.days += [(experiment_id, f, user, variant, *day, max(day[2], day[3])) for day in new.days]
 
 
 def _percentile_storage(d: MetricDefinition) -> bool:
@@ -410,41 +428,61 @@ def _lerp(a: float, b: float, t: float) -> float:
     return b - diff * (1 - t) if t >= 0.5 else a + diff * t
 
 
-def percentile_cap(*, experiment_id: int, definition: str, column: str, q: float, exposed: int,
-                   ignore_zeros: bool, using: str = DEFAULT_DB_ALIAS) -> float | None:  # fmt: skip
+def percentile_cap(*, experiment_id: int, definition: str, column: str, q: float, exposed: int, ignore_zeros: bool,
+                   counts: tuple[int, int] | None = None, using: str = DEFAULT_DB_ALIAS) -> float | None:  # fmt: skip
     """numpy's default ``quantile`` of every exposed user's ``column`` (users without a row are 0).
 
-    Two counts and at most two ordered index reads: the order statistics of the multiset (stored
-    non-zero values) ∪ (zeros), so 1M users cost no sort.
+    ``counts``: (users ≠ 0, users < 0) as the rollups keep them (counted here when not given). Then at most
+    one ordered index read: the order statistics of the multiset (stored non-zero values) ∪ (zeros), so
+    1M users cost no sort.
     """
     qs = MetricUserValue.objects.using(using).filter(experiment_id=experiment_id, definition=definition)
-    counts = qs.aggregate(negative=Count("pk", filter=Q(**{f"{column}__lt": 0})),
-                          nonzero=Count("pk", filter=~Q(**{column: 0})))  # fmt: skip
-    negative, nonzero = counts["negative"] or 0, counts["nonzero"] or 0
+    if counts is None:
+        found = qs.aggregate(nonzero=Count("pk", filter=~Q(**{column: 0})),
+                             negative=Count("pk", filter=Q(**{f"{column}__lt": 0})))  # fmt: skip
+        counts = (found["nonzero"] or 0, found["negative"] or 0)
+    nonzero, negative = counts
     zeros = 0 if ignore_zeros else max(exposed - nonzero, 0)
     n = nonzero + zeros
     if n == 0:
         return None
-
     h = (n - 1) * q
     lo = min(max(math.floor(h), 0), n - 1)
     hi = min(lo + 1, n - 1)
     # each index's rank among the non-zero values (None: one of the zeros); the ranks wanted are adjacent
     rank = {i: i if i < negative else None if i < negative + zeros else i - zeros for i in (lo, hi)}
     wanted = sorted({r for r in rank.values() if r is not None})
-    found = {}
+    found_values = {}
     if wanted:
         values = _order_statistics(qs, column, wanted[0], wanted[-1] - wanted[0] + 1, nonzero)
-        found = dict(zip(range(wanted[0], wanted[-1] + 1), values, strict=True))
-    a, b = (0.0 if rank[i] is None else found[rank[i]] for i in (lo, hi))
+        found_values = dict(zip(range(wanted[0], wanted[-1] + 1), values, strict=True))
+    a, b = (0.0 if rank[i] is None else found_values[rank[i]] for i in (lo, hi))
     return a if hi == lo else _lerp(a, b, h - lo)
 
 
-def _cap(d: MetricDefinition, *, experiment_id: int, f: str, column: str, exposed: int, using: str) -> float | None:
+@dataclass(frozen=True)
+class _Stored:
+    """One read of every definition's MetricRollup and MetricRatioRollup rows."""
+
+    sums: dict[tuple[str, int], list[tuple]]  # (definition, series) → [(variant, day, *SUMS_FIELDS)]
+    ratio: dict[tuple[str, int], list]  # (definition, variant) → RATIO_FIELDS
+
+    def rows(self, key: str, f: str, series: int) -> list[queries.SumsRow]:
+        return [_sums_row(key, *r) for r in self.sums.get((f, series), [])]
+
+    def counts(self, f: str, series: int) -> tuple[int, int]:
+        found = self.sums.get((f, series))
+        return (int(found[0][2]), int(found[0][5])) if found else (0, 0)
+
+
+def _cap(d: MetricDefinition, *, experiment_id: int, f: str, series: int, stored: _Stored, exposed: int,
+         using: str) -> float | None:  # fmt: skip
     """The cap a part uses (as ``metric_values._cap_value``): absolute, the percentile, or None."""
     if _percentile(d):
+        column = "value" if series == VALUE_SERIES else "denominator"
         return percentile_cap(experiment_id=experiment_id, definition=f, column=column, q=float(d.cap_value),
-                              exposed=exposed, ignore_zeros=d.cap_ignore_zeros, using=using)  # fmt: skip
+                              exposed=exposed, ignore_zeros=d.cap_ignore_zeros, counts=stored.counts(f, series),
+                              using=using)  # fmt: skip
     return _absolute_cap(d)
 
 
@@ -453,41 +491,59 @@ def _sums_row(key: str, variant: int, day, users: int, total: float, total_sq: f
                            float(total_sq or 0.0), 0.0, 0.0, int(events or 0), 0, 0)  # fmt: skip
 
 
-def _percentile_rows(key: str, experiment_id: int, f: str, cap: float | None) -> list[queries.SumsRow]:
-    query = queries.metric_user_day_rows_query(experiment_id=experiment_id, definition=f, cap=cap)
-    return sorted(
-        (_sums_row(key, r["variant_id"], r["day"], r["users"], r["total"], r["total_sq"], r["events"])
-         for r in queries.metric_fetch(query)),
-        key=lambda r: (r.variant_id, r.day),
-    )  # fmt: skip
+def _percentile_rows(key: str, experiment_id: int, f: str, cap: float | None, stored: _Stored):
+    """The uncapped rows with the users above the cap swapped for their capped increments."""
+    acc = {(v, queries._day(day)): [users, total, total_sq, events] for v, day, users, total, total_sq, events
+           in stored.sums.get((f, 0), [])}  # fmt: skip
+    if cap is not None:
+        query = queries.metric_user_day_above_query(experiment_id=experiment_id, definition=f, cap=cap)
+        for r in queries.metric_fetch(query):
+            v = acc.setdefault((r["variant_id"], queries._day(r["day"])), [0, 0.0, 0.0, 0])
+            v[1] += float(r["total"]) - float(r["raw_total"])
+            v[2] += float(r["total_sq"]) - float(r["raw_total_sq"])
+    return [_sums_row(key, variant, day, *vec) for (variant, day), vec in sorted(acc.items())]
 
 
-def _percentile_ratio(d: MetricDefinition, experiment_id: int, f: str, caps: tuple, exposures: dict[int, int]):
-    query = queries.metric_user_ratio_query(experiment_id=experiment_id, definition=f, numerator_cap=caps[0],
-                                            denominator_cap=caps[1])  # fmt: skip
-    found = {r["variant_id"]: r for r in queries.metric_fetch(query)}
-    m0, d0 = (0.0 if c is None else min(0.0, c) for c in caps)  # a user at 0 is capped too (metric_values)
-    out = {}
-    for variant, n in exposures.items():
-        r = found.get(variant) or {"users": 0, "m": 0.0, "m2": 0.0, "d": 0.0, "d2": 0.0, "md": 0.0}
-        k = n - int(r["users"] or 0)  # exposed users without a row: both parts 0 before the cap
-        out[variant] = [n, float(r["m"] or 0) + k * m0, float(r["m2"] or 0) + k * m0 * m0,
-                        float(r["d"] or 0) + k * d0, float(r["d2"] or 0) + k * d0 * d0,
-                        float(r["md"] or 0) + k * m0 * d0]  # fmt: skip
-    return out
+def _percentile_ratio(experiment_id: int, f: str, caps: tuple, sums: dict[int, list]) -> dict[int, list]:
+    """``sums`` (variant → [n, Σm, Σm², Σd, Σd², Σm·d] of the uncapped parts) with the users above a cap
+    swapped for their capped parts, and the users at 0 (no row) capped too when a cap is below 0."""
+    if caps[0] is not None or caps[1] is not None:
+        query = queries.metric_user_ratio_above_query(experiment_id=experiment_id, definition=f,
+                                                      numerator_cap=caps[0], denominator_cap=caps[1])  # fmt: skip
+        for r in queries.metric_fetch(query):
+            s = sums.get(r["variant_id"])
+            if s is None:
+                continue  # a user exposed after the exposures were read (concurrent ingest)
+            for i, name in enumerate(("m", "m2", "d", "d2", "md"), start=1):
+                s[i] += float(r[name]) - float(r[f"raw_{name}"])
+    m0, d0 = (0.0 if c is None else min(0.0, c) for c in caps)  # metric_values caps the users at 0 as well
+    if m0 or d0:
+        for s in sums.values():
+            k = s[0] - s.pop()  # exposed users without a row
+            for i, term in enumerate((m0, m0 * m0, d0, d0 * d0, m0 * d0), start=1):
+                s[i] += k * term
+    else:
+        for s in sums.values():
+            s.pop()
+    return sums
 
 
-def _ratio(d: MetricDefinition, *, experiment_id: int, f: str, exposures: dict[int, int], stored: dict,
+def _ratio(d: MetricDefinition, *, experiment_id: int, f: str, exposures: dict[int, int], stored: _Stored,
            numerator_cap: float | None, using: str) -> tuple[dict, float | dict | None]:  # fmt: skip
     exposed = sum(exposures.values())
-    caps = (
-        numerator_cap,
-        _cap(d.denominator, experiment_id=experiment_id, f=f, column="denominator", exposed=exposed, using=using),
-    )
+    caps = (numerator_cap, _cap(d.denominator, experiment_id=experiment_id, f=f, series=DENOMINATOR_SERIES,
+                                stored=stored, exposed=exposed, using=using))  # fmt: skip
+    # [n, Σm, Σm², Σd, Σd², Σm·d, users with a row]
+    sums = {}
+    for v, n in exposures.items():
+        users, *vec = stored.ratio.get((f, v), [0, 0.0, 0.0, 0.0, 0.0, 0.0])
+        sums[v] = [n, *(float(x) for x in vec), int(users)]
     if _percentile_storage(d):
-        sums = _percentile_ratio(d, experiment_id, f, caps, exposures)
+        percentile_caps = tuple(c if _percentile(p) else None for c, p in zip(caps, (d.numerator, d.denominator),
+                                                                               strict=True))  # fmt: skip
+        sums = _percentile_ratio(experiment_id, f, percentile_caps, sums)
     else:
-        sums = {v: [n, *stored.get(v, [0.0] * 5)] for v, n in exposures.items()}
+        sums = {v: s[:-1] for v, s in sums.items()}
     ratio = {
         v: stats.RatioSums(*s, numerator_kind=d.numerator.kind, denominator_kind=d.denominator.kind)
         for v, s in sums.items()
@@ -496,7 +552,7 @@ def _ratio(d: MetricDefinition, *, experiment_id: int, f: str, exposures: dict[i
     return ratio, (cap_applied if any(c is not None for c in caps) else None)
 
 
-def _stored(using: str, experiment_id: int, fingerprints: list[str]) -> tuple[dict, dict]:
+def _stored(using: str, experiment_id: int, fingerprints: list[str]) -> _Stored:
     sums: dict[tuple[str, int], list[tuple]] = defaultdict(list)
     for f, series, variant, day, *vec in (
         MetricRollup.objects.using(using)
@@ -506,12 +562,12 @@ def _stored(using: str, experiment_id: int, fingerprints: list[str]) -> tuple[di
     ):
         sums[(f, series)].append((variant, day, *vec))
     ratio = {
-        (f, variant): [float(x) for x in vec]
+        (f, variant): list(vec)
         for f, variant, *vec in MetricRatioRollup.objects.using(using)
         .filter(experiment_id=experiment_id, definition__in=fingerprints)
         .values_list("definition", "variant_id", *RATIO_FIELDS)
     }
-    return sums, ratio
+    return _Stored(sums=sums, ratio=ratio)
 
 
 def computed(*, experiment_id: int, definitions: list[MetricDefinition], exposures: dict[int, int],
@@ -526,24 +582,23 @@ def computed(*, experiment_id: int, definitions: list[MetricDefinition], exposur
         return {}
     catch_up(experiment_id=experiment_id, definitions=rules, using=using)
     prints = {d.key: fingerprint(d) for d in rules}
-    sums, ratio_sums = _stored(using, experiment_id, sorted(set(prints.values())))
+    stored = _stored(using, experiment_id, sorted(set(prints.values())))
     exposed = sum(exposures.values())
     out: dict[str, catalog_metrics.Computed] = {}
     for d in rules:
         f = prints[d.key]
-
-        def rows(series: int, key: str = d.key, f: str = f) -> list[queries.SumsRow]:
-            return [_sums_row(key, *r) for r in sums.get((f, series), [])]
-
         if d.kind == "funnel":
-            steps = [(event, rows(k)) for k, event in enumerate(d.steps, start=1)]
+            steps = [(event, stored.rows(d.key, f, k)) for k, event in enumerate(d.steps, start=1)]
             out[d.key] = catalog_metrics.Computed(rows=steps[-1][1] if steps else [], steps=steps)
             continue
         main = d.numerator if d.kind == "ratio" else d
-        cap = _cap(main, experiment_id=experiment_id, f=f, column="value", exposed=exposed, using=using)
-        main_rows = _percentile_rows(d.key, experiment_id, f, cap) if _percentile(main) else rows(0)
+        cap = _cap(main, experiment_id=experiment_id, f=f, series=VALUE_SERIES, stored=stored, exposed=exposed,
+                   using=using)  # fmt: skip
+        if _percentile(main):
+            main_rows = _percentile_rows(d.key, experiment_id, f, cap, stored)
+        else:
+            main_rows = stored.rows(d.key, f, 0)
         if d.kind == "ratio":
-            stored = {v: vec for (g, v), vec in ratio_sums.items() if g == f}
             ratio, cap_applied = _ratio(d, experiment_id=experiment_id, f=f, exposures=exposures, stored=stored,
                                         numerator_cap=cap, using=using)  # fmt: skip
             out[d.key] = catalog_metrics.Computed(rows=main_rows, cap_applied=cap_applied, ratio=ratio)

@@ -248,9 +248,10 @@ class MetricRollupWatermark(models.Model):
 class MetricRollup(models.Model):
     """Per (experiment, definition, series, variant, UTC day): the ``SumsRow`` conversion increments.
 
-    ``series`` 0 is the metric's own per-user value (a ratio: its numerator), ``k`` ≥ 1 a funnel's step k
-    (``users`` = users reaching it that day). Maintained by deltas (new minus old contribution of each user
-    whose events changed). Not for percentile-capped values (``MetricUserDay``).
+    ``series`` 0 is the metric's own per-user value (a ratio: its numerator; a percentile cap: uncapped, the
+    readout corrects the users above the cap from ``MetricUserDay``), ``k`` ≥ 1 a funnel's step k (``users``
+    = users reaching it that day), −1/−2 a percentile cap's counts (``metric_rollups.VALUE_SERIES``).
+    Maintained by deltas (new minus old contribution of each user whose events changed).
     """
 
     experiment = models.ForeignKey("experiments.Experiment", on_delete=models.CASCADE, related_name="+")
@@ -275,14 +276,14 @@ class MetricRollup(models.Model):
 
 
 class MetricRatioRollup(models.Model):
-    """Per (experiment, ratio definition, variant): Σm, Σm², Σd, Σd², Σm·d of the capped per-user parts.
-
-    For ratios without a percentile-capped part (those read ``MetricUserValue``); n is the exposures.
+    """Per (experiment, ratio definition, variant): Σm, Σm², Σd, Σd², Σm·d of the per-user parts (absolute caps
+    applied; a percentile-capped part uncapped: the readout corrects the users above its cap). n: exposures.
     """
 
     experiment = models.ForeignKey("experiments.Experiment", on_delete=models.CASCADE, related_name="+")
     definition = models.CharField(max_length=64)
     variant_id = models.BigIntegerField()
+    users = models.BigIntegerField(default=0, help_text="Users with a part ≠ 0 (the others add only to n).")
     numerator_sum = models.FloatField(default=0.0)
     numerator_sum_squares = models.FloatField(default=0.0)
     denominator_sum = models.FloatField(default=0.0)
@@ -337,11 +338,13 @@ class MetricUserDay(models.Model):
     cum_before = models.FloatField(default=0.0, help_text="The user's uncapped value before this day.")
     cum_after = models.FloatField(default=0.0, help_text="The user's uncapped value after this day.")
     events = models.BigIntegerField(default=0)
+    peak = models.FloatField(default=0.0, help_text="max(cum_before, cum_after): the cap changes the row iff above.")
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["experiment", "definition", "user_key", "day"], name="metricuserday_key"),
         ]
+        indexes = [models.Index(fields=["experiment", "definition", "peak"], name="metricuserday_peak_idx")]
 
     def __str__(self) -> str:
         return f"{self.experiment_id} {self.definition[:12]} {self.user_key} {self.day}"
