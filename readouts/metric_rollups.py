@@ -219,10 +219,12 @@ def _grouped(rows: Iterable[tuple], *, props: bool) -> Iterator[tuple[str, _User
         yield current, acc
 
 
-def _changed_users(using: str, experiment_id: int, events: list[str], since: int, horizon: int) -> list[str]:
+def _changed_users(using: str, experiment_id: int, since: int, horizon: int) -> list[str]:
+    """Users with any event in (since, horizon] (by the primary key range; the users whose events no stale
+    definition reads add nothing)."""
     return sorted(
         Event.objects.using(using)
-        .filter(_kinds(events), experiment_id=experiment_id, id__gt=since, id__lte=horizon)
+        .filter(experiment_id=experiment_id, id__gt=since, id__lte=horizon)
         .values_list("user_key", flat=True)
         .distinct()
     )
@@ -389,7 +391,7 @@ def catch_up(*, experiment_id: int, definitions: Iterable[MetricDefinition], usi
         _reset(using, experiment_id, [f for f in stale if not marks[f]])
         events = sorted({e for d in stale.values() for e in d.events()})
         since = min(marks[f] for f in stale)
-        users = None if not since else _changed_users(using, experiment_id, events, since, horizon)
+        users = None if not since else _changed_users(using, experiment_id, since, horizon)
         if users is not None and len(users) > STREAM_USERS:
             users = None  # one ordered pass beats many IN lists; unchanged users add nothing
         batch, total = _Batch(), 0
