@@ -15,7 +15,7 @@ One command: `.venv/bin/python bench/readout.py` (or `make bench`). It
    and prints the ratios to the bare query;
 4. catalog rule metrics (readouts/metric_rollups.py), same events: the plan gains one metric of every kind
    (a 72-hour windowed conversion, revenue capped at 50, revenue per order, a signup → purchase funnel) and
-   the readout API is timed with that plan: the first readout (the rule rollups are built or caught up),
+   the readout API is timed with that plan: the first readout (every rule metric's rollups built or caught up),
    the median readout, the readout right after 1,000 new events, and per kind the rule rollups' read alone
    (``metric_rollups.computed`` for that one definition). A 99th-percentile-capped revenue metric is timed
    the same way (its readout takes the quantile over every exposed user). At sizes up to
@@ -229,14 +229,14 @@ def _exposures(experiment) -> dict[int, int]:
 
 
 def _rule_phase(*, experiment, owner, metrics: dict, api, label: str, keys: list[str], repeat: int) -> dict:
-    """The plan becomes ``keys``: first readout (rule rollups built or caught up), then the timings."""
+    """The plan becomes ``keys`` (their rollups already built): one readout, then the timings."""
     from experiments.selectors import experiment_metric_definitions
     from readouts import metric_rollups
 
     _plan(experiment, owner, metrics, keys)
     definitions = experiment_metric_definitions(experiment)
     started = time.perf_counter()
-    api(keys[0])()  # the load bypassed ingest: this readout builds or catches up the rule rollups
+    api(keys[0])()  # current when the first phase built every rule metric's rollups
     result: dict = {f"{label}_first": time.perf_counter() - started}
     fns = {f"{label}_api": api(keys[-1])}
     exposed = _exposures(experiment)
@@ -267,8 +267,13 @@ def rules_measure(*, experiment, owner, key: str, repeat: int, table: str, ids: 
         return call
 
     common = {"experiment": experiment, "owner": owner, "metrics": metrics, "api": api, "repeat": repeat}
+    _plan(experiment, owner, metrics, [*RULE_PLAN.values(), PERCENTILE])
+    started = time.perf_counter()
+    api(PERCENTILE)()  # the load bypassed ingest: this readout builds or catches up every rule metric's rollups
+    build = time.perf_counter() - started
     result = _rule_phase(label="plan", keys=list(RULE_PLAN.values()), **common)
     result.update(_rule_phase(label="percentile", keys=[*RULE_PLAN.values(), PERCENTILE], **common))
+    result["build"] = build
     catchups = []
     for n in range(repeat):  # 500 new users (1,000 events) per round, then one readout
         lo = users + n * 500
@@ -289,11 +294,10 @@ def rules_measure(*, experiment, owner, key: str, repeat: int, table: str, ids: 
 
 def _rules_report(size: int, r: dict) -> None:
     print(f"   -- catalog rule metrics @ {size:,} events (plan: {', '.join(RULE_PLAN)}; then + p99 cap)")
-    print(f"   {'first readout, plan':<21}: {r['plan_first'] * 1000:8.1f} ms (rule rollups built / caught up)")
+    print(f"   {'first rule readout':<21}: {r['build'] * 1000:8.1f} ms (every rule metric's rollups built / caught up)")
     print(_line("readout API, plan", r["plan_api"], note="  (acceptance < 100 ms)"))
     for kind in RULE_PLAN:
         print(_line(f"  read {kind}", r[f"read {kind}"]))
-    print(f"   {'first readout, +p99':<21}: {r['percentile_first'] * 1000:8.1f} ms")
     print(_line("readout API, +p99", r["percentile_api"], note="  (acceptance < 300 ms at 1M exposed)"))
     print(_line("  read percentile", r["read percentile"]))
     print(_line("API +p99 after 1k ev.", r["percentile_api_after_1k_events"]))

@@ -60,7 +60,7 @@ def _rule_rows(size: str, rules: dict | None) -> list[tuple]:
             (f"readout API, + p99 cap p50 @{size}", rules["percentile_api"][0] * 1000, "ms", base, ref,
              "< 300 ms @1M exposed"),
             (f"rule API +1k events @{size}", rules["percentile_api_after_1k_events"][0] * 1000, "ms", "", None, ""),
-            (f"first rule readout (build) @{size}", rules["plan_first"] * 1000, "ms", "", None, "")]  # fmt: skip
+            (f"first rule readout (build) @{size}", rules["build"] * 1000, "ms", "", None, "")]  # fmt: skip
     for kind in ("windowed", "capped absolute", "ratio", "funnel", "percentile"):
         rows.append((f"  rule read: {kind} @{size}", rules[f"read {kind}"][0] * 1000, "ms", "", None, ""))
     return rows
