@@ -607,3 +607,60 @@ def computed(*, experiment_id: int, definitions: list[MetricDefinition], exposur
         else:
             out[d.key] = catalog_metrics.Computed(rows=main_rows, cap_applied=cap)
     return out
+
+
+# --- rebuild and comparison (tests, `recompute_readouts --verify`) -----------------------------------------
+def rebuild(*, experiment_id: int, definitions: Iterable[MetricDefinition], using: str = DEFAULT_DB_ALIAS) -> CatchUp:
+    """Drop every rule-metric rollup of the experiment (any definition) and build ``definitions``' from the events."""
+    with transaction.atomic(using=using):
+        MetricRollupWatermark.objects.using(using).filter(experiment_id=experiment_id).delete()
+        for model in (MetricRollup, MetricRatioRollup, MetricUserValue, MetricUserDay):
+            model.objects.using(using).filter(experiment_id=experiment_id).delete()
+    return catch_up(experiment_id=experiment_id, definitions=definitions, using=using)
+
+
+def _close(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return math.isclose(a, b, rel_tol=rollups.FLOAT_TOLERANCE, abs_tol=rollups.FLOAT_TOLERANCE)
+
+
+def _cap_differences(key: str, a, b) -> list[str]:
+    if isinstance(a, dict) or isinstance(b, dict):
+        same = isinstance(a, dict) and isinstance(b, dict) and all(_close(a[p], b[p]) for p in a) and set(a) == set(b)
+    else:
+        same = _close(a, b)
+    return [] if same else [f"{key} cap_applied: expected {a!r}, got {b!r}"]
+
+
+def _ratio_differences(key: str, a: dict, b: dict) -> list[str]:
+    out = []
+    for v in sorted(set(a) | set(b)):
+        x, y = a.get(v), b.get(v)
+        fields = (
+            "numerator_sum",
+            "numerator_sum_squares",
+            "denominator_sum",
+            "denominator_sum_squares",
+            "sum_products",
+        )
+        if x is None or y is None or x.n != y.n or not all(_close(getattr(x, f), getattr(y, f)) for f in fields):
+            out.append(f"{key} ratio variant {v}: expected {x}, got {y}")
+    return out
+
+
+def computed_differences(expected: dict[str, catalog_metrics.Computed],
+                         actual: dict[str, catalog_metrics.Computed]) -> list[str]:  # fmt: skip
+    """Where two ``computed`` results differ (rows, caps, ratio sums, funnel steps); [] when equal."""
+    out = [f"{key}: missing" for key in expected if key not in actual]
+    out += [f"{key}: unexpected" for key in actual if key not in expected]
+    for key in sorted(set(expected) & set(actual)):
+        e, a = expected[key], actual[key]
+        out += [f"{key} rows: {d}" for d in rollups.rows_differences(e.rows, a.rows)]
+        out += _cap_differences(key, e.cap_applied, a.cap_applied)
+        out += _ratio_differences(key, e.ratio, a.ratio)
+        if [s for s, _ in e.steps] != [s for s, _ in a.steps]:
+            out.append(f"{key} steps: expected {[s for s, _ in e.steps]}, got {[s for s, _ in a.steps]}")
+        for (event, er), (_, ar) in zip(e.steps, a.steps, strict=False):
+            out += [f"{key} step {event}: {d}" for d in rollups.rows_differences(er, ar)]
+    return out

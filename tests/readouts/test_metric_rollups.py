@@ -325,3 +325,48 @@ def test_metric_rollups__caps_below_zero__equal_full_recompute(make_experiment):
         # Then they equal the full recompute
         _assert_equal_to_full_recompute(exp, definitions)
     assert computed["low"].cap_applied < 0  # the case under test did happen
+
+
+def test_recompute_readouts__rule_plan__verifies_and_rebuilds_rule_rollups(plan):
+    # Given rule rollups caught up after two batches, and a stale leftover of an edited definition
+    import io
+
+    from django.core.management import call_command
+
+    batches = _ingest_in_batches(plan, random.Random(9), users=40, batches=2)
+    next(batches)
+    definitions = list(experiment_metric_definitions(plan).values())
+    metric_rollups.catch_up(experiment_id=plan.pk, definitions=definitions)
+    next(batches)
+    rev_p = next(d for d in definitions if d.key == "rev_p")
+    stale = MetricDefinition.from_dict({**rev_p.to_dict(), "cap_value": 0.5})
+    metric_rollups.catch_up(experiment_id=plan.pk, definitions=[stale])
+    # When the command verifies and rebuilds
+    out = io.StringIO()
+    call_command("recompute_readouts", "--experiment", plan.slug, "--verify", stdout=out)
+    # Then the rule metrics equalled the events, were rebuilt, still equal them, and the leftover is gone
+    assert f"{plan.slug}: rule metrics equal the events" in out.getvalue()
+    assert f"{plan.slug}: rule metrics rebuilt (9)" in out.getvalue()
+    _assert_equal_to_full_recompute(plan, definitions)
+    prints = {metric_rollups.fingerprint(d) for d in definitions if not catalog_metrics.rollup_shaped(d)}
+    assert set(MetricRollup.objects.filter(experiment=plan).values_list("definition", flat=True)) <= prints
+    assert metric_rollups.fingerprint(stale) not in prints
+
+
+def test_computed_differences__changed_value__reported():
+    # Given a computed result and a copy with one row, one cap and one ratio sum changed
+    from dataclasses import replace
+    from datetime import date
+
+    from readouts import queries, stats
+
+    row = queries.SumsRow("conversion", 1, "m", date(2026, 11, 1), 3, 10.0, 40.0, 0.0, 0.0, 4, 0, 0)
+    ratio = stats.RatioSums(5, 10.0, 40.0, 4.0, 6.0, 12.0)
+    a = {"m": catalog_metrics.Computed(rows=[row], cap_applied=2.0, ratio={1: ratio})}
+    b = {"m": catalog_metrics.Computed(rows=[replace(row, total=10.5)], cap_applied=2.5,
+                                       ratio={1: replace(ratio, sum_products=13.0)})}  # fmt: skip
+    # Then each difference is reported, and none for equal results
+    differences = metric_rollups.computed_differences(a, b)
+    assert len(differences) == 3 and "total" in differences[0] and "cap_applied" in differences[1]
+    assert "ratio variant 1" in differences[2]
+    assert metric_rollups.computed_differences(a, a) == []
