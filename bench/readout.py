@@ -13,7 +13,14 @@ One command: `.venv/bin/python bench/readout.py` (or `make bench`). It
    - the first readout after the bulk load (a full recompute: the load bypassed ingest), and the readout
      right after 1,000 new events (the incremental catch-up),
    and prints the ratios to the bare query;
-4. removes the cluster. Not part of pytest. Bounded: a few minutes on 2 cores with the defaults.
+4. catalog rule metrics (readouts/metric_rollups.py), same events: the plan gains one metric of every kind
+   (a 72-hour windowed conversion, revenue capped at 50, revenue per order, a signup → purchase funnel) and
+   the readout API is timed with that plan: the first readout (every rule metric's rollups built or caught up),
+   the median readout, the readout right after 1,000 new events, and per kind the rule rollups' read alone
+   (``metric_rollups.computed`` for that one definition). A 99th-percentile-capped revenue metric is timed
+   the same way (its readout takes the quantile over every exposed user). At sizes up to
+   ``--reference-max`` events the events path they replace (``SIGNALDASH_METRIC_ROLLUPS`` off) is timed too;
+5. removes the cluster. Not part of pytest. Bounded: a few minutes on 2 cores with the defaults.
 """
 
 from __future__ import annotations
@@ -172,6 +179,132 @@ def readout_measure(*, experiment, owner, key: str, repeat: int, table: str, ids
     return result
 
 
+RULE_METRICS = {  # key -> Metric fields; one of every kind the acceptance names, and a percentile cap
+    "bench_win72": {"kind": "binary", "event": "purchase", "window_hours": 72},
+    "bench_rev_abs": {"kind": "mean", "event": "purchase", "cap": "absolute", "cap_value": 50},
+    "bench_rev": {"kind": "mean", "event": "purchase"},
+    "bench_orders": {"kind": "mean", "event": "purchase", "aggregation": "count"},
+    "bench_funnel": {"kind": "funnel", "steps": ["signup", "purchase"]},
+    "bench_rev_p99": {"kind": "mean", "event": "purchase", "cap": "percentile", "cap_value": 0.99},
+}
+RULE_PLAN = {"windowed": "bench_win72", "capped absolute": "bench_rev_abs", "ratio": "bench_rpo",
+             "funnel": "bench_funnel"}  # fmt: skip
+PERCENTILE = "bench_rev_p99"
+
+
+def _rule_metrics(owner) -> dict:
+    from experiments import catalog
+    from experiments.models import Metric
+
+    out = {m.key: m for m in Metric.objects.filter(key__in=[*RULE_METRICS, "bench_rpo"])}
+    for key, fields in RULE_METRICS.items():
+        if key not in out:
+            out[key] = catalog.metric_save(metric=Metric(key=key, name=key, **fields), actor=owner, source="service")
+    if "bench_rpo" not in out:
+        rpo = Metric(key="bench_rpo", name="bench_rpo", kind="ratio", numerator=out["bench_rev"],
+                     denominator=out["bench_orders"])  # fmt: skip
+        out["bench_rpo"] = catalog.metric_save(metric=rpo, actor=owner, source="service")
+    return out
+
+
+def _plan(experiment, owner, metrics: dict, keys: list[str]) -> None:
+    """The experiment's catalog rows become exactly ``keys`` (secondary metrics; the primary stays ad hoc)."""
+    from experiments import services
+    from experiments.models import ExperimentMetric
+
+    ExperimentMetric.objects.filter(experiment=experiment, metric__isnull=False).delete()
+    for key in keys:
+        row = ExperimentMetric(experiment=experiment, metric=metrics[key], role="secondary")
+        services.experiment_metric_save(metric=row, actor=owner)
+
+
+def _exposures(experiment) -> dict[int, int]:
+    from readouts import rollups
+
+    out: dict[int, int] = {}
+    for r in rollups.readout_rows(experiment_id=experiment.pk):
+        if r.kind == "exposure":
+            out[r.variant_id] = out.get(r.variant_id, 0) + r.users
+    return out
+
+
+def _rule_phase(*, experiment, owner, metrics: dict, api, label: str, keys: list[str], repeat: int) -> dict:
+    """The plan becomes ``keys`` (their rollups already built): one readout, then the timings."""
+    from experiments.selectors import experiment_metric_definitions
+    from readouts import metric_rollups
+
+    _plan(experiment, owner, metrics, keys)
+    definitions = experiment_metric_definitions(experiment)
+    started = time.perf_counter()
+    api(keys[0])()  # current when the first phase built every rule metric's rollups
+    result: dict = {f"{label}_first": time.perf_counter() - started}
+    fns = {f"{label}_api": api(keys[-1])}
+    exposed = _exposures(experiment)
+    kinds = [*RULE_PLAN.items()] if label == "plan" else [("percentile", PERCENTILE)]
+    for kind, metric in kinds:
+        fns[f"read {kind}"] = lambda d=definitions[metric]: metric_rollups.computed(
+            experiment_id=experiment.pk, definitions=[d], exposures=exposed
+        )
+    result.update(_timed(fns, repeat))
+    return result
+
+
+def rules_measure(*, experiment, owner, key: str, repeat: int, table: str, ids: dict, users: int,
+                  reference_max: int) -> dict:  # fmt: skip
+    """The readout API with a plan of every rule kind, the rule rollups' read per kind, the percentile cap."""
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import override_settings
+
+    metrics = _rule_metrics(owner)
+    api_client = Client(HTTP_AUTHORIZATION=f"Bearer {key}")
+
+    def api(metric: str):
+        def call():
+            response = api_client.get(f"/api/experiments/{experiment.slug}/readout?metric={metric}")
+            assert response.status_code == 200, response.content[:300]
+
+        return call
+
+    common = {"experiment": experiment, "owner": owner, "metrics": metrics, "api": api, "repeat": repeat}
+    _plan(experiment, owner, metrics, [*RULE_PLAN.values(), PERCENTILE])
+    started = time.perf_counter()
+    api(PERCENTILE)()  # the load bypassed ingest: this readout builds or catches up every rule metric's rollups
+    build = time.perf_counter() - started
+    result = _rule_phase(label="plan", keys=list(RULE_PLAN.values()), **common)
+    result.update(_rule_phase(label="percentile", keys=[*RULE_PLAN.values(), PERCENTILE], **common))
+    result["build"] = build
+    catchups = []
+    for n in range(repeat):  # 500 new users (1,000 events) per round, then one readout
+        lo = users + n * 500
+        with connection.cursor() as cursor:
+            params = {**ids, "lo": lo, "hi": lo + 500, "t0": T0, "span": SPAN_S}
+            cursor.execute(LOAD_EXPOSURES_SQL.format(event=table), params)
+            cursor.execute(LOAD_CONVERSIONS_SQL.format(event=table), params)
+        started = time.perf_counter()
+        api(PERCENTILE)()
+        catchups.append(time.perf_counter() - started)
+    result["percentile_api_after_1k_events"] = (statistics.median(catchups), min(catchups), max(catchups))
+    if users * 2 <= reference_max:
+        with override_settings(SIGNALDASH_METRIC_ROLLUPS=False):
+            result["events_path_api"] = _timed({"ref": api(PERCENTILE)}, max(1, repeat // 2))["ref"]
+    _plan(experiment, owner, metrics, [])
+    return result
+
+
+def _rules_report(size: int, r: dict) -> None:
+    print(f"   -- catalog rule metrics @ {size:,} events (plan: {', '.join(RULE_PLAN)}; then + p99 cap)")
+    print(f"   {'first rule readout':<21}: {r['build'] * 1000:8.1f} ms (every rule metric's rollups built / caught up)")
+    print(_line("readout API, plan", r["plan_api"], note="  (acceptance < 100 ms)"))
+    for kind in RULE_PLAN:
+        print(_line(f"  read {kind}", r[f"read {kind}"]))
+    print(_line("readout API, +p99", r["percentile_api"], note="  (acceptance < 300 ms at 1M exposed)"))
+    print(_line("  read percentile", r["read percentile"]))
+    print(_line("API +p99 after 1k ev.", r["percentile_api_after_1k_events"]))
+    if "events_path_api" in r:
+        print(_line("events path (before)", r["events_path_api"]), flush=True)
+
+
 def _line(label: str, timing: tuple[float, float, float], bare: float | None = None, note: str = "") -> str:
     median, low, high = (t * 1000 for t in timing)
     ratio = f"  ratio to bare = {timing[0] / bare:.2f}x" if bare else ""
@@ -189,7 +322,7 @@ def _report(size: int, load_s: float, r: dict) -> None:
     print(_line("API after 1k events", r["api_after_1k_events"], bare), flush=True)
 
 
-def run_measurements(sizes: list[int], repeat: int) -> list[dict]:
+def run_measurements(sizes: list[int], repeat: int, reference_max: int = 1_000_000) -> list[dict]:
     """Load each size (cumulative), measure; one throwaway cluster. Returns one dict per size."""
     out = []
     with postgres_cluster() as url:
@@ -225,9 +358,12 @@ def run_measurements(sizes: list[int], repeat: int) -> list[dict]:
             r = readout_measure(
                 experiment=experiment, owner=owner, key=key, repeat=repeat, table=table, ids=ids, users=users
             )
-            loaded_users = users + repeat * 500
             _report(size, load_s, r)
-            out.append({"events": size, "load_s": load_s, **r})
+            rules = rules_measure(experiment=experiment, owner=owner, key=key, repeat=repeat, table=table, ids=ids,
+                                  users=users + repeat * 500, reference_max=reference_max)  # fmt: skip
+            _rules_report(size, rules)
+            loaded_users = users + 2 * repeat * 500
+            out.append({"events": size, "load_s": load_s, **r, "rules": rules})
         connection.close()
     return out
 
@@ -236,8 +372,10 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000000,10000000", help="cumulative event counts (comma-separated)")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--reference-max", type=int, default=1_000_000,
+                        help="time the rule metrics' events path (the reference) up to this many events")  # fmt: skip
     args = parser.parse_args(argv)
-    run_measurements(sorted(int(s) for s in args.sizes.split(",")), args.repeat)
+    run_measurements(sorted(int(s) for s in args.sizes.split(",")), args.repeat, args.reference_max)
     return 0
 
 

@@ -46,6 +46,23 @@ def _rows(ingest_results: list[dict], readouts: list[dict]) -> list[tuple]:
                      bare, ""))  # fmt: skip
         rows.append((f"first readout (full) @{size}", r["first_readout"][0] * 1000, "ms", "bare aggregate SQL", bare,
                      ""))  # fmt: skip
+        rows += _rule_rows(size, r.get("rules"))
+    return rows
+
+
+def _rule_rows(size: str, rules: dict | None) -> list[tuple]:
+    """Catalog rule metrics (bench/readout.py rules_measure): the plan of every kind, the p99 cap, per kind."""
+    if not rules:
+        return []
+    ref = rules["events_path_api"][0] * 1000 if "events_path_api" in rules else None
+    base = "events path (before)" if ref is not None else ""
+    rows = [(f"readout API, rule plan p50 @{size}", rules["plan_api"][0] * 1000, "ms", base, ref, "< 100 ms"),
+            (f"readout API, + p99 cap p50 @{size}", rules["percentile_api"][0] * 1000, "ms", base, ref,
+             "< 300 ms @1M exposed"),
+            (f"rule API +1k events @{size}", rules["percentile_api_after_1k_events"][0] * 1000, "ms", "", None, ""),
+            (f"first rule readout (build) @{size}", rules["build"] * 1000, "ms", "", None, "")]  # fmt: skip
+    for kind in ("windowed", "capped absolute", "ratio", "funnel", "percentile"):
+        rows.append((f"  rule read: {kind} @{size}", rules[f"read {kind}"][0] * 1000, "ms", "", None, ""))
     return rows
 
 

@@ -248,3 +248,131 @@ class VerdictSummary(models.Model):
 
     def __str__(self) -> str:
         return f"{self.experiment_id} {self.fingerprint[:8]}"
+
+
+# --- catalog rule metrics: incremental per-user rollups (readouts.metric_rollups) -------------------------
+class MetricRollupWatermark(models.Model):
+    """How far one frozen rule-metric definition's rollups of an experiment have read its events.
+
+    ``definition`` is the SHA-256 fingerprint of the definition's rules (``metric_rollups.fingerprint``): an
+    edited catalog metric is a new fingerprint with rollups of its own, so values of two versions never mix.
+    Row-locked (``FOR UPDATE``) by every catch-up. Written only by ``readouts.metric_rollups``.
+    """
+
+    experiment = models.ForeignKey("experiments.Experiment", on_delete=models.CASCADE, related_name="+")
+    definition = models.CharField(max_length=64)
+    event_id = models.BigIntegerField(default=0, help_text="Events with id up to this are in the rollups.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "definition"], name="metricrollupwatermark_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.experiment_id} {self.definition[:12]}: events ≤ {self.event_id}"
+
+
+class MetricRollup(models.Model):
+    """Per (experiment, definition, series, variant, UTC day): the ``SumsRow`` conversion increments.
+
+    ``series`` 0 is the metric's own per-user value (a ratio: its numerator; a percentile cap: uncapped, the
+    readout corrects the users above the cap from ``MetricUserDay``), ``k`` ≥ 1 a funnel's step k (``users``
+    = users reaching it that day), −1/−2 a percentile cap's counts (``metric_rollups.VALUE_SERIES``).
+    Maintained by deltas (new minus old contribution of each user whose events changed).
+    """
+
+    experiment = models.ForeignKey("experiments.Experiment", on_delete=models.CASCADE, related_name="+")
+    definition = models.CharField(max_length=64)
+    series = models.SmallIntegerField(default=0)
+    variant_id = models.BigIntegerField()
+    day = models.DateField()
+    users = models.BigIntegerField(default=0)
+    total = models.FloatField(default=0.0)
+    total_sq = models.FloatField(default=0.0)
+    events = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["experiment", "definition", "series", "variant_id", "day"], name="metricrollup_key"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.experiment_id} {self.definition[:12]} {self.series} {self.variant_id} {self.day}"
+
+
+class MetricRatioRollup(models.Model):
+    """Per (experiment, ratio definition, variant): Σm, Σm², Σd, Σd², Σm·d of the per-user parts (absolute caps
+    applied; a percentile-capped part uncapped: the readout corrects the users above its cap). n: exposures.
+    """
+
+    experiment = models.ForeignKey("experiments.Experiment", on_delete=models.CASCADE, related_name="+")
+    definition = models.CharField(max_length=64)
+    variant_id = models.BigIntegerField()
+    users = models.BigIntegerField(default=0, help_text="Users with a part ≠ 0 (the others add only to n).")
+    numerator_sum = models.FloatField(default=0.0)
+    numerator_sum_squares = models.FloatField(default=0.0)
+    denominator_sum = models.FloatField(default=0.0)
+    denominator_sum_squares = models.FloatField(default=0.0)
+    sum_products = models.FloatField(default=0.0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "definition", "variant_id"], name="metricratiorollup_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.experiment_id} {self.definition[:12]} {self.variant_id}"
+
+
+class MetricUserValue(models.Model):
+    """One exposed user's uncapped value (a ratio: numerator and denominator) under a definition with a
+    percentile cap, so the readout takes the quantile over users and then one GROUP BY. Users whose
+    values are all 0 have no row (the readout counts them from the exposures)."""
+
+    experiment = models.ForeignKey("experiments.Experiment", on_delete=models.CASCADE, related_name="+")
+    definition = models.CharField(max_length=64)
+    user_key = models.CharField(max_length=255)
+    variant_id = models.BigIntegerField()
+    value = models.FloatField(default=0.0)
+    denominator = models.FloatField(default=0.0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "definition", "user_key"], name="metricuservalue_key"),
+        ]
+        indexes = [
+            models.Index(fields=["experiment", "definition", "value"], name="metricuservalue_value_idx"),
+            models.Index(fields=["experiment", "definition", "denominator"], name="metricuservalue_den_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.experiment_id} {self.definition[:12]} {self.user_key}"
+
+
+class MetricUserDay(models.Model):
+    """One exposed user's uncapped daily accrual under a percentile-capped definition (a ratio: its
+    numerator): the value added that day, the cumulative value before and after it, the counted events.
+    With the cap known, each row's capped increment is min(after, c) − min(before, c): one GROUP BY."""
+
+    experiment = models.ForeignKey("experiments.Experiment", on_delete=models.CASCADE, related_name="+")
+    definition = models.CharField(max_length=64)
+    user_key = models.CharField(max_length=255)
+    day = models.DateField()
+    variant_id = models.BigIntegerField()
+    is_first = models.BooleanField(default=False, help_text="The user's first counted day.")
+    cum_before = models.FloatField(default=0.0, help_text="The user's uncapped value before this day.")
+    cum_after = models.FloatField(default=0.0, help_text="The user's uncapped value after this day.")
+    events = models.BigIntegerField(default=0)
+    peak = models.FloatField(default=0.0, help_text="max(cum_before, cum_after): the cap changes the row iff above.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "definition", "user_key", "day"], name="metricuserday_key"),
+        ]
+        indexes = [models.Index(fields=["experiment", "definition", "peak"], name="metricuserday_peak_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.experiment_id} {self.definition[:12]} {self.user_key} {self.day}"

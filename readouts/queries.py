@@ -297,3 +297,81 @@ def readout_metric_events(*, experiment_id: int, events: list[str]):
         ):
             conversions.setdefault(user, []).append(Conversion(user, metric, value, at, props or {}))
     return exposures, conversions
+
+
+# --- catalog rule metrics from their per-user rollups (readouts.metric_rollups) ---------------------------
+# A percentile cap c changes a user-day row only when the row's peak (max of the uncapped cumulative value
+# before and after the day) is above c; the rollups keep the uncapped sums, so the readout reads just those
+# rows (an index range: about 1 − q of the users) and swaps their uncapped increments (ra − rb) for the
+# capped ones, min(after, c) − min(before, c) (the user's first day: − 0, as metric_values._capped does).
+METRIC_USER_DAY_ABOVE_SQL = """
+SELECT u.variant_id, u.day, SUM(u.ra - u.rb) AS raw_total, SUM(u.ra * u.ra - u.rb * u.rb) AS raw_total_sq,
+       SUM(u.a - u.b) AS total, SUM(u.a * u.a - u.b * u.b) AS total_sq
+FROM (
+    SELECT variant_id, day, cum_after AS ra, CASE WHEN is_first THEN 0.0 ELSE cum_before END AS rb,
+           {after} AS a, CASE WHEN is_first THEN 0.0 ELSE {before} END AS b
+    FROM {user_day}
+    WHERE experiment_id = %(experiment_id)s AND definition = %(definition)s AND peak > %(cap)s
+) u
+GROUP BY u.variant_id, u.day
+"""
+
+# A ratio with a percentile-capped part: the users whose part is above its cap (index ranges), their
+# uncapped and capped Σm, Σm², Σd, Σd², Σm·d per variant. {above} is "value > %(numerator_cap)s" and/or
+# "denominator > %(denominator_cap)s" (OR), {numerator}/{denominator} the capped columns.
+METRIC_USER_RATIO_ABOVE_SQL = """
+SELECT u.variant_id, SUM(u.rm) AS raw_m, SUM(u.rm * u.rm) AS raw_m2, SUM(u.rd) AS raw_d, SUM(u.rd * u.rd) AS raw_d2,
+       SUM(u.rm * u.rd) AS raw_md, SUM(u.m) AS m, SUM(u.m * u.m) AS m2, SUM(u.d) AS d, SUM(u.d * u.d) AS d2,
+       SUM(u.m * u.d) AS md
+FROM (
+    SELECT variant_id, value AS rm, denominator AS rd, {numerator} AS m, {denominator} AS d
+    FROM {user_value}
+    WHERE experiment_id = %(experiment_id)s AND definition = %(definition)s AND ({above})
+) u
+GROUP BY u.variant_id
+"""
+
+# min(column, cap) in portable SQL (the cap a parameter).
+CAPPED_EXPRESSION = "CASE WHEN {column} > %({cap})s THEN %({cap})s ELSE {column} END"
+
+
+def _capped_column(column: str, cap_param: str | None) -> str:
+    quoted = connection.ops.quote_name(column)
+    return quoted if cap_param is None else CAPPED_EXPRESSION.format(column=quoted, cap=cap_param)
+
+
+def metric_user_day_above_query(*, experiment_id: int, definition: str, cap: float) -> BoundQuery:
+    from readouts.models import MetricUserDay  # noqa: PLC0415 - readouts.models imports nothing from here
+
+    sql = METRIC_USER_DAY_ABOVE_SQL.format(
+        user_day=connection.ops.quote_name(MetricUserDay._meta.db_table),
+        after=_capped_column("cum_after", "cap"),
+        before=_capped_column("cum_before", "cap"),
+    )
+    return BoundQuery(sql=sql.strip(), params={"experiment_id": experiment_id, "definition": definition, "cap": cap})
+
+
+def metric_user_ratio_above_query(*, experiment_id: int, definition: str, numerator_cap: float | None,
+                                  denominator_cap: float | None) -> BoundQuery:  # fmt: skip
+    """At least one of the caps is set (the percentile-capped parts)."""
+    from readouts.models import MetricUserValue  # noqa: PLC0415
+
+    params: dict = {"experiment_id": experiment_id, "definition": definition}
+    above = []
+    for column, name, cap in (("value", "numerator_cap", numerator_cap), ("denominator", "denominator_cap",
+                                                                          denominator_cap)):  # fmt: skip
+        if cap is not None:
+            above.append(f"{connection.ops.quote_name(column)} > %({name})s")
+            params[name] = float(cap)
+    sql = METRIC_USER_RATIO_ABOVE_SQL.format(
+        user_value=connection.ops.quote_name(MetricUserValue._meta.db_table),
+        numerator=_capped_column("value", None if numerator_cap is None else "numerator_cap"),
+        denominator=_capped_column("denominator", None if denominator_cap is None else "denominator_cap"),
+        above=" OR ".join(above),
+    )
+    return BoundQuery(sql=sql.strip(), params=params)
+
+
+def metric_fetch(query: BoundQuery) -> list[dict]:
+    """Run one of the metric rollup queries; rows as dicts by column name."""
+    return _fetch(query)

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from experiments.models import Experiment, PlannedMetric, Variant
-from readouts import catalog_metrics, formatting, queries, rollups, stats
+from readouts import catalog_metrics, formatting, metric_rollups, queries, rollups, stats
 from readouts.definitions import MetricDefinition
 
 METRIC_KEY_RE = re.compile(r"[-a-zA-Z0-9_]{1,100}")
@@ -602,6 +602,19 @@ def _specs(plan: list[PlannedMetric], metric: str, seen: set[str]) -> tuple[list
     return specs, [*planned_keys, *sorted(seen - set(planned_keys))]
 
 
+def _rule_metrics(*, experiment_id: int, definitions: list[MetricDefinition], rows: list[queries.SumsRow]):
+    """Catalog rule metrics' inputs: from their incremental rollups (``readouts.metric_rollups``, caught up
+    first), or with ``SIGNALDASH_METRIC_ROLLUPS`` off from all the events (``catalog_metrics.compute``, the
+    reference)."""
+    if not getattr(settings, "SIGNALDASH_METRIC_ROLLUPS", True):
+        return catalog_metrics.compute(experiment_id=experiment_id, definitions=definitions)
+    exposures: dict[int, int] = {}
+    for r in rows:
+        if r.kind == "exposure":
+            exposures[r.variant_id] = exposures.get(r.variant_id, 0) + r.users
+    return metric_rollups.computed(experiment_id=experiment_id, definitions=definitions, exposures=exposures)
+
+
 def readout_get(*, experiment: Experiment, metric: str | None = None, by_day: bool = True) -> Readout:  # noqa: ARG001
     """The readout of every planned metric plus ``metric`` (the primary one by default).
 
@@ -633,9 +646,8 @@ def readout_get(*, experiment: Experiment, metric: str | None = None, by_day: bo
         computed: dict[str, catalog_metrics.Computed] = {}
         metric_rows = {s.key: [r for r in rows if r.kind == "exposure" or r.metric == s.key] for s in specs}
     else:
-        computed = catalog_metrics.compute(
-            experiment_id=experiment.pk, definitions=[definitions[s.key] for s in specs]
-        )
+        rules = [definitions[s.key] for s in specs]
+        computed = _rule_metrics(experiment_id=experiment.pk, definitions=rules, rows=rows)
         metric_rows = {
             s.key: catalog_metrics.metric_rows(definitions[s.key], rows, computed.get(s.key)) for s in specs
         }
