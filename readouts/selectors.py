@@ -18,7 +18,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from experiments.models import Experiment, PlannedMetric, Variant
-from readouts import catalog_metrics, formatting, queries, rollups, stats
+from readouts import catalog_metrics, exclusions, formatting, queries, rollups, stats
 from readouts.definitions import MetricDefinition
 
 METRIC_KEY_RE = re.compile(r"[-a-zA-Z0-9_]{1,100}")
@@ -143,6 +143,9 @@ class Readout:
     def rows_for(self, key: str) -> list[queries.SumsRow]:
         return self.metric_rows.get(key, self.rows)
     snapshot: Any = None  # warehouse experiments: readouts.sources.refresh.SnapshotState
+    # Exposure health counts: multiple_exposures (users left out of every metric), and for a warehouse snapshot
+    # unknown_variants (rows). Empty: not counted (the experiment list's readouts).
+    health: dict[str, int] = field(default_factory=dict)
 
     @property
     def selected(self) -> MetricReadout:
@@ -620,9 +623,16 @@ def readout_get(*, experiment: Experiment, metric: str | None = None, by_day: bo
         snapshot = snapshot_state_get(experiment=experiment)
         rows = snapshot_sums(experiment=experiment, snapshot=snapshot.snapshot)
         agg_query = queries.BoundQuery(sql=snapshot.snapshot.sql if snapshot.snapshot else "", params={})
+        health = dict((snapshot.snapshot.rows or {}).get("health", {})) if snapshot.snapshot else {}
+        excluded: frozenset[str] = frozenset()
     else:
         rows = rollups.readout_rows(experiment_id=experiment.pk)  # = readout_aggregate(agg_query)
-    conflicts, conflict_query = _variant_conflict_count(experiment_id=experiment.pk)
+    if snapshot is None:  # the conflict count and the users exposed to several variants (left out), one query
+        conflicts, excluded, conflict_query = exclusions.conflicts_and_multiple_exposures(experiment_id=experiment.pk)
+        rows = exclusions.rows_without_users(rows, experiment_id=experiment.pk, users=excluded)
+        health = {"multiple_exposures": len(excluded)}
+    else:
+        conflicts, conflict_query = _variant_conflict_count(experiment_id=experiment.pk)
     plan, definitions = experiment_metric_plan(experiment)
     definitions = dict(definitions)
     plan = [replace(m, kind=definitions[m.key].kind, direction=definitions[m.key].direction) for m in plan]
@@ -630,11 +640,15 @@ def readout_get(*, experiment: Experiment, metric: str | None = None, by_day: bo
     for spec in specs:
         definitions.setdefault(spec.key, MetricDefinition.adhoc(key=spec.key, kind=spec.kind))
     if snapshot is not None:  # the warehouse query applied every rule already; its rows carry the plan keys
-        computed: dict[str, catalog_metrics.Computed] = {}
+        from readouts.sources.refresh import snapshot_computed
+
+        computed = snapshot_computed(
+            experiment=experiment, snapshot=snapshot.snapshot, definitions={s.key: definitions[s.key] for s in specs}
+        )
         metric_rows = {s.key: [r for r in rows if r.kind == "exposure" or r.metric == s.key] for s in specs}
     else:
         computed = catalog_metrics.compute(
-            experiment_id=experiment.pk, definitions=[definitions[s.key] for s in specs]
+            experiment_id=experiment.pk, definitions=[definitions[s.key] for s in specs], exclude=excluded
         )
         metric_rows = {
             s.key: catalog_metrics.metric_rows(definitions[s.key], rows, computed.get(s.key)) for s in specs
@@ -671,6 +685,7 @@ def readout_get(*, experiment: Experiment, metric: str | None = None, by_day: bo
         rows=rows,
         metric_rows=metric_rows,
         snapshot=snapshot,
+        health=health,
     )
 
 
