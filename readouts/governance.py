@@ -165,9 +165,10 @@ def _level(value: float, warn: float, fail: float) -> str:
 
 
 def _uncounted_check(readout: Readout) -> Check:
-    counted = sum(r.events for r in readout.rows if r.kind == "conversion")
-    uncounted = sum(r.late + r.unexposed for r in readout.rows if r.kind == "uncounted")
-    late = sum(r.late for r in readout.rows if r.kind == "uncounted")
+    rows = readout.rows if readout.event_rows is None else readout.event_rows  # per event name, not per metric
+    counted = sum(r.events for r in rows if r.kind == "conversion")
+    uncounted = sum(r.late + r.unexposed for r in rows if r.kind == "uncounted")
+    late = sum(r.late for r in rows if r.kind == "uncounted")
     threshold = {"warn": UNCOUNTED_WARN, "fail": UNCOUNTED_FAIL}
     total = counted + uncounted
     if total == 0:

@@ -146,6 +146,8 @@ class Readout:
     # Exposure health counts: multiple_exposures (users left out of every metric), and for a warehouse snapshot
     # unknown_variants (rows). Empty: not counted (the experiment list's readouts).
     health: dict[str, int] = field(default_factory=dict)
+    # Counted and late conversions per event name when ``rows`` are keyed by metric (a warehouse snapshot).
+    event_rows: list[queries.SumsRow] | None = field(default=None, repr=False)
 
     @property
     def selected(self) -> MetricReadout:
@@ -618,25 +620,27 @@ def readout_get(*, experiment: Experiment, metric: str | None = None, by_day: bo
     agg_query = queries.readout_aggregate_query(experiment_id=experiment.pk)
     snapshot = None
     if experiment.data_source_id is not None:  # a warehouse experiment: the latest ok snapshot's sums
-        from readouts.sources.refresh import snapshot_state_get, snapshot_sums
+        from readouts.sources.refresh import snapshot_event_rows, snapshot_state_get, snapshot_sums
 
         snapshot = snapshot_state_get(experiment=experiment)
         rows = snapshot_sums(experiment=experiment, snapshot=snapshot.snapshot)
         agg_query = queries.BoundQuery(sql=snapshot.snapshot.sql if snapshot.snapshot else "", params={})
         health = dict((snapshot.snapshot.rows or {}).get("health", {})) if snapshot.snapshot else {}
+        event_rows = snapshot_event_rows(snapshot=snapshot.snapshot)
         excluded: frozenset[str] = frozenset()
     else:
         rows = rollups.readout_rows(experiment_id=experiment.pk)  # = readout_aggregate(agg_query)
     if snapshot is None:  # the conflict count and the users exposed to several variants (left out), one query
         conflicts, excluded, conflict_query = exclusions.conflicts_and_multiple_exposures(experiment_id=experiment.pk)
         rows = exclusions.rows_without_users(rows, experiment_id=experiment.pk, users=excluded)
-        health = {"multiple_exposures": len(excluded)}
+        health, event_rows = {"multiple_exposures": len(excluded)}, None
     else:
         conflicts, conflict_query = _variant_conflict_count(experiment_id=experiment.pk)
     plan, definitions = experiment_metric_plan(experiment)
     definitions = dict(definitions)
     plan = [replace(m, kind=definitions[m.key].kind, direction=definitions[m.key].direction) for m in plan]
-    specs, metrics = _specs(plan, metric, {r.metric for r in rows if r.kind in ("conversion", "uncounted")})
+    seen = {r.metric for r in (rows if event_rows is None else event_rows) if r.kind in ("conversion", "uncounted")}
+    specs, metrics = _specs(plan, metric, seen)
     for spec in specs:
         definitions.setdefault(spec.key, MetricDefinition.adhoc(key=spec.key, kind=spec.kind))
     if snapshot is not None:  # the warehouse query applied every rule already; its rows carry the plan keys
@@ -686,6 +690,7 @@ def readout_get(*, experiment: Experiment, metric: str | None = None, by_day: bo
         metric_rows=metric_rows,
         snapshot=snapshot,
         health=health,
+        event_rows=event_rows,
     )
 
 

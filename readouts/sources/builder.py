@@ -182,6 +182,16 @@ FROM ue e
 WHERE e.event IN (:events_{i}) AND e.ts >= :start_ts AND e.ts < e.x_ts
 GROUP BY CAST(e.ts AS DATE)
 """
+# Every event the plan reads, as the internal aggregate counts them per event name (not per metric): counted
+# (at or after the exposure) and late (before it), since the start (the ``conversions_without_exposure`` check).
+EVENT_COUNTS_SELECT = """
+UNION ALL
+SELECT 'event' AS kind, {null_s}, e.event, CAST(e.ts AS DATE), 0, {zero_f}, {zero_f}, {zero_f}, {zero_f},
+       SUM(CASE WHEN e.ts >= e.x_ts THEN 1 ELSE 0 END), SUM(CASE WHEN e.ts < e.x_ts THEN 1 ELSE 0 END), 0
+FROM ue e
+WHERE e.ts >= :start_ts
+GROUP BY e.event, CAST(e.ts AS DATE)
+"""
 # The cap a part used (``variant_key`` carries the part: '', 'numerator' or 'denominator'; NULL: no users).
 CAP_SELECT = """
 UNION ALL
@@ -489,6 +499,7 @@ def build_query(*, plan: QueryPlan, source: SourceSQL, engine: str) -> str:
     dedup = "event_id" in q.columns
     event_extras = "".join(f", s.{c}" for c in [*kept, *(["event_id"] if dedup else [])])
     evd = EVD_DEDUP.format(extras="".join(f", {c}" for c in kept)) if dedup else EVD_PLAIN
+    q.selects.append(EVENT_COUNTS_SELECT.format(**TYPED))
     text = BASE.format(
         event_extras=event_extras, evd=evd, metric_ctes="".join(q.ctes), metric_selects="".join(q.selects), **TYPED
     )

@@ -240,6 +240,17 @@ def _ratio_sums(d, extras: list[dict], ids: dict) -> dict:
     return out
 
 
+def snapshot_event_rows(*, snapshot: ReadoutSnapshot | None) -> list[queries.SumsRow]:
+    """Counted and late conversions per event name (not per metric), as the internal aggregate's rows have them."""
+    out = []
+    for r in (snapshot.rows or {}).get("extras", []) if snapshot is not None else []:
+        if r["kind"] == "event":
+            day = date.fromisoformat(r["day"])
+            out.append(queries.SumsRow("conversion", None, r["metric"], day, 0, 0.0, 0.0, 0.0, 0.0, r["events"], 0, 0))
+            out.append(queries.SumsRow("uncounted", None, r["metric"], day, 0, 0.0, 0.0, 0.0, 0.0, 0, r["late"], 0))
+    return out
+
+
 def snapshot_computed(*, experiment: Experiment, snapshot: ReadoutSnapshot | None, definitions: dict) -> dict:
     """What the internal readout computes in Python for rule metrics (``catalog_metrics.Computed``: the cap
     used, ratio sums, funnel steps), read from the snapshot's extras, for the definitions that have any."""
