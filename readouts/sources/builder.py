@@ -82,6 +82,11 @@ ev AS (
 evd AS ({evd}),
 ue AS MATERIALIZED (
   SELECT u.variant_key, u.x_ts, e.* FROM units u JOIN evd e ON e.user_key = u.user_key
+),
+evc AS (
+  SELECT e.event, CAST(e.ts AS DATE) AS day, SUM(CASE WHEN e.ts >= e.x_ts THEN 1 ELSE 0 END) AS counted,
+         SUM(CASE WHEN e.ts < e.x_ts THEN 1 ELSE 0 END) AS late
+  FROM ue e WHERE e.ts >= :start_ts GROUP BY e.event, CAST(e.ts AS DATE)
 )
 {metric_ctes}
 SELECT 'exposure' AS kind, variant_key, '' AS metric, x_day AS day, COUNT(*) AS users, {zero_f} AS total,
@@ -176,21 +181,15 @@ FROM v{j} GROUP BY variant_key, x_day
 # user's exposure (whatever the metric's delay or filter).
 UNCOUNTED_SELECT = """
 UNION ALL
-SELECT 'uncounted' AS kind, {null_s}, :key_{i}, CAST(e.ts AS DATE), 0, {zero_f}, {zero_f}, {zero_f}, {zero_f}, 0,
-       COUNT(*), 0
-FROM ue e
-WHERE e.event IN (:events_{i}) AND e.ts >= :start_ts AND e.ts < e.x_ts
-GROUP BY CAST(e.ts AS DATE)
+SELECT 'uncounted' AS kind, {null_s}, :key_{i}, day, 0, {zero_f}, {zero_f}, {zero_f}, {zero_f}, 0, SUM(late), 0
+FROM evc WHERE event IN (:events_{i}) GROUP BY day HAVING SUM(late) > 0
 """
 # Every event the plan reads, as the internal aggregate counts them per event name (not per metric): counted
 # (at or after the exposure) and late (before it), since the start (the ``conversions_without_exposure`` check).
+# Both read ``evc``: one pass over the users' events, per event name and day.
 EVENT_COUNTS_SELECT = """
 UNION ALL
-SELECT 'event' AS kind, {null_s}, e.event, CAST(e.ts AS DATE), 0, {zero_f}, {zero_f}, {zero_f}, {zero_f},
-       SUM(CASE WHEN e.ts >= e.x_ts THEN 1 ELSE 0 END), SUM(CASE WHEN e.ts < e.x_ts THEN 1 ELSE 0 END), 0
-FROM ue e
-WHERE e.ts >= :start_ts
-GROUP BY e.event, CAST(e.ts AS DATE)
+SELECT 'event' AS kind, {null_s}, event, day, 0, {zero_f}, {zero_f}, {zero_f}, {zero_f}, counted, late, 0 FROM evc
 """
 # The cap a part used (``variant_key`` carries the part: '', 'numerator' or 'denominator'; NULL: no users).
 CAP_SELECT = """
