@@ -211,7 +211,9 @@ def _verdicts(e: Experiment, rows: list[queries.SumsRow], conflict_users: int) -
         VariantInfo(v.pk, v.key, v.name, v.is_control, v.weight)
         for v in sorted(e.variants.all(), key=lambda v: (not v.is_control, v.key))
     ]
-    if _needs_full_readout(e):  # a warehouse snapshot, or catalog rules the rollups cannot represent
+    # A warehouse snapshot, catalog rules the rollups cannot represent, or variant conflicts (users exposed to
+    # two variants are left out of the readout: readouts.exclusions) — read like the readout page.
+    if conflict_users or _needs_full_readout(e):
         readout = readout_get(experiment=e)
     else:
         readout = readout_from_rows(experiment=e, variants=variants, rows=rows, conflicts=None)
