@@ -67,11 +67,11 @@ x_raw AS (
   WHERE s.experiment_key = :experiment_key AND s."timestamp" >= :start_ts AND s."timestamp" <= :end_ts
 ),
 x_users AS (
-  SELECT user_key, MIN(ts) AS x_ts, MIN(variant_key) AS variant_key, COUNT(DISTINCT variant_key) AS n_variants
+  SELECT user_key, MIN(ts) AS x_ts, MIN(variant_key) AS variant_key, MAX(variant_key) AS last_variant
   FROM x_raw WHERE variant_key IN (:variant_keys) GROUP BY user_key
 ),
 units AS MATERIALIZED (
-  SELECT user_key, variant_key, x_ts, CAST(x_ts AS DATE) AS x_day FROM x_users WHERE n_variants = 1
+  SELECT user_key, variant_key, x_ts, CAST(x_ts AS DATE) AS x_day FROM x_users WHERE variant_key = last_variant
 ),
 ev AS (
   SELECT CAST(s.user_key AS TEXT) AS user_key, s."timestamp" AS ts, CAST(s.event AS TEXT) AS event,
@@ -99,7 +99,7 @@ FROM x_raw WHERE variant_key IS NULL OR variant_key NOT IN (:variant_keys)
 UNION ALL
 SELECT 'multiple_exposures' AS kind, {null_s} AS variant_key, '' AS metric, {null_d} AS day, COUNT(*) AS users,
        {zero_f}, {zero_f}, {zero_f}, {zero_f}, 0, 0, 0
-FROM x_users WHERE n_variants > 1
+FROM x_users WHERE variant_key <> last_variant
 {metric_selects}
 """
 
