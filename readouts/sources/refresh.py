@@ -240,10 +240,14 @@ def _ratio_sums(d, extras: list[dict], ids: dict) -> dict:
     return out
 
 
-def snapshot_event_rows(*, snapshot: ReadoutSnapshot | None) -> list[queries.SumsRow]:
-    """Counted and late conversions per event name (not per metric), as the internal aggregate's rows have them."""
+def snapshot_event_rows(*, snapshot: ReadoutSnapshot | None) -> list[queries.SumsRow] | None:
+    """Counted and late conversions per event name (not per metric), as the internal aggregate's rows have them.
+
+    None for a snapshot taken before the query counted them (no ``extras``): its metric rows serve instead."""
+    if snapshot is None or "extras" not in (snapshot.rows or {}):
+        return None
     out = []
-    for r in (snapshot.rows or {}).get("extras", []) if snapshot is not None else []:
+    for r in snapshot.rows["extras"]:
         if r["kind"] == "event":
             day = date.fromisoformat(r["day"])
             out.append(queries.SumsRow("conversion", None, r["metric"], day, 0, 0.0, 0.0, 0.0, 0.0, r["events"], 0, 0))
