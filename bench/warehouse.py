@@ -8,6 +8,7 @@ readout page p50 from a snapshot.
    multiple-exposure and unknown-variant counts) against the bare per-variant `GROUP BY` (exposures
    joined to events, count and sum per variant) over the same files — median of --repeat runs;
 3. with --spark: the same on a Spark Connect server (tests/sparkcluster.py, local-cluster[2,1,1024]);
+   (wall-clock, and for DuckDB the CPU seconds too: on a shared machine they are the steadier ratio);
 4. a throwaway SQLite Signal Dash database with one experiment on the DuckDB source, one snapshot,
    and the readout page (real Django stack, test client) p50 over --repeat requests.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -59,14 +61,22 @@ def write_lake(folder: Path, events: int) -> tuple[str, str]:
     return str(folder / "x.parquet"), str(folder / "e.parquet")
 
 
-def _median(fn, repeat: int) -> float:
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _median(fn, repeat: int) -> tuple[float, float]:
+    """Median wall-clock seconds and median CPU seconds of this process (DuckDB runs in it; on a shared machine
+    the CPU time is the steadier figure)."""
     fn()  # warm-up
-    times = []
+    times, cpu = [], []
     for _ in range(repeat):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), _cpu()
         fn()
         times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        cpu.append(_cpu() - c)
+    return statistics.median(times), statistics.median(cpu)
 
 
 def measure_engine(engine: str, url: str, x_sql: str, e_sql: str, repeat: int) -> dict:
@@ -88,9 +98,16 @@ def measure_engine(engine: str, url: str, x_sql: str, e_sql: str, repeat: int) -
         dialect=builder.DIALECTS[engine]
     )
     os.environ["SD_BENCH_URL"] = url
-    full = _median(lambda: runners.run(engine=engine, url_env="SD_BENCH_URL", sql=sql, timeout_s=3600), repeat)
-    base = _median(lambda: runners.run(engine=engine, url_env="SD_BENCH_URL", sql=bare, timeout_s=3600), repeat)
-    return {"engine": engine, "snapshot_s": full, "bare_group_by_s": base, "ratio": full / base}
+    full, full_cpu = _median(
+        lambda: runners.run(engine=engine, url_env="SD_BENCH_URL", sql=sql, timeout_s=3600), repeat
+    )
+    base, base_cpu = _median(
+        lambda: runners.run(engine=engine, url_env="SD_BENCH_URL", sql=bare, timeout_s=3600), repeat
+    )
+    out = {"engine": engine, "snapshot_s": full, "bare_group_by_s": base, "ratio": full / base}
+    if engine == "duckdb":  # in-process: its CPU time is measurable here (Spark's is on the server)
+        out.update({"snapshot_cpu_s": full_cpu, "bare_cpu_s": base_cpu, "cpu_ratio": full_cpu / max(base_cpu, 1e-9)})
+    return out
 
 
 def page_p50(x_sql: str, e_sql: str, repeat: int) -> dict:

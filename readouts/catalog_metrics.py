@@ -100,13 +100,20 @@ def _funnel(d: MetricDefinition, exposures, conversions, variant_of) -> Computed
     return Computed(rows=steps[-1][1] if steps else [], steps=steps)
 
 
-def compute(*, experiment_id: int, definitions: list[MetricDefinition]) -> dict[str, Computed]:
-    """The inputs of every definition that is not rollup-shaped (one read of the events they name)."""
+def compute(
+    *, experiment_id: int, definitions: list[MetricDefinition], exclude: frozenset[str] = frozenset()
+) -> dict[str, Computed]:
+    """The inputs of every definition that is not rollup-shaped (one read of the events they name).
+
+    ``exclude``: users left out of every metric (``readouts.exclusions``: exposed to more than one variant).
+    """
     rules = [d for d in definitions if not rollup_shaped(d)]
     if not rules:
         return {}
     events = sorted({e for d in rules for e in d.events()})
     exposures, conversions = queries.readout_metric_events(experiment_id=experiment_id, events=events)
+    if exclude:
+        exposures = {user: x for user, x in exposures.items() if user not in exclude}
     variant_of = {user: x.variant_id for user, x in exposures.items()}
     out: dict[str, Computed] = {}
     for d in rules:

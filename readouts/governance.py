@@ -31,6 +31,7 @@ CHECK_CODES = (
     "covariate_imbalance",
     "sample_progress",
     "peeking",
+    "multiple_exposures",
 )
 SRM_FAIL_P = stats.SRM_P_THRESHOLD  # 0.001
 UNCOUNTED_WARN, UNCOUNTED_FAIL = 0.01, 0.05
@@ -164,9 +165,10 @@ def _level(value: float, warn: float, fail: float) -> str:
 
 
 def _uncounted_check(readout: Readout) -> Check:
-    counted = sum(r.events for r in readout.rows if r.kind == "conversion")
-    uncounted = sum(r.late + r.unexposed for r in readout.rows if r.kind == "uncounted")
-    late = sum(r.late for r in readout.rows if r.kind == "uncounted")
+    rows = readout.rows if readout.event_rows is None else readout.event_rows  # per event name, not per metric
+    counted = sum(r.events for r in rows if r.kind == "conversion")
+    uncounted = sum(r.late + r.unexposed for r in rows if r.kind == "uncounted")
+    late = sum(r.late for r in rows if r.kind == "uncounted")
     threshold = {"warn": UNCOUNTED_WARN, "fail": UNCOUNTED_FAIL}
     total = counted + uncounted
     if total == 0:
@@ -339,27 +341,23 @@ def checks_get(*, readout: Readout, facts: ViewFacts) -> list[Check]:
 
 
 WAREHOUSE_FAIL = 0.05  # share of exposed users
+EXPOSURE_HEALTH = (
+    ("multiple_exposures", "user(s)", "were exposed to more than one variant and are left out of every metric"),
+    ("unknown_variants", "exposure row(s)", "name a variant key this experiment does not have; they are not counted"),
+)
 
 
 def _warehouse_checks(readout: Readout) -> list[Check]:
-    """Warehouse experiments only: the snapshot's unknown_variants (rows) and multiple_exposures (users)."""
-    state = readout.snapshot
-    if state is None or state.snapshot is None:
-        return []
-    health = (state.snapshot.rows or {}).get("health", {})
+    """multiple_exposures (users; every readout), and unknown_variants (rows; warehouse snapshots only)."""
+    health = readout.health
     exposed = max(1, sum(v.exposures for v in readout.variants))
     out = []
-    for code, unit, what in (
-        (
-            "unknown_variants",
-            "exposure row(s)",
-            "name a variant key this experiment does not have; they are not counted",
-        ),
-        ("multiple_exposures", "user(s)", "were exposed to more than one variant and are left out of every metric"),
-    ):
+    for code, unit, what in EXPOSURE_HEALTH:
+        if code not in health and code != "multiple_exposures":
+            continue
         value = int(health.get(code, 0))
         status = OK if value == 0 else (FAIL if value / exposed > WAREHOUSE_FAIL else WARN)
-        message = f"{value:,} {unit} {what}." if value else f"No {code.replace('_', ' ')} in the warehouse data."
+        message = f"{value:,} {unit} {what}." if value else f"No {code.replace('_', ' ')}."
         out.append(Check(code, status, value, {"warn": 1, "fail_share_of_exposed": WAREHOUSE_FAIL}, message))
     return out
 

@@ -107,6 +107,22 @@ READOUT_VARIANT_CONFLICT_SQL = """
 SELECT COUNT(*) AS n FROM {conflict} WHERE {experiment_column} = %(experiment_id)s
 """
 
+# The conflict count of READOUT_VARIANT_CONFLICT_SQL and, in the same statement, the users exposed to more than
+# one variant (issue 16): a stored exposure and an exposure rejected as a variant conflict (tracking keeps the
+# first exposure; the conflict records the other variant). One row per such user (user_key NULL: none). The
+# readout leaves them out of every metric (``readouts.exclusions``) and reports the ``multiple_exposures`` check.
+READOUT_CONFLICTS_SQL = """
+SELECT c.n, m.user_key
+FROM (SELECT COUNT(*) AS n FROM {conflict} WHERE {experiment_column} = %(experiment_id)s) c
+LEFT JOIN (
+    SELECT DISTINCT k.user_key FROM {conflict} k
+    JOIN {event} x
+      ON x.experiment_id = k.{experiment_column} AND x.event_type = %(exposure)s AND x.metric = ''
+     AND x.user_key = k.user_key
+    WHERE k.{experiment_column} = %(experiment_id)s AND k.event_type = %(exposure)s
+) m ON 1 = 1
+"""
+
 # One breakdown of one metric by an exposure prop (readouts/dimensions.py): exposed users, converted users
 # and the per-user value sums per variant and slice, with the per-user rules of READOUT_AGGREGATE_SQL (a
 # user's value counts their conversions at or after their single exposure; the slice is the prop on that
@@ -196,6 +212,22 @@ def readout_variant_conflict_query(*, model, experiment_id: int) -> BoundQuery:
     column = model._meta.get_field("experiment").column
     sql = READOUT_VARIANT_CONFLICT_SQL.format(conflict=qn(model._meta.db_table), experiment_column=qn(column))
     return BoundQuery(sql=sql.strip(), params={"experiment_id": experiment_id})
+
+
+def readout_conflicts_query(*, model, experiment_id: int) -> BoundQuery:
+    """``model``: tracking's VariantConflict (passed in, as for ``readout_variant_conflict_query``)."""
+    qn = connection.ops.quote_name
+    column = model._meta.get_field("experiment").column
+    sql = READOUT_CONFLICTS_SQL.format(
+        conflict=qn(model._meta.db_table), experiment_column=qn(column), event=_tables()["event"]
+    )
+    return BoundQuery(sql=sql.strip(), params={"experiment_id": experiment_id, "exposure": "exposure"})
+
+
+def readout_conflicts(query: BoundQuery) -> tuple[int, frozenset[str]]:
+    """(variant conflicts, users exposed to more than one variant)."""
+    rows = _fetch(query)
+    return int(rows[0]["n"] or 0), frozenset(r["user_key"] for r in rows if r["user_key"] is not None)
 
 
 def readout_count(query: BoundQuery) -> int:

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from experiments.models import Experiment, PlannedMetric, Variant
-from readouts import catalog_metrics, formatting, metric_rollups, queries, rollups, stats
+from readouts import catalog_metrics, exclusions, formatting, metric_rollups, queries, rollups, stats
 from readouts.definitions import MetricDefinition
 
 METRIC_KEY_RE = re.compile(r"[-a-zA-Z0-9_]{1,100}")
@@ -143,6 +143,11 @@ class Readout:
     def rows_for(self, key: str) -> list[queries.SumsRow]:
         return self.metric_rows.get(key, self.rows)
     snapshot: Any = None  # warehouse experiments: readouts.sources.refresh.SnapshotState
+    # Exposure health counts: multiple_exposures (users left out of every metric), and for a warehouse snapshot
+    # unknown_variants (rows). Empty: not counted (the experiment list's readouts).
+    health: dict[str, int] = field(default_factory=dict)
+    # Counted and late conversions per event name when ``rows`` are keyed by metric (a warehouse snapshot).
+    event_rows: list[queries.SumsRow] | None = field(default=None, repr=False)
 
     @property
     def selected(self) -> MetricReadout:
@@ -602,12 +607,20 @@ def _specs(plan: list[PlannedMetric], metric: str, seen: set[str]) -> tuple[list
     return specs, [*planned_keys, *sorted(seen - set(planned_keys))]
 
 
-def _rule_metrics(*, experiment_id: int, definitions: list[MetricDefinition], rows: list[queries.SumsRow]):
+def _rule_metrics(
+    *,
+    experiment_id: int,
+    definitions: list[MetricDefinition],
+    rows: list[queries.SumsRow],
+    exclude: frozenset[str] = frozenset(),
+):
     """Catalog rule metrics' inputs: from their incremental rollups (``readouts.metric_rollups``, caught up
-    first), or with ``SIGNALDASH_METRIC_ROLLUPS`` off from all the events (``catalog_metrics.compute``, the
-    reference)."""
-    if not getattr(settings, "SIGNALDASH_METRIC_ROLLUPS", True):
-        return catalog_metrics.compute(experiment_id=experiment_id, definitions=definitions)
+    first), or from all the events (``catalog_metrics.compute``, the reference) with ``SIGNALDASH_METRIC_ROLLUPS``
+    off or when users exposed to several variants must be left out (``exclude``: the rollups hold every user's
+    values, so they cannot subtract them; such experiments are rare and already flagged by the
+    ``multiple_exposures`` check)."""
+    if exclude or not getattr(settings, "SIGNALDASH_METRIC_ROLLUPS", True):
+        return catalog_metrics.compute(experiment_id=experiment_id, definitions=definitions, exclude=exclude)
     exposures: dict[int, int] = {}
     for r in rows:
         if r.kind == "exposure":
@@ -628,26 +641,39 @@ def readout_get(*, experiment: Experiment, metric: str | None = None, by_day: bo
     agg_query = queries.readout_aggregate_query(experiment_id=experiment.pk)
     snapshot = None
     if experiment.data_source_id is not None:  # a warehouse experiment: the latest ok snapshot's sums
-        from readouts.sources.refresh import snapshot_state_get, snapshot_sums
+        from readouts.sources.refresh import snapshot_event_rows, snapshot_state_get, snapshot_sums
 
         snapshot = snapshot_state_get(experiment=experiment)
         rows = snapshot_sums(experiment=experiment, snapshot=snapshot.snapshot)
         agg_query = queries.BoundQuery(sql=snapshot.snapshot.sql if snapshot.snapshot else "", params={})
+        health = dict((snapshot.snapshot.rows or {}).get("health", {})) if snapshot.snapshot else {}
+        event_rows = snapshot_event_rows(snapshot=snapshot.snapshot)
+        excluded: frozenset[str] = frozenset()
     else:
         rows = rollups.readout_rows(experiment_id=experiment.pk)  # = readout_aggregate(agg_query)
-    conflicts, conflict_query = _variant_conflict_count(experiment_id=experiment.pk)
+    if snapshot is None:  # the conflict count and the users exposed to several variants (left out), one query
+        conflicts, excluded, conflict_query = exclusions.conflicts_and_multiple_exposures(experiment_id=experiment.pk)
+        rows = exclusions.rows_without_users(rows, experiment_id=experiment.pk, users=excluded)
+        health, event_rows = {"multiple_exposures": len(excluded)}, None
+    else:
+        conflicts, conflict_query = _variant_conflict_count(experiment_id=experiment.pk)
     plan, definitions = experiment_metric_plan(experiment)
     definitions = dict(definitions)
     plan = [replace(m, kind=definitions[m.key].kind, direction=definitions[m.key].direction) for m in plan]
-    specs, metrics = _specs(plan, metric, {r.metric for r in rows if r.kind in ("conversion", "uncounted")})
+    seen = {r.metric for r in (rows if event_rows is None else event_rows) if r.kind in ("conversion", "uncounted")}
+    specs, metrics = _specs(plan, metric, seen)
     for spec in specs:
         definitions.setdefault(spec.key, MetricDefinition.adhoc(key=spec.key, kind=spec.kind))
     if snapshot is not None:  # the warehouse query applied every rule already; its rows carry the plan keys
-        computed: dict[str, catalog_metrics.Computed] = {}
+        from readouts.sources.refresh import snapshot_computed
+
+        computed = snapshot_computed(
+            experiment=experiment, snapshot=snapshot.snapshot, definitions={s.key: definitions[s.key] for s in specs}
+        )
         metric_rows = {s.key: [r for r in rows if r.kind == "exposure" or r.metric == s.key] for s in specs}
     else:
         rules = [definitions[s.key] for s in specs]
-        computed = _rule_metrics(experiment_id=experiment.pk, definitions=rules, rows=rows)
+        computed = _rule_metrics(experiment_id=experiment.pk, definitions=rules, rows=rows, exclude=excluded)
         metric_rows = {
             s.key: catalog_metrics.metric_rows(definitions[s.key], rows, computed.get(s.key)) for s in specs
         }
@@ -683,6 +709,8 @@ def readout_get(*, experiment: Experiment, metric: str | None = None, by_day: bo
         rows=rows,
         metric_rows=metric_rows,
         snapshot=snapshot,
+        health=health,
+        event_rows=event_rows,
     )
 
 

@@ -318,11 +318,13 @@ def _stored(e: Experiment) -> VerdictSummary | None:
 def needs_full_readout(e: Experiment) -> bool:
     """Whether this experiment must be read like its readout page (more queries, same numbers): its numbers
     come from a warehouse snapshot, or a planned metric has rules (window, cap, filter, count, ratio, funnel)
-    that the rollups do not hold. No query for an approved plan (its definitions are frozen)."""
+    that the rollups do not hold, or it has variant-conflict users (users exposed to two variants are left out of
+    the readout: ``readouts.exclusions``). No query for an approved plan (its definitions are frozen) nor for the
+    conflicts (``with_inputs`` annotates their count)."""
     from experiments.selectors import experiment_metric_definitions  # noqa: PLC0415 - experiments imports readouts
     from readouts.catalog_metrics import rollup_shaped  # noqa: PLC0415
 
-    if e.data_source_id is not None:
+    if e.data_source_id is not None or getattr(e, "summary_conflict_users", 0):
         return True
     if not any(m.metric_id for m in e.metrics.all()):  # prefetched; ad-hoc rows are rule-free binary/mean sums
         return False
@@ -369,7 +371,7 @@ def summary_compute(e: Experiment, rows: list[queries.SumsRow]) -> Summary:
         VariantInfo(v.pk, v.key, v.name, v.is_control, v.weight)
         for v in sorted(e.variants.all(), key=lambda v: (not v.is_control, v.key))
     ]
-    if needs_full_readout(e):  # a warehouse snapshot, or catalog rules the rollups cannot represent
+    if needs_full_readout(e):  # a warehouse snapshot, catalog rules the rollups cannot represent, conflicts
         readout = readout_get(experiment=e)
     else:
         readout = readout_from_rows(experiment=e, variants=variants, rows=rows, conflicts=None)

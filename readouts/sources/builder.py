@@ -18,7 +18,7 @@ dialect quirk is a transform in ``_DIALECT_FIXES``, never a second copy of the q
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import sqlglot
@@ -31,7 +31,6 @@ DIALECTS = {"duckdb": "duckdb", "postgresql": "postgres", "spark": "spark"}
 EXPOSURE_COLUMNS = ("experiment_key", "variant_key", "user_key", "timestamp")
 EVENT_COLUMNS = ("user_key", "timestamp", "event", "value")
 HEALTH_KINDS = ("unknown_variants", "multiple_exposures")
-SUPPORTED_KINDS = ("binary", "mean")
 OUTPUT_COLUMNS = (
     "kind",
     "variant_key",
@@ -68,11 +67,11 @@ x_raw AS (
   WHERE s.experiment_key = :experiment_key AND s."timestamp" >= :start_ts AND s."timestamp" <= :end_ts
 ),
 x_users AS (
-  SELECT user_key, MIN(ts) AS x_ts, MIN(variant_key) AS variant_key, COUNT(DISTINCT variant_key) AS n_variants
+  SELECT user_key, MIN(ts) AS x_ts, MIN(variant_key) AS variant_key, MAX(variant_key) AS last_variant
   FROM x_raw WHERE variant_key IN (:variant_keys) GROUP BY user_key
 ),
 units AS MATERIALIZED (
-  SELECT user_key, variant_key, x_ts, CAST(x_ts AS DATE) AS x_day FROM x_users WHERE n_variants = 1
+  SELECT user_key, variant_key, x_ts, CAST(x_ts AS DATE) AS x_day FROM x_users WHERE variant_key = last_variant
 ),
 ev AS (
   SELECT CAST(s.user_key AS TEXT) AS user_key, s."timestamp" AS ts, CAST(s.event AS TEXT) AS event,
@@ -83,6 +82,11 @@ ev AS (
 evd AS ({evd}),
 ue AS MATERIALIZED (
   SELECT u.variant_key, u.x_ts, e.* FROM units u JOIN evd e ON e.user_key = u.user_key
+),
+evc AS (
+  SELECT e.event, CAST(e.ts AS DATE) AS day, SUM(CASE WHEN e.ts >= e.x_ts THEN 1 ELSE 0 END) AS counted,
+         SUM(CASE WHEN e.ts < e.x_ts THEN 1 ELSE 0 END) AS late
+  FROM ue e WHERE e.ts >= :start_ts GROUP BY e.event, CAST(e.ts AS DATE)
 )
 {metric_ctes}
 SELECT 'exposure' AS kind, variant_key, '' AS metric, x_day AS day, COUNT(*) AS users, {zero_f} AS total,
@@ -95,7 +99,7 @@ FROM x_raw WHERE variant_key IS NULL OR variant_key NOT IN (:variant_keys)
 UNION ALL
 SELECT 'multiple_exposures' AS kind, {null_s} AS variant_key, '' AS metric, {null_d} AS day, COUNT(*) AS users,
        {zero_f}, {zero_f}, {zero_f}, {zero_f}, 0, 0, 0
-FROM x_users WHERE n_variants > 1
+FROM x_users WHERE variant_key <> last_variant
 {metric_selects}
 """
 
@@ -108,66 +112,143 @@ SELECT user_key, ts, event, value {extras} FROM (
 """
 EVD_PLAIN = "SELECT * FROM ev"
 
-# Per metric i. ``{counted}`` / ``{matches}`` are conditions over e (event) and u (unit) built below.
-METRIC_CTES = """,
-c{i} AS (
+# Per value part j (a binary or mean definition: a planned metric, or one part of a ratio). ``{matches}`` and
+# ``{counted}`` are conditions over e (event) built below; ``{value}`` is what one counted event adds.
+PART_CTES = """,
+c{j} AS (
   SELECT e.variant_key, e.user_key, CAST(e.ts AS DATE) AS day, SUM({value}) AS day_total, COUNT(*) AS day_events
   FROM ue e
   WHERE {matches} AND {counted}
   GROUP BY e.variant_key, e.user_key, CAST(e.ts AS DATE)
 ),
-k{i} AS ({cap}),
-r{i} AS (
+k{j} AS ({cap})
+"""
+# The per-day increments of the (capped) cumulative value: ``cc`` after the day, ``pc`` before it.
+ROWS_CTES = """,
+r{j} AS (
   SELECT c.*, SUM(c.day_total) OVER (PARTITION BY c.user_key ORDER BY c.day) AS cum,
          ROW_NUMBER() OVER (PARTITION BY c.user_key ORDER BY c.day) AS rn
-  FROM c{i} c
+  FROM c{j} c
 ),
-s{i} AS (
-  SELECT r.variant_key, r.user_key, r.day, r.rn, r.day_events,
-         CASE WHEN k.cap IS NULL THEN r.cum ELSE LEAST(r.cum, k.cap) END AS cc,
-         CASE WHEN k.cap IS NULL THEN r.cum - r.day_total ELSE LEAST(r.cum - r.day_total, k.cap) END AS pc
-  FROM r{i} r CROSS JOIN k{i} k
-),
-v{i} AS (
-  SELECT u.user_key, u.variant_key, u.x_day, {cov_value} AS x
+s{j} AS (
+  SELECT r.variant_key, r.user_key, r.day, r.rn, r.day_events, {cc} AS cc, {pc} AS pc
+  FROM r{j} r CROSS JOIN k{j} k
+)
+"""
+CC_SUM = "CASE WHEN k.cap IS NULL THEN r.cum ELSE LEAST(r.cum, k.cap) END"
+PC_SUM = "CASE WHEN k.cap IS NULL THEN r.cum - r.day_total ELSE LEAST(r.cum - r.day_total, k.cap) END"
+# A binary rule metric (catalog_metrics: value 1 from the first counted day on).
+CC_FIRST = "CAST(1 AS DOUBLE)"
+PC_FIRST = "CASE WHEN r.rn = 1 THEN CAST(0 AS DOUBLE) ELSE CAST(1 AS DOUBLE) END"
+COVARIATE_CTE = """,
+v{j} AS (
+  SELECT u.user_key, u.variant_key, u.x_day, CAST(COALESCE(p.x, 0) AS DOUBLE) AS x
   FROM units u LEFT JOIN (
     SELECT e.user_key, {cov_agg} AS x
     FROM ue e
-    WHERE {matches} AND e.ts < e.x_ts AND e.ts >= e.x_ts - :lookback_{i}
+    WHERE {matches} AND e.ts < e.x_ts AND e.ts >= e.x_ts - :lookback
     GROUP BY e.user_key
   ) p ON p.user_key = u.user_key
 )
 """
-METRIC_SELECTS = """
+# Every exposed user's final (capped) value of a part (ratio parts).
+FINAL_CTE = """,
+f{j} AS (
+  SELECT u.user_key, u.variant_key, {final} AS m
+  FROM units u
+  LEFT JOIN (SELECT user_key, SUM(day_total) AS t FROM c{j} GROUP BY user_key) c ON c.user_key = u.user_key
+  CROSS JOIN k{j} k
+)
+"""
+FINAL_SUM = "CASE WHEN k.cap IS NULL THEN COALESCE(c.t, {zero_f}) ELSE LEAST(COALESCE(c.t, {zero_f}), k.cap) END"
+FINAL_BINARY = "CASE WHEN c.user_key IS NULL THEN {zero_f} ELSE CAST(1 AS DOUBLE) END"
+CONVERSION_SELECT = """
 UNION ALL
 SELECT 'conversion' AS kind, s.variant_key, :key_{i} AS metric, s.day, SUM(CASE WHEN s.rn = 1 THEN 1 ELSE 0 END),
-       SUM(s.cc - s.pc), SUM(s.cc * s.cc - s.pc * s.pc), SUM((s.cc - s.pc) * COALESCE(v.x, {zero_f})),
-       SUM(CASE WHEN s.rn = 1 THEN COALESCE(v.x, {zero_f}) ELSE {zero_f} END), SUM(s.day_events), 0, 0
-FROM s{i} s LEFT JOIN v{i} v ON v.user_key = s.user_key
+       SUM(s.cc - s.pc), SUM(s.cc * s.cc - s.pc * s.pc), {products}, {products_bin}, SUM(s.day_events), 0, 0
+FROM s{j} s {covariate_join}
 GROUP BY s.variant_key, s.day
-UNION ALL
-SELECT 'uncounted' AS kind, {null_s}, :key_{i}, CAST(e.ts AS DATE), 0, {zero_f}, {zero_f}, {zero_f}, {zero_f}, 0,
-       COUNT(*), 0
-FROM ue e
-WHERE {matches} AND e.ts >= :start_ts AND e.ts < e.x_ts + :delay_{i}
-GROUP BY CAST(e.ts AS DATE)
 """
-METRIC_COVARIATE_SELECT = """
+PRODUCTS = "SUM((s.cc - s.pc) * COALESCE(v.x, {zero_f}))"
+PRODUCTS_BIN = "SUM(CASE WHEN s.rn = 1 THEN COALESCE(v.x, {zero_f}) ELSE {zero_f} END)"
+COVARIATE_JOIN = "LEFT JOIN v{j} v ON v.user_key = s.user_key"
+COVARIATE_SELECT = """
 UNION ALL
 SELECT 'covariate' AS kind, variant_key, :key_{i}, x_day, COUNT(*), SUM(x), SUM(x * x), {zero_f}, {zero_f}, 0, 0, 0
-FROM v{i} GROUP BY variant_key, x_day
+FROM v{j} GROUP BY variant_key, x_day
 """
-COUNTED = "e.ts >= :start_ts AND e.ts <= :end_ts AND e.ts >= e.x_ts + :delay_{i}"
-COUNTED_WINDOW = " AND e.ts <= e.x_ts + :until_{i}"
+# Late conversions, as the internal rollups count them: an event the metric reads, since the start, before the
+# user's exposure (whatever the metric's delay or filter).
+UNCOUNTED_SELECT = """
+UNION ALL
+SELECT 'uncounted' AS kind, {null_s}, :key_{i}, day, 0, {zero_f}, {zero_f}, {zero_f}, {zero_f}, 0, SUM(late), 0
+FROM evc WHERE event IN (:events_{i}) GROUP BY day HAVING SUM(late) > 0
+"""
+# Every event the plan reads, as the internal aggregate counts them per event name (not per metric): counted
+# (at or after the exposure) and late (before it), since the start (the ``conversions_without_exposure`` check).
+# Both read ``evc``: one pass over the users' events, per event name and day.
+EVENT_COUNTS_SELECT = """
+UNION ALL
+SELECT 'event' AS kind, {null_s}, event, day, 0, {zero_f}, {zero_f}, {zero_f}, {zero_f}, counted, late, 0 FROM evc
+"""
+# The cap a part used (``variant_key`` carries the part: '', 'numerator' or 'denominator'; NULL: no users).
+CAP_SELECT = """
+UNION ALL
+SELECT 'cap' AS kind, :part_{j}, :key_{i}, {null_d}, 0, k.cap, {zero_f}, {zero_f}, {zero_f}, 0, 0, 0 FROM k{j} k
+"""
+# A ratio's per-variant sums (stats.RatioSums): 'ratio' n, Σm, Σm², Σm·d; 'ratio_den' n, Σd, Σd².
+RATIO_SELECT = """
+UNION ALL
+SELECT 'ratio' AS kind, n.variant_key, :key_{i}, {null_d}, COUNT(*), SUM(n.m), SUM(n.m * n.m), SUM(n.m * d.m),
+       {zero_f}, 0, 0, 0
+FROM f{num} n JOIN f{den} d ON d.user_key = n.user_key GROUP BY n.variant_key
+UNION ALL
+SELECT 'ratio_den' AS kind, d.variant_key, :key_{i}, {null_d}, COUNT(*), SUM(d.m), SUM(d.m * d.m), {zero_f},
+       {zero_f}, 0, 0, 0
+FROM f{den} d GROUP BY d.variant_key
+"""
+# Funnel step k of metric i: when each user first reached it (step 0: a counted event; step k: a counted event at
+# or after the time step k − 1 was reached).
+FUNNEL_FIRST = """,
+fs{i}_{k} AS (
+  SELECT e.user_key, MIN(e.variant_key) AS variant_key, MIN(e.ts) AS t FROM ue e
+  WHERE {matches} AND {counted} GROUP BY e.user_key
+)
+"""
+FUNNEL_NEXT = """,
+fs{i}_{k} AS (
+  SELECT e.user_key, MIN(e.variant_key) AS variant_key, MIN(e.ts) AS t
+  FROM ue e JOIN fs{i}_{prev} p ON p.user_key = e.user_key
+  WHERE {matches} AND {counted} AND e.ts >= p.t GROUP BY e.user_key
+)
+"""
+FUNNEL_SELECT = """
+UNION ALL
+SELECT '{kind}' AS kind, variant_key, {metric}, CAST(t AS DATE), COUNT(*), CAST(COUNT(*) AS DOUBLE),
+       CAST(COUNT(*) AS DOUBLE), {zero_f}, {zero_f}, COUNT(*), 0, 0
+FROM fs{i}_{k} GROUP BY variant_key, CAST(t AS DATE)
+"""
+COUNTED = "e.ts >= :start_ts AND e.ts <= :end_ts AND e.ts >= e.x_ts + :delay_{j}"
+COUNTED_WINDOW = " AND e.ts <= e.x_ts + :until_{j}"
 CAP_NONE = "SELECT CAST(NULL AS DOUBLE) AS cap"
-CAP_ABSOLUTE = "SELECT CAST(:cap_{i} AS DOUBLE) AS cap"
+CAP_ABSOLUTE = "SELECT CAST(:cap_{j} AS DOUBLE) AS cap"
 CAP_PERCENTILE = """
-SELECT PERCENTILE_CONT(:cap_{i}) WITHIN GROUP (ORDER BY t.v) AS cap FROM (
-  SELECT u.user_key, COALESCE(SUM(c.day_total), {zero_f}) AS v FROM units u LEFT JOIN c{i} c ON c.user_key = u.user_key
+SELECT PERCENTILE_CONT(:cap_{j}) WITHIN GROUP (ORDER BY t.v) AS cap FROM (
+  SELECT u.user_key, COALESCE(SUM(c.day_total), {zero_f}) AS v FROM units u LEFT JOIN c{j} c ON c.user_key = u.user_key
   GROUP BY u.user_key
 ) t {ignore_zeros}
 """
 TYPED = {"zero_f": "CAST(0 AS DOUBLE)", "null_s": "CAST(NULL AS TEXT)", "null_d": "CAST(NULL AS DATE)"}
+VALUE_KINDS = ("binary", "mean")
+
+
+def rollup_shaped(d: MetricDefinition) -> bool:
+    """The internal readout reads these from the rollups (``catalog_metrics.rollup_shaped``): the rows keep the
+    rollups' shape (a binary metric's ``total`` is Σ value, CUPED covariates); every other definition has
+    ``catalog_metrics``' shape (a binary value is 1, no covariates)."""
+    from readouts.catalog_metrics import rollup_shaped as shaped  # noqa: PLC0415 - no Django at import time
+
+    return shaped(d)
 
 
 # --- building ---------------------------------------------------------------------------------------
@@ -202,92 +283,167 @@ def _literals(values) -> list[exp.Expression]:
     return [exp.Literal.string(str(v)) for v in values]
 
 
-def _validate(d: MetricDefinition) -> None:
-    if d.kind not in SUPPORTED_KINDS:
-        raise BuildError(f"Metric {d.key}: {d.kind} metrics are not computed on warehouse sources yet.")
+def _validate_part(d: MetricDefinition, what: str) -> None:
+    if d.kind not in VALUE_KINDS:
+        raise BuildError(f"Metric {what}: a {d.kind} cannot be read here (only binary or mean).")
     if not d.event:
-        raise BuildError(f"Metric {d.key}: no event to read.")
+        raise BuildError(f"Metric {what}: no event to read.")
+    _validate_rules(d, what)
+
+
+def _validate_rules(d: MetricDefinition, what: str) -> None:
     if d.filter_prop and not IDENTIFIER_RE.fullmatch(d.filter_prop):
-        raise BuildError(f"Metric {d.key}: filter property {d.filter_prop!r} is not a plain column name.")
+        raise BuildError(f"Metric {what}: filter property {d.filter_prop!r} is not a plain column name.")
     if d.cap == "percentile" and not (d.cap_value is not None and 0 < d.cap_value < 1):
-        raise BuildError(f"Metric {d.key}: a percentile cap needs a value in (0, 1).")
+        raise BuildError(f"Metric {what}: a percentile cap needs a value in (0, 1).")
     if d.cap == "absolute" and d.cap_value is None:
-        raise BuildError(f"Metric {d.key}: an absolute cap needs a value.")
+        raise BuildError(f"Metric {what}: an absolute cap needs a value.")
 
 
-def _filter(d: MetricDefinition, i: int, columns: frozenset[str]) -> str:
+def _validate(d: MetricDefinition) -> None:
+    if d.kind == "ratio":
+        if d.numerator is None or d.denominator is None:
+            raise BuildError(f"Metric {d.key}: a ratio needs a numerator and a denominator.")
+        _validate_part(d.numerator, f"{d.key} (numerator)")
+        _validate_part(d.denominator, f"{d.key} (denominator)")
+    elif d.kind == "funnel":
+        if not d.steps:
+            raise BuildError(f"Metric {d.key}: a funnel needs at least one step.")
+        _validate_rules(d, d.key)
+    elif d.kind in VALUE_KINDS:
+        _validate_part(d, d.key)
+    else:
+        raise BuildError(f"Metric {d.key}: {d.kind} metrics are not computed on warehouse sources.")
+
+
+def _filter(d: MetricDefinition, j: int, columns: frozenset[str]) -> str:
     if not d.filter_prop:
         return ""
     if d.filter_prop in columns:  # an extra column of the events SELECT
-        return f" AND CAST(e.{d.filter_prop} AS TEXT) IN (:filter_{i})"
+        return f" AND CAST(e.{d.filter_prop} AS TEXT) IN (:filter_{j})"
     if "props" in columns:  # engine JSON: props ->> '$.key'
-        return f" AND (e.props ->> :prop_path_{i}) IN (:filter_{i})"
+        return f" AND (e.props ->> :prop_path_{j}) IN (:filter_{j})"
     raise BuildError(f"Metric {d.key}: the events SELECT has neither a {d.filter_prop} column nor props.")
 
 
-def _metric_sql(d: MetricDefinition, i: int, columns: frozenset[str], covariates: bool) -> tuple[str, str]:
-    _validate(d)
-    mean = d.kind == "mean"
-    matches = f"e.event = :event_{i}" + _filter(d, i, columns)
-    counted = COUNTED + (COUNTED_WINDOW if d.window_hours is not None else "")
-    value = "1" if mean and d.aggregation == "count" else "e.value"
-    cap = CAP_NONE
-    if mean and d.cap == "absolute":
-        cap = CAP_ABSOLUTE
-    elif mean and d.cap == "percentile":
-        cap = CAP_PERCENTILE.replace("{ignore_zeros}", "WHERE t.v <> 0" if d.cap_ignore_zeros else "")
-    if not mean:
-        cov_agg = "1"
-    else:
-        cov_agg = "COUNT(*)" if d.aggregation == "count" else "SUM(e.value)"
-        if d.cap == "absolute":
-            cov_agg = f"LEAST({cov_agg}, :cap_{i})"
-    cov_value = "CAST(COALESCE(p.x, 0) AS DOUBLE)" if covariates else "CAST(0 AS DOUBLE)"
-    ctes = METRIC_CTES.format(
-        i=i,
-        value=value,
-        matches=matches,
-        counted=counted.format(i=i),
-        cap=cap.format(i=i, **TYPED),
-        cov_agg="MAX(1)" if not mean else cov_agg,
-        cov_value=cov_value,
-        **TYPED,
-    )
-    selects = METRIC_SELECTS.format(i=i, matches=matches, **TYPED)
-    if covariates:
-        selects += METRIC_COVARIATE_SELECT.format(i=i, **TYPED)
-    return ctes, selects
+@dataclass
+class _Query:
+    """The pieces of one experiment's query as they are added, and the values of their placeholders."""
+
+    columns: frozenset[str]
+    lookback_days: int
+    ctes: list[str] = field(default_factory=list)
+    selects: list[str] = field(default_factory=list)
+    values: dict = field(default_factory=dict)
+    rules: list[MetricDefinition] = field(default_factory=list)  # every definition with time bounds (parts, funnels)
+    needed: set[str] = field(default_factory=set)  # extra event columns a filter reads
+
+    def rule(self, d: MetricDefinition, *, event: str | None = None) -> tuple[int, str, str]:
+        """Number the rule set ``d`` (delay, window, filter, event): (j, matches, counted)."""
+        j = len(self.rules)
+        self.rules.append(d)
+        delay = _seconds(d.delay_hours)
+        self.values[f"event_{j}"] = exp.Literal.string(event or d.event)
+        self.values[f"delay_{j}"] = _interval(delay)
+        if d.window_hours is not None:
+            self.values[f"until_{j}"] = _interval(delay + _seconds(d.window_hours))
+        if d.cap_value is not None:
+            self.values[f"cap_{j}"] = exp.Literal.number(float(d.cap_value))
+        if d.filter_prop:
+            self.values[f"filter_{j}"] = _literals(d.filter_values or ("",))
+            self.values[f"prop_path_{j}"] = exp.Literal.string(f"$.{d.filter_prop}")
+            self.needed.add(d.filter_prop if d.filter_prop in self.columns else "props")
+        matches = f"e.event = :event_{j}" + _filter(d, j, self.columns)
+        counted = COUNTED + (COUNTED_WINDOW if d.window_hours is not None else "")
+        return j, matches, counted.format(j=j)
+
+    def part(self, d: MetricDefinition, *, shape: str, name: str = "") -> int:
+        """A binary or mean value: c/k CTEs (shape 'rollup': the rollups' rows; 'rule': catalog_metrics' rows)."""
+        j, matches, counted = self.rule(d)
+        self.values[f"part_{j}"] = exp.Literal.string(name)
+        if d.kind == "mean" and d.aggregation == "count":
+            value = "CAST(1 AS DOUBLE)"
+        elif d.kind == "binary" and shape == "rule":
+            value = TYPED["zero_f"]
+        else:
+            value = "e.value"
+        cap = CAP_NONE
+        if d.kind == "mean" and d.cap == "absolute":
+            cap = CAP_ABSOLUTE
+        elif d.kind == "mean" and d.cap == "percentile":
+            cap = CAP_PERCENTILE.replace("{ignore_zeros}", "WHERE t.v <> 0" if d.cap_ignore_zeros else "")
+        cap = cap.format(j=j, **TYPED)
+        self.ctes.append(PART_CTES.format(j=j, value=value, matches=matches, counted=counted, cap=cap))
+        return j
+
+    def rows(self, d: MetricDefinition, i: int, j: int, *, shape: str, covariates: bool) -> None:
+        first = d.kind == "binary" and shape == "rule"
+        self.ctes.append(ROWS_CTES.format(j=j, cc=CC_FIRST if first else CC_SUM, pc=PC_FIRST if first else PC_SUM))
+        products, products_bin, join = TYPED["zero_f"], TYPED["zero_f"], ""
+        if covariates:
+            _, matches, _ = self.rule(d)  # the covariate reads the same events (its own numbered placeholders)
+            cov_agg = "MAX(1)" if d.kind == "binary" else "SUM(e.value)"
+            self.ctes.append(COVARIATE_CTE.format(j=j, cov_agg=cov_agg, matches=matches))
+            products, products_bin = PRODUCTS.format(**TYPED), PRODUCTS_BIN.format(**TYPED)
+            join = COVARIATE_JOIN.format(j=j)
+            self.selects.append(COVARIATE_SELECT.format(i=i, j=j, **TYPED))
+        self.selects.append(
+            CONVERSION_SELECT.format(
+                i=i, j=j, products=products, products_bin=products_bin, covariate_join=join, **TYPED
+            )
+        )
+
+    def final(self, d: MetricDefinition, j: int) -> None:
+        final = FINAL_BINARY if d.kind == "binary" else FINAL_SUM
+        self.ctes.append(FINAL_CTE.format(j=j, final=final.format(**TYPED)))
+
+    def metric(self, d: MetricDefinition, i: int) -> None:
+        _validate(d)
+        self.values[f"key_{i}"] = exp.Literal.string(d.key)
+        self.values[f"events_{i}"] = _literals(d.events())
+        if d.kind == "ratio":
+            num = self.part(d.numerator, shape="rule", name="numerator")
+            den = self.part(d.denominator, shape="rule", name="denominator")
+            self.rows(d.numerator, i, num, shape="rule", covariates=False)
+            self.final(d.numerator, num)
+            self.final(d.denominator, den)
+            self.selects.append(RATIO_SELECT.format(i=i, num=num, den=den, **TYPED))
+            self.selects += [CAP_SELECT.format(i=i, j=j, **TYPED) for j in (num, den)]
+        elif d.kind == "funnel":
+            self._funnel(d, i)
+        else:
+            shape = "rollup" if rollup_shaped(d) else "rule"
+            j = self.part(d, shape=shape)
+            self.rows(d, i, j, shape=shape, covariates=shape == "rollup" and self.lookback_days > 0)
+            if d.kind == "mean" and d.cap != "none":
+                self.selects.append(CAP_SELECT.format(i=i, j=j, **TYPED))
+        self.selects.append(UNCOUNTED_SELECT.format(i=i, **TYPED))
+
+    def _funnel(self, d: MetricDefinition, i: int) -> None:
+        last = len(d.steps) - 1
+        for k, event in enumerate(d.steps):
+            _, matches, counted = self.rule(d, event=event)
+            template = FUNNEL_FIRST if k == 0 else FUNNEL_NEXT
+            self.ctes.append(template.format(i=i, k=k, prev=k - 1, matches=matches, counted=counted))
+            self.values[f"step_{i}_{k}"] = exp.Literal.string(f"{d.key}#{k}")
+            self.selects.append(FUNNEL_SELECT.format(kind="step", metric=f":step_{i}_{k}", i=i, k=k, **TYPED))
+        self.selects.append(FUNNEL_SELECT.format(kind="conversion", metric=f":key_{i}", i=i, k=last, **TYPED))
 
 
-def _values(plan: QueryPlan) -> dict[str, exp.Expression | list[exp.Expression]]:
-    events = sorted({d.event for d in plan.definitions})
+def _values(plan: QueryPlan, q: _Query) -> dict[str, exp.Expression | list[exp.Expression]]:
+    events = sorted({e for d in plan.definitions for e in d.events()})
     lookback = max(plan.cuped_lookback_days, 0)
-    earliest_delay = min([0.0, *(d.delay_hours for d in plan.definitions)])
+    earliest_delay = min([0.0, *(d.delay_hours for d in q.rules)])
     values: dict = {
         "experiment_key": exp.Literal.string(plan.experiment_key),
         "variant_keys": _literals(plan.variant_keys or ("",)),
         "events": _literals(events or ("",)),
         "start_ts": _ts(plan.start),
         "end_ts": _ts(plan.end),
+        "lookback": _interval(lookback * 86400),
+        **q.values,
     }
     values["lookback_ts"] = _ts(plan.start - timedelta(days=lookback, hours=-earliest_delay))
-    for i, d in enumerate(plan.definitions):
-        delay = _seconds(d.delay_hours)
-        values.update(
-            {
-                f"key_{i}": exp.Literal.string(d.key),
-                f"event_{i}": exp.Literal.string(d.event),
-                f"delay_{i}": _interval(delay),
-                f"lookback_{i}": _interval(lookback * 86400),
-            }
-        )
-        if d.window_hours is not None:
-            values[f"until_{i}"] = _interval(delay + _seconds(d.window_hours))
-        if d.cap_value is not None:
-            values[f"cap_{i}"] = exp.Literal.number(float(d.cap_value))
-        if d.filter_prop:
-            values[f"filter_{i}"] = _literals(d.filter_values or ("",))
-            values[f"prop_path_{i}"] = exp.Literal.string(f"$.{d.filter_prop}")
     return values
 
 
@@ -334,20 +490,17 @@ def build_query(*, plan: QueryPlan, source: SourceSQL, engine: str) -> str:
         raise BuildError(f"Unknown engine {engine!r}.")
     exposure = parse_select(source.exposure_sql, engine=engine, what="exposure")
     events = parse_select(source.events_sql, engine=engine, what="events")
-    columns = frozenset(source.events_columns)
-    covariates = plan.cuped_lookback_days > 0
-    parts = [_metric_sql(d, i, columns, covariates) for i, d in enumerate(plan.definitions)]
-    extra_cols = sorted(c for c in columns - set(EVENT_COLUMNS) if IDENTIFIER_RE.fullmatch(c))
-    dedup = "event_id" in columns
-    kept = [c for c in extra_cols if c != "event_id"]
-    event_extras = "".join(f", s.{c}" for c in extra_cols)
+    q = _Query(columns=frozenset(source.events_columns), lookback_days=plan.cuped_lookback_days)
+    for i, d in enumerate(plan.definitions):
+        q.metric(d, i)
+    # Only the columns a filter reads travel past the source's SELECT (no JSON carried when no filter needs it).
+    kept = sorted(c for c in q.needed if IDENTIFIER_RE.fullmatch(c))
+    dedup = "event_id" in q.columns
+    event_extras = "".join(f", s.{c}" for c in [*kept, *(["event_id"] if dedup else [])])
     evd = EVD_DEDUP.format(extras="".join(f", {c}" for c in kept)) if dedup else EVD_PLAIN
+    q.selects.append(EVENT_COUNTS_SELECT.format(**TYPED))
     text = BASE.format(
-        event_extras=event_extras,
-        evd=evd,
-        metric_ctes="".join(c for c, _ in parts),
-        metric_selects="".join(s for _, s in parts),
-        **TYPED,
+        event_extras=event_extras, evd=evd, metric_ctes="".join(q.ctes), metric_selects="".join(q.selects), **TYPED
     )
     tree = sqlglot.parse_one(text, read="duckdb")
     for cte in tree.find_all(exp.CTE):
@@ -355,7 +508,7 @@ def build_query(*, plan: QueryPlan, source: SourceSQL, engine: str) -> str:
             cte.set("this", exposure)
         elif cte.alias == "src_e":
             cte.set("this", events)
-    tree = _replace(tree, _values(plan))
+    tree = _replace(tree, _values(plan, q))
     fix = _DIALECT_FIXES.get(engine)
     if fix:
         tree = fix(tree)

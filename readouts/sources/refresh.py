@@ -19,7 +19,7 @@ from django.utils import timezone
 from django_tasks import task
 
 from experiments.models import Experiment
-from readouts import queries
+from readouts import queries, stats
 from readouts.models import DataSource, ReadoutSnapshot
 from readouts.sources import builder, runners
 from readouts.sources.plan import query_plan_for
@@ -113,33 +113,44 @@ def _num(value, cast=float):
     return cast(value or 0)
 
 
+SUMS_KINDS = ("exposure", "covariate", "conversion", "uncounted")
+
+
+def _row_json(r: dict) -> dict:
+    day = r["day"]
+    return {
+        "kind": r["kind"],
+        "variant": r["variant_key"],
+        "metric": r["metric"],
+        "day": None if day is None else (day.isoformat() if isinstance(day, date) else str(day)[:10]),
+        "users": _num(r["users"], int),
+        "total": _num(r["total"]),
+        "total_sq": _num(r["total_sq"]),
+        "products": _num(r["products"]),
+        "products_bin": _num(r["products_bin"]),
+        "events": _num(r["events"], int),
+        "late": _num(r["late"], int),
+        "unexposed": _num(r["unexposed"], int),
+    }
+
+
 def rows_to_json(rows: list[dict]) -> dict:
-    """The query's rows as the snapshot stores them: SumsRow fields (variant by key) plus health counts."""
-    sums, health = [], {k: 0 for k in builder.HEALTH_KINDS}
+    """The query's rows as the snapshot stores them: SumsRow fields (variant by key), health counts, and the
+    ``extras`` of rule metrics (caps used, ratio sums, funnel steps; see ``builder``)."""
+    sums, extras, health = [], [], {k: 0 for k in builder.HEALTH_KINDS}
     for r in rows:
         kind = r["kind"]
         if kind in builder.HEALTH_KINDS:
             health[kind] = int(r["users"] or 0)
-            continue
-        day = r["day"]
-        sums.append(
-            {
-                "kind": kind,
-                "variant": r["variant_key"],
-                "metric": r["metric"],
-                "day": day.isoformat() if isinstance(day, date) else str(day)[:10],
-                "users": _num(r["users"], int),
-                "total": _num(r["total"]),
-                "total_sq": _num(r["total_sq"]),
-                "products": _num(r["products"]),
-                "products_bin": _num(r["products_bin"]),
-                "events": _num(r["events"], int),
-                "late": _num(r["late"], int),
-                "unexposed": _num(r["unexposed"], int),
-            }
-        )
-    sums.sort(key=lambda s: (s["kind"], s["variant"] or "", s["metric"], s["day"]))
-    return {"sums": sums, "health": health}
+        elif kind in SUMS_KINDS:
+            sums.append(_row_json(r))
+        else:
+            extra = _row_json(r)
+            if kind == "cap":
+                extra["total"] = None if r["total"] is None else float(r["total"])
+            extras.append(extra)
+    order = lambda s: (s["kind"], s["variant"] or "", s["metric"], s["day"] or "")  # noqa: E731
+    return {"sums": sorted(sums, key=order), "health": health, "extras": sorted(extras, key=order)}
 
 
 # --- read ---------------------------------------------------------------------------------------------
@@ -204,6 +215,79 @@ def snapshot_sums(*, experiment: Experiment, snapshot: ReadoutSnapshot | None) -
                 unexposed=r["unexposed"],
             )
         )
+    return out
+
+
+def _step_row(r: dict, variant_id: int | None, metric: str) -> queries.SumsRow:
+    fields = ("users", "total", "total_sq", "products", "products_bin", "events", "late", "unexposed")
+    return queries.SumsRow("conversion", variant_id, metric, date.fromisoformat(r["day"]), *(r[f] for f in fields))
+
+
+def _ratio_sums(d, extras: list[dict], ids: dict) -> dict:
+    parts: dict[int, dict] = {}
+    for r in extras:
+        if r["metric"] == d.key and r["kind"] in ("ratio", "ratio_den") and ids.get(r["variant"]) is not None:
+            parts.setdefault(ids[r["variant"]], {})[r["kind"]] = r
+    out = {}
+    for variant_id, p in parts.items():
+        num, den = p.get("ratio"), p.get("ratio_den")
+        if num is None or den is None:
+            continue
+        out[variant_id] = stats.RatioSums(
+            num["users"], num["total"], num["total_sq"], den["total"], den["total_sq"], num["products"],
+            numerator_kind=d.numerator.kind, denominator_kind=d.denominator.kind,
+        )  # fmt: skip
+    return out
+
+
+def snapshot_event_rows(*, snapshot: ReadoutSnapshot | None) -> list[queries.SumsRow] | None:
+    """Counted and late conversions per event name (not per metric), as the internal aggregate's rows have them.
+
+    None for a snapshot taken before the query counted them (no ``extras``): its metric rows serve instead."""
+    if snapshot is None or "extras" not in (snapshot.rows or {}):
+        return None
+    out = []
+    for r in snapshot.rows["extras"]:
+        if r["kind"] == "event":
+            day = date.fromisoformat(r["day"])
+            out.append(queries.SumsRow("conversion", None, r["metric"], day, 0, 0.0, 0.0, 0.0, 0.0, r["events"], 0, 0))
+            out.append(queries.SumsRow("uncounted", None, r["metric"], day, 0, 0.0, 0.0, 0.0, 0.0, 0, r["late"], 0))
+    return out
+
+
+def snapshot_computed(*, experiment: Experiment, snapshot: ReadoutSnapshot | None, definitions: dict) -> dict:
+    """What the internal readout computes in Python for rule metrics (``catalog_metrics.Computed``: the cap
+    used, ratio sums, funnel steps), read from the snapshot's extras, for the definitions that have any."""
+    from readouts.catalog_metrics import Computed  # noqa: PLC0415 - catalog_metrics imports the event model
+
+    if snapshot is None:
+        return {}
+    ids = dict(experiment.variants.values_list("key", "pk"))
+    extras = (snapshot.rows or {}).get("extras", [])
+    caps: dict[str, dict] = {}
+    for r in extras:
+        if r["kind"] == "cap":
+            caps.setdefault(r["metric"], {})[r["variant"] or ""] = r["total"]
+    out = {}
+    for key, d in definitions.items():
+        if d.kind == "ratio":
+            cap = {"numerator": caps.get(key, {}).get("numerator"), "denominator": caps.get(key, {}).get("denominator")}
+            out[key] = Computed(
+                cap_applied=cap if any(v is not None for v in cap.values()) else None,
+                ratio=_ratio_sums(d, extras, ids),
+            )
+        elif d.kind == "funnel":
+            steps = []
+            for k, event in enumerate(d.steps):
+                rows = [
+                    _step_row(r, ids.get(r["variant"]), key)
+                    for r in extras
+                    if r["kind"] == "step" and r["metric"] == f"{key}#{k}" and ids.get(r["variant"]) is not None
+                ]
+                steps.append((event, rows))
+            out[key] = Computed(steps=steps)
+        elif key in caps:
+            out[key] = Computed(cap_applied=caps[key].get(""))
     return out
 
 

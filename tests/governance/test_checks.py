@@ -74,10 +74,14 @@ def test_variant_conflicts__above_thresholds__warn_then_fail(running, api, reade
     rejected = send(api, again)
     assert [r["error"] for r in rejected] == ["variant_conflict"] * (2 * conflicting)
     # When the readout is read
-    check = _checks(reader, experiment)["variant_conflicts"]
-    # Then distinct users count (one user, two conflicts: once): 3/200 = 1.5% warns (> 1%), 11/200 = 5.5% fails
+    checks = _checks(reader, experiment)
+    check = checks["variant_conflicts"]
+    # Then distinct users count (one user, two conflicts: once) over the exposed users left in the readout (users
+    # exposed to both variants are left out): 3/197 = 1.5% warns (> 1%), 11/189 = 5.8% fails
     assert (check["status"], check["threshold"]) == (status, {"warn": 0.01, "fail": 0.05})
-    assert check["value"] == pytest.approx(conflicting / 200)
+    assert check["value"] == pytest.approx(conflicting / (200 - conflicting))
+    # and they are the multiple_exposures check's users (3/197 warns, 11/189 is above 5%: fails)
+    assert (checks["multiple_exposures"]["status"], checks["multiple_exposures"]["value"]) == (status, conflicting)
 
 
 # --- covariate imbalance ------------------------------------------------------------------------------------------

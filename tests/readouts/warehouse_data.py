@@ -2,13 +2,17 @@
 
 ``lake`` rows go to a warehouse (DuckDB file/Parquet, PostgreSQL, Spark): exposures of the warehouse
 experiment (repeat exposures, users exposed to two variants, rows with an unknown variant key,
-another experiment's rows), conversion events (repeats with ``event_id`` delivered twice, events
-before exposure, far after it, before the experiment started — the CUPED lookback — and from users
-never exposed). ``api`` items are what Signal Dash's own API receives for the internal experiment:
-the same events minus what the internal side never stores (unknown variants, users exposed to two
-variants, events of never-exposed users, events before the start), each exposure with its CUPED
-covariates computed here, independently of any SQL, by the warehouse rule (the metric's per-user
-value in the lookback days before exposure).
+another experiment's rows), conversion events of four event names (repeats with ``event_id`` delivered
+twice, events before exposure, far after it, before the experiment started — the CUPED lookback — and
+from users never exposed; funnel steps in and out of order; a ``channel`` for filters). ``api`` items are
+what Signal Dash's own API receives for the internal experiment: every exposure of the experiment (the
+API rejects the unknown variant keys and the second variant of a user exposed to two, as a variant
+conflict) and the events minus what the internal side cannot be told (events of never-exposed users,
+events before the start), each first exposure with its CUPED covariates computed here, independently of
+any SQL, by the warehouse rule (the metric's per-user value in the lookback days before exposure).
+
+``CATALOG`` is the catalog part of the plan (windows, delays, filters, counts, absolute and percentile caps,
+a ratio and a funnel), planned on both experiments.
 """
 
 from __future__ import annotations
@@ -17,7 +21,22 @@ import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-METRICS = {"purchase": "binary", "revenue": "mean"}
+METRICS = {"purchase": "binary", "revenue": "mean"}  # ad-hoc planned metrics (rollup-shaped, CUPED)
+EVENTS = ("purchase", "revenue", "view", "cart")
+# Catalog metrics planned on both experiments (experiments.Metric fields); a ratio names its parts by key.
+CATALOG = {
+    "bought_48h": {"kind": "binary", "event": "purchase", "delay_hours": 1, "window_hours": 48},
+    "rev_web": {"kind": "mean", "event": "revenue", "window_hours": 72, "filter_prop": "channel",
+                "filter_values": ["web"]},
+    "orders": {"kind": "mean", "event": "revenue", "aggregation": "count", "delay_hours": -2},
+    "rev_cap": {"kind": "mean", "event": "revenue", "cap": "absolute", "cap_value": 80},
+    "rev_p90": {"kind": "mean", "event": "revenue", "cap": "percentile", "cap_value": 0.9},
+    "rev_p75nz": {"kind": "mean", "event": "revenue", "cap": "percentile", "cap_value": 0.75,
+                  "cap_ignore_zeros": True, "window_hours": 50},
+    "rev_per_order": {"kind": "ratio", "numerator": "rev_p90", "denominator": "orders"},
+    "checkout_funnel": {"kind": "funnel", "steps": ["view", "cart", "purchase"], "window_hours": 96,
+                        "delay_hours": 0.5},
+}  # fmt: skip
 VARIANTS = ("control", "treatment")
 LOOKBACK_DAYS = 14
 
@@ -29,6 +48,7 @@ class Dataset:
     api: list[dict] = field(default_factory=list)  # /api/track/batch items for the internal experiment
     unknown_variant_rows: int = 0
     multiple_exposure_users: int = 0
+    conflicting_exposures: int = 0  # api items the API rejects as variant conflicts (the second variant)
 
 
 def _iso(t: datetime) -> str:
@@ -72,11 +92,11 @@ def build(  # noqa: C901 - one generator, read top to bottom
                 other = VARIANTS[1 - VARIANTS.index(variant)]
                 ds.exposures.append({"variant_key": other, "user_key": user, "timestamp": exposed_at + timedelta(1)})
                 ds.multiple_exposure_users += 1
-            else:
-                first[user] = (variant, exposed_at)
-        for metric in METRICS:
+            first[user] = (variant, exposed_at)
+        for metric in EVENTS:
             for k in range(rng.choice([0, 0, 1, 1, 2, 3])):
-                at = exposed_at + timedelta(hours=rng.randrange(-60, 100), minutes=rng.randrange(60))
+                hours = {"view": (-5, 30), "cart": (0, 60)}.get(metric, (-60, 100))
+                at = exposed_at + timedelta(hours=rng.randrange(*hours), minutes=rng.randrange(60))
                 value = round(rng.uniform(1, 100), 2) if metric == "revenue" else None
                 event_id = f"{user}-{metric}-{k}" if metric == "revenue" or k else None
                 e = {
@@ -109,7 +129,7 @@ def _api_items(ds: Dataset, first: dict, start: datetime, key: str) -> list[dict
     items = []
     for x in ds.exposures:
         user = x["user_key"]
-        if user not in first or x["variant_key"] == "ghost" or x["experiment_key"] == "other-experiment":
+        if x["experiment_key"] == "other-experiment":
             continue
         item = {
             "experiment": key,
@@ -118,7 +138,11 @@ def _api_items(ds: Dataset, first: dict, start: datetime, key: str) -> list[dict
             "event_type": "exposure",
             "occurred_at": _iso(x["timestamp"]),
         }
-        if first[user][1] == x["timestamp"]:
+        if x["variant_key"] not in VARIANTS:
+            pass  # rejected: unknown variant
+        elif x["variant_key"] != first[user][0]:
+            ds.conflicting_exposures += 1  # rejected: a variant conflict (the user is exposed to two variants)
+        elif first[user][1] == x["timestamp"]:
             item["covariates"] = {m: _covariate(ds.events, user, m, x["timestamp"]) for m in METRICS}
         items.append(item)
     for e in ds.events:
@@ -132,6 +156,7 @@ def _api_items(ds: Dataset, first: dict, start: datetime, key: str) -> list[dict
             "event_type": "conversion",
             "metric": e["event"],
             "occurred_at": _iso(e["timestamp"]),
+            "props": {"channel": e["channel"]},
         }
         if e["value"] is not None:
             item["value"] = e["value"]
