@@ -143,6 +143,8 @@ class CheckSerializer(serializers.Serializer):
             "covariate_imbalance",
             "sample_progress",
             "peeking",
+            "multiple_exposures",
+            "unknown_variants",
         ]
     )
     status = serializers.ChoiceField(choices=["ok", "warn", "fail"])
@@ -150,7 +152,9 @@ class CheckSerializer(serializers.Serializer):
         allow_null=True,
         help_text=(
             "srm, covariate_imbalance: a p-value; conversions_without_exposure, variant_conflicts: a share (0-1); "
-            "sample_progress: smallest arm's users / its planned users; peeking: views while running. "
+            "sample_progress: smallest arm's users / its planned users; peeking: views while running; "
+            "multiple_exposures: users exposed to more than one variant; unknown_variants (warehouse sources only): "
+            "exposure rows naming no variant of the experiment. "
             "Null when not computable (the message says why)."
         ),
     )
