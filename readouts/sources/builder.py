@@ -79,7 +79,7 @@ ev AS (
   FROM src_e s
   WHERE s.event IN (:events) AND s."timestamp" >= :lookback_ts AND s."timestamp" <= :end_ts
 ),
-evd AS ({evd}),
+{evd},
 ue AS MATERIALIZED (
   SELECT u.variant_key, u.x_ts, e.* FROM units u JOIN evd e ON e.user_key = u.user_key
 ),
@@ -103,14 +103,26 @@ FROM x_users WHERE variant_key <> last_variant
 {metric_selects}
 """
 
-# Repeat deliveries of one event (same user, event and event_id) count once; rows without an id all count.
+# Repeat deliveries of one event (same user, event and event_id) count once, the earliest; rows without an id all
+# count. Grouping a million (user, event, event_id) string keys is the query's most expensive step, so it runs in
+# two passes: a hash of the key is counted first (one integer per row), and only the rows whose hash is seen more
+# than once go through the exact dedup. Rows with the same key share a hash, so a hash seen once is a unique
+# delivery whatever the hash function (a collision only sends a few unique rows through the exact path).
 EVD_DEDUP = """
-SELECT user_key, ts, event, value {extras} FROM (
-  SELECT e.*, ROW_NUMBER() OVER (PARTITION BY e.user_key, e.event, e.event_id ORDER BY e.ts) AS dup
-  FROM ev e
-) d WHERE d.event_id IS NULL OR d.dup = 1
+evh AS MATERIALIZED (
+  SELECT e.*, CASE WHEN e.event_id IS NULL THEN NULL ELSE HASH(e.user_key, e.event, e.event_id) END AS h FROM ev e
+),
+dup_h AS (SELECT h FROM evh WHERE h IS NOT NULL GROUP BY h HAVING COUNT(*) > 1),
+evd AS (
+  SELECT user_key, ts, event, value {extras} FROM evh WHERE h IS NULL OR h NOT IN (SELECT h FROM dup_h)
+  UNION ALL
+  SELECT user_key, ts, event, value {extras} FROM (
+    SELECT e.*, ROW_NUMBER() OVER (PARTITION BY e.user_key, e.event, e.event_id ORDER BY e.ts) AS dup
+    FROM evh e WHERE e.h IN (SELECT h FROM dup_h)
+  ) d WHERE d.dup = 1
+)
 """
-EVD_PLAIN = "SELECT * FROM ev"
+EVD_PLAIN = "evd AS (SELECT * FROM ev)"
 
 # Per value part j (a binary or mean definition: a planned metric, or one part of a ratio). ``{matches}`` and
 # ``{counted}`` are conditions over e (event) built below; ``{value}`` is what one counted event adds.
@@ -466,6 +478,20 @@ def _replace(tree: exp.Expression, values: dict) -> exp.Expression:
     return tree
 
 
+def _postgres_fixes(tree: exp.Expression) -> exp.Expression:
+    """PostgreSQL has no variadic HASH: hash the key's text (the dedup only needs equal keys to hash equal)."""
+
+    def fix(node: exp.Expression):
+        if isinstance(node, exp.Anonymous) and node.name.upper() == "HASH":
+            text = exp.Anonymous(
+                this="CONCAT_WS", expressions=[exp.Literal.string("|"), *[a.copy() for a in node.expressions]]
+            )
+            return exp.Anonymous(this="HASHTEXTEXTENDED", expressions=[text, exp.Literal.number(0)])
+        return node
+
+    return tree.transform(fix)
+
+
 def _spark_fixes(tree: exp.Expression) -> exp.Expression:
     """Spark renders PERCENTILE_CONT as the approximate PERCENTILE_APPROX; use the exact PERCENTILE."""
 
@@ -481,7 +507,7 @@ def _spark_fixes(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
-_DIALECT_FIXES = {"spark": _spark_fixes}
+_DIALECT_FIXES = {"postgresql": _postgres_fixes, "spark": _spark_fixes}
 
 
 def build_query(*, plan: QueryPlan, source: SourceSQL, engine: str) -> str:
