@@ -32,7 +32,7 @@ from datetime import date
 
 from django.db import connection
 
-from tracking.models import Covariate, Event
+from tracking.models import Covariate, Event, VariantConflict
 
 # One query for every variant, metric and day. Four branches:
 #   exposure  — exposed users per variant and exposure day;
@@ -130,7 +130,8 @@ LEFT JOIN (
 # parameter (the SQLite JSON path is built from it in Python, after validation). Shape: one row per exposed
 # user (exposure LEFT JOIN the user's conversions by the user-key index, "counted" as a CASE), then summed
 # per variant and slice — no aggregate subquery on the inner side of a join, which PostgreSQL with stale
-# statistics re-ran per exposure.
+# statistics re-ran per exposure. Users exposed to more than one variant (an exposure conflict: readouts/exclusions.py)
+# are left out, as from every metric of the readout; the NOT EXISTS reads the conflict's unique index.
 READOUT_DIMENSION_SQL = """
 SELECT p.variant_id, p.slice, COUNT(*) AS users, SUM(p.converted) AS converted,
        SUM(p.total) AS total, SUM(p.total * p.total) AS total_sq
@@ -143,6 +144,10 @@ FROM (
       ON c.experiment_id = %(experiment_id)s AND c.event_type = %(conversion)s AND c.metric = %(metric)s
      AND c.user_key = x.user_key
     WHERE x.experiment_id = %(experiment_id)s AND x.event_type = %(exposure)s AND x.metric = ''
+      AND NOT EXISTS (
+          SELECT 1 FROM {conflict} k
+          WHERE k.{experiment_column} = %(experiment_id)s AND k.user_key = x.user_key AND k.event_type = %(exposure)s
+      )
     GROUP BY x.id, x.variant_id, 2
 ) p
 GROUP BY p.variant_id, p.slice
@@ -282,7 +287,13 @@ class SliceRow:
 
 def readout_dimension_query(*, experiment_id: int, metric: str, prop: str) -> BoundQuery:
     """``prop`` must already be validated (``readouts.dimensions.DIMENSION_KEY_RE``); it is only a parameter."""
-    sql = READOUT_DIMENSION_SQL.format(slice_x=SLICE_EXPRESSION[connection.vendor], **_tables())
+    qn = connection.ops.quote_name
+    sql = READOUT_DIMENSION_SQL.format(
+        slice_x=SLICE_EXPRESSION[connection.vendor],
+        conflict=qn(VariantConflict._meta.db_table),
+        experiment_column=qn(VariantConflict._meta.get_field("experiment").column),
+        **_tables(),
+    )
     params = {"experiment_id": experiment_id, "exposure": "exposure", "conversion": "conversion", "metric": metric}
     params.update({"prop_path": f'$."{prop}"'} if connection.vendor == "sqlite" else {"prop": prop})
     return BoundQuery(sql=sql.strip(), params=params)

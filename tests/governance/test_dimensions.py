@@ -107,6 +107,36 @@ def test_dimension__slices__match_independent_computation(population, api, metri
         assert c["chance_to_beat"] is not None
 
 
+def test_dimension__users_exposed_to_two_variants__left_out_of_every_slice(population, api):
+    # Given users of several slices who are later exposed under the other variant too (an exposure conflict)
+    experiment, users = population
+    conflicted = {f"u{j}-{i}" for j in (0, 1, 2, 25, 26) for i in (0, 1, 3)}
+    seconds = []
+    for key in sorted(conflicted):
+        i = int(key.split("-")[1])
+        seconds.append(exposure(experiment, "green" if i % 2 == 0 else "control", key))
+    rejected = send(api, seconds)
+    assert len(rejected) == len(conflicted)
+    kept = [u for n, u in enumerate(users) if _keys(experiment)[n] not in conflicted]
+    # When the breakdown is read
+    body = api.get(URL.format(slug=experiment.slug), {"metric": "revenue", "dimension": "country"}).json()
+    expected = _expected(kept, "revenue", "mean")
+    # Then the slices count only the users exposed to one variant, as the readout's metrics do
+    assert [s["value"] for s in body["dimension"]["slices"]] == expected["order"]
+    for s in body["dimension"]["slices"]:
+        want = expected["slices"][s["value"]]
+        assert {v["key"]: v["n"] for v in s["variants"]} == want["n"]
+        for v in s["variants"]:
+            assert v["mean"] == pytest.approx(want["mean"][v["key"]])
+    assert sum(v["n"] for s in body["dimension"]["slices"] for v in s["variants"]) == len(kept)
+    assert sum(v["n"] for v in body["variants"]) == len(kept)
+
+
+def _keys(experiment) -> list[str]:
+    """The user keys in the order ``_population`` builds its users."""
+    return [f"u{j}-{i}" for j in range(27) for i in range(max(4, 60 - 2 * j))]
+
+
 def test_dimension__not_registered__exploratory_and_no_chance_to_beat(population, api, client, ops):
     experiment, _ = population
     body = api.get(URL.format(slug=experiment.slug), {"dimension": "other"}).json()
