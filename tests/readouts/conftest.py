@@ -30,6 +30,48 @@ def make_experiment(owner):
 
 
 @pytest.fixture
+def catalog_plan(make_experiment, owner):
+    """catalog_plan(slug, extra_ratio=False): a draft with one catalog metric of every kind and rule — windows, a
+    delay (negative too), filters, count, absolute and percentile caps (zeros ignored or not), a ratio (a second
+    one, revenue capped at 50 per cart, with ``extra_ratio``) and a funnel."""
+    from experiments import catalog, services
+    from experiments.models import ExperimentMetric, Metric
+
+    def save(**fields):
+        return catalog.metric_save(metric=Metric(**fields), actor=owner, source="service")
+
+    def _make(slug: str, *, extra_ratio: bool = False):
+        exp = make_experiment(slug)
+        m = {
+            "conv": save(key="conv", name="Conv", kind="binary", event="purchase", delay_hours=1, window_hours=24,
+                         filter_prop="channel", filter_values=["web", "true"]),
+            "rev_p": save(key="rev_p", name="Rev p90", kind="mean", event="purchase", cap="percentile",
+                          cap_value=0.9),
+            "rev_pz": save(key="rev_pz", name="Rev p75 nz", kind="mean", event="purchase", cap="percentile",
+                           cap_value=0.75, cap_ignore_zeros=True),
+            "rev_abs": save(key="rev_abs", name="Rev abs", kind="mean", event="purchase", cap="absolute",
+                            cap_value=50, delay_hours=-2, window_hours=48),
+            "orders": save(key="orders", name="Orders", kind="mean", event="purchase", aggregation="count",
+                           filter_prop="channel", filter_values=["web", "1"]),
+            "carts": save(key="carts", name="Carts", kind="mean", event="cart", aggregation="count",
+                          window_hours=6),
+        }  # fmt: skip
+        m["rpo"] = save(key="rpo", name="RPO", kind="ratio", numerator=m["rev_p"], denominator=m["orders"])
+        if extra_ratio:
+            m["rpc"] = save(key="rpc", name="RPC", kind="ratio", numerator=m["rev_abs"], denominator=m["carts"])
+        m["funnel"] = save(key="funnel", name="Funnel", kind="funnel", steps=["view", "cart", "purchase"],
+                           window_hours=72, delay_hours=0.5)  # fmt: skip
+        for i, metric in enumerate(m.values()):
+            services.experiment_metric_save(
+                metric=ExperimentMetric(experiment=exp, metric=metric, role="primary" if i == 0 else "secondary"),
+                actor=owner,
+            )
+        return exp
+
+    return _make
+
+
+@pytest.fixture
 def add_events():
     """add_events(exp, variant_key, exposures=n, conversions=k, metric=..., prefix=...): k of n users convert."""
     from tracking.models import Event

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from experiments import catalog, services
-from experiments.models import ExperimentMetric, Metric
+from experiments.models import Metric
 from readouts.exports import readout_as_json
 from readouts.selectors import readout_get
 from tests.readouts.conftest import T0
@@ -26,37 +26,10 @@ H = timedelta(hours=1)
 PROPS = [("web", "web"), ("app", "app"), (True, "true"), (1, "1"), (None, None), ("missing", None)]
 
 
-def _save(actor, **fields):
-    return catalog.metric_save(metric=Metric(**fields), actor=actor, source="service")
-
-
 @pytest.fixture
-def plan(make_experiment, owner):
+def plan(catalog_plan):
     """A draft with one metric of every kind and rule (catalog rows)."""
-    exp = make_experiment("rules")
-    m = {
-        "conv": _save(owner, key="conv", name="Conv", kind="binary", event="purchase", delay_hours=1,
-                      window_hours=24, filter_prop="channel", filter_values=["web", "true"]),
-        "rev_p": _save(owner, key="rev_p", name="Rev p90", kind="mean", event="purchase", cap="percentile",
-                       cap_value=0.9),
-        "rev_pz": _save(owner, key="rev_pz", name="Rev p75 nz", kind="mean", event="purchase", cap="percentile",
-                        cap_value=0.75, cap_ignore_zeros=True),
-        "rev_abs": _save(owner, key="rev_abs", name="Rev abs", kind="mean", event="purchase", cap="absolute",
-                         cap_value=50, delay_hours=-2, window_hours=48),
-        "orders": _save(owner, key="orders", name="Orders", kind="mean", event="purchase", aggregation="count",
-                        filter_prop="channel", filter_values=["web", "1"]),
-        "carts": _save(owner, key="carts", name="Carts", kind="mean", event="cart", aggregation="count",
-                       window_hours=6),
-    }  # fmt: skip
-    m["rpo"] = _save(owner, key="rpo", name="RPO", kind="ratio", numerator=m["rev_p"], denominator=m["orders"])
-    m["funnel"] = _save(owner, key="funnel", name="Funnel", kind="funnel", steps=["view", "cart", "purchase"],
-                        window_hours=72, delay_hours=0.5)  # fmt: skip
-    for i, metric in enumerate(m.values()):
-        services.experiment_metric_save(
-            metric=ExperimentMetric(experiment=exp, metric=metric, role="primary" if i == 0 else "secondary"),
-            actor=owner,
-        )
-    return exp
+    return catalog_plan("rules")
 
 
 def _offsets(rng: random.Random) -> list[timedelta]:

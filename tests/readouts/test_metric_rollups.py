@@ -15,8 +15,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from experiments import catalog, services
-from experiments.models import ExperimentMetric, Metric
+from experiments import services
 from experiments.selectors import experiment_metric_definitions
 from readouts import catalog_metrics, metric_rollups, rollups
 from readouts.definitions import MetricDefinition
@@ -30,38 +29,10 @@ US = timedelta(microseconds=1)
 PROPS = [{"channel": "web"}, {"channel": "app"}, {"channel": True}, {"channel": 1}, {"channel": None}, {}]
 
 
-def _save(actor, **fields):
-    return catalog.metric_save(metric=Metric(**fields), actor=actor, source="service")
-
-
 @pytest.fixture
-def plan(make_experiment, owner):
+def plan(catalog_plan):
     """A draft with one metric of every kind and rule."""
-    exp = make_experiment("rollrules")
-    m = {
-        "conv": _save(owner, key="conv", name="Conv", kind="binary", event="purchase", delay_hours=1,
-                      window_hours=24, filter_prop="channel", filter_values=["web", "true"]),
-        "rev_p": _save(owner, key="rev_p", name="Rev p90", kind="mean", event="purchase", cap="percentile",
-                       cap_value=0.9),
-        "rev_pz": _save(owner, key="rev_pz", name="Rev p75 nz", kind="mean", event="purchase", cap="percentile",
-                        cap_value=0.75, cap_ignore_zeros=True),
-        "rev_abs": _save(owner, key="rev_abs", name="Rev abs", kind="mean", event="purchase", cap="absolute",
-                         cap_value=50, delay_hours=-2, window_hours=48),
-        "orders": _save(owner, key="orders", name="Orders", kind="mean", event="purchase", aggregation="count",
-                        filter_prop="channel", filter_values=["web", "1"]),
-        "carts": _save(owner, key="carts", name="Carts", kind="mean", event="cart", aggregation="count",
-                       window_hours=6),
-    }  # fmt: skip
-    m["rpo"] = _save(owner, key="rpo", name="RPO", kind="ratio", numerator=m["rev_p"], denominator=m["orders"])
-    m["rpc"] = _save(owner, key="rpc", name="RPC", kind="ratio", numerator=m["rev_abs"], denominator=m["carts"])
-    m["funnel"] = _save(owner, key="funnel", name="Funnel", kind="funnel", steps=["view", "cart", "purchase"],
-                        window_hours=72, delay_hours=0.5)  # fmt: skip
-    for i, metric in enumerate(m.values()):
-        services.experiment_metric_save(
-            metric=ExperimentMetric(experiment=exp, metric=metric, role="primary" if i == 0 else "secondary"),
-            actor=owner,
-        )
-    return exp
+    return catalog_plan("rollrules", extra_ratio=True)
 
 
 def _events(exp, rng: random.Random, users: int) -> list[Event]:
