@@ -131,6 +131,24 @@ def readout_setup():
     return experiment, owner, key, ids
 
 
+def _after_new_events(readout, *, users: int, repeat: int, table: str, ids: dict) -> tuple[float, float, float]:
+    """(median, min, max) seconds of ``readout()`` right after each of ``repeat`` rounds of 500 new users (1,000
+    events) loaded after user ``users``."""
+    from django.db import connection
+
+    times = []
+    for n in range(repeat):
+        lo = users + n * 500
+        with connection.cursor() as cursor:
+            params = {**ids, "lo": lo, "hi": lo + 500, "t0": T0, "span": SPAN_S}
+            cursor.execute(LOAD_EXPOSURES_SQL.format(event=table), params)
+            cursor.execute(LOAD_CONVERSIONS_SQL.format(event=table), params)
+        started = time.perf_counter()
+        readout()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), min(times), max(times)
+
+
 def readout_measure(*, experiment, owner, key: str, repeat: int, table: str, ids: dict, users: int) -> dict:
     """Bare aggregate vs the readout API (rollups) and page; the first readout (full recompute) and the
     readout right after 1,000 new events (incremental catch-up) are timed too."""
@@ -163,17 +181,7 @@ def readout_measure(*, experiment, owner, key: str, repeat: int, table: str, ids
     first = time.perf_counter() - started
     result = _timed({"bare": bare, "api": api, "page": page}, repeat)
     result["first_readout"] = (first, first, first)
-    catchups = []
-    for n in range(repeat):  # 500 new users (1,000 events) per round, then one readout
-        lo = users + n * 500
-        with connection.cursor() as cursor:
-            params = {**ids, "lo": lo, "hi": lo + 500, "t0": T0, "span": SPAN_S}
-            cursor.execute(LOAD_EXPOSURES_SQL.format(event=table), params)
-            cursor.execute(LOAD_CONVERSIONS_SQL.format(event=table), params)
-        started = time.perf_counter()
-        api()
-        catchups.append(time.perf_counter() - started)
-    result["api_after_1k_events"] = (statistics.median(catchups), min(catchups), max(catchups))
+    result["api_after_1k_events"] = _after_new_events(api, users=users, repeat=repeat, table=table, ids=ids)
     body = api_client.get(f"/api/experiments/{experiment.slug}/readout").json()
     result["check"] = [(v["key"], v["exposures"], v["conversions"]) for v in body["variants"]]
     return result
@@ -252,7 +260,6 @@ def _rule_phase(*, experiment, owner, metrics: dict, api, label: str, keys: list
 def rules_measure(*, experiment, owner, key: str, repeat: int, table: str, ids: dict, users: int,
                   reference_max: int) -> dict:  # fmt: skip
     """The readout API with a plan of every rule kind, the rule rollups' read per kind, the percentile cap."""
-    from django.db import connection
     from django.test import Client
     from django.test.utils import override_settings
 
@@ -274,17 +281,9 @@ def rules_measure(*, experiment, owner, key: str, repeat: int, table: str, ids: 
     result = _rule_phase(label="plan", keys=list(RULE_PLAN.values()), **common)
     result.update(_rule_phase(label="percentile", keys=[*RULE_PLAN.values(), PERCENTILE], **common))
     result["build"] = build
-    catchups = []
-    for n in range(repeat):  # 500 new users (1,000 events) per round, then one readout
-        lo = users + n * 500
-        with connection.cursor() as cursor:
-            params = {**ids, "lo": lo, "hi": lo + 500, "t0": T0, "span": SPAN_S}
-            cursor.execute(LOAD_EXPOSURES_SQL.format(event=table), params)
-            cursor.execute(LOAD_CONVERSIONS_SQL.format(event=table), params)
-        started = time.perf_counter()
-        api(PERCENTILE)()
-        catchups.append(time.perf_counter() - started)
-    result["percentile_api_after_1k_events"] = (statistics.median(catchups), min(catchups), max(catchups))
+    result["percentile_api_after_1k_events"] = _after_new_events(
+        api(PERCENTILE), users=users, repeat=repeat, table=table, ids=ids
+    )
     if users * 2 <= reference_max:
         with override_settings(SIGNALDASH_METRIC_ROLLUPS=False):
             result["events_path_api"] = _timed({"ref": api(PERCENTILE)}, max(1, repeat // 2))["ref"]
