@@ -826,7 +826,25 @@ class Webhook(models.Model):
         return self.active and (not self.events or event in self.events)
 
 
-class WebhookDelivery(models.Model):
+class NotificationOutbox(models.Model):
+    """What a webhook delivery and a notification email share: the event, its once-only occasion, and the
+    retry bookkeeping (attempts so far, the last error, when the next attempt is scheduled)."""
+
+    event = models.CharField(max_length=40, choices=NotificationEvent.choices)
+    occasion = models.CharField(max_length=200)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    next_attempt_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the next attempt is scheduled (a retry task with run_after)."
+    )
+
+    class Meta:
+        abstract = True
+        ordering = ["-created_at"]
+
+
+class WebhookDelivery(NotificationOutbox):
     """One event for one webhook; ``occasion`` makes each (webhook, occasion) be sent at most once."""
 
     class Status(models.TextChoices):
@@ -835,21 +853,12 @@ class WebhookDelivery(models.Model):
         FAILED = "failed", "Failed"
 
     webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
-    event = models.CharField(max_length=40, choices=NotificationEvent.choices)
-    occasion = models.CharField(max_length=200)
     payload = models.JSONField()
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
-    attempts = models.PositiveIntegerField(default=0)
     last_status = models.PositiveIntegerField(null=True, blank=True)
-    last_error = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
-    next_attempt_at = models.DateTimeField(
-        null=True, blank=True, help_text="When the next attempt is scheduled (a retry task with run_after)."
-    )
 
-    class Meta:
-        ordering = ["-created_at"]
+    class Meta(NotificationOutbox.Meta):
         constraints = [
             models.UniqueConstraint(fields=["webhook", "occasion"], name="webhookdelivery_once_per_occasion"),
         ]
@@ -878,7 +887,7 @@ class WebhookAttempt(models.Model):
         return f"attempt {self.number} of delivery {self.delivery_id}"
 
 
-class EmailNotification(models.Model):
+class EmailNotification(NotificationOutbox):
     """One notification email (owner, and the reviewer group for review events); sent once per occasion."""
 
     class Status(models.TextChoices):
@@ -887,20 +896,13 @@ class EmailNotification(models.Model):
         FAILED = "failed", "Failed"
 
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="emails")
-    event = models.CharField(max_length=40, choices=NotificationEvent.choices)
-    occasion = models.CharField(max_length=200)
     recipients = models.JSONField(default=list)
     subject = models.CharField(max_length=300)
     body = models.TextField()
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
-    attempts = models.PositiveIntegerField(default=0)
-    last_error = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-created_at"]
+    class Meta(NotificationOutbox.Meta):
         constraints = [
             models.UniqueConstraint(fields=["occasion"], name="emailnotification_once_per_occasion"),
         ]
