@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from readouts import governance
+
 
 def _interval(help_text: str) -> serializers.ListField:
     """[low, high] or null (a fresh child field each time: DRF binds fields to one parent)."""
@@ -135,17 +137,9 @@ class DataQualitySerializer(serializers.Serializer):
 
 
 class CheckSerializer(serializers.Serializer):
+    # Every check governance can report (the readout's checks, then the warehouse exposure checks).
     code = serializers.ChoiceField(
-        choices=[
-            "srm",
-            "conversions_without_exposure",
-            "variant_conflicts",
-            "covariate_imbalance",
-            "sample_progress",
-            "peeking",
-            "multiple_exposures",
-            "unknown_variants",
-        ]
+        choices=list(dict.fromkeys([*governance.CHECK_CODES, *(code for code, _, _ in governance.EXPOSURE_HEALTH)]))
     )
     status = serializers.ChoiceField(choices=["ok", "warn", "fail"])
     value = serializers.FloatField(
