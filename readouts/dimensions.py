@@ -5,8 +5,16 @@ exposed users are shown, then ``(other)`` (every other value, merged) and ``(non
 JSON null). Each treatment is compared with the control inside each slice, and ``p_value_adjusted`` is
 Holm over *all* slices × treatments of the breakdown: slicing until something is significant is exactly
 what the correction is for. A prop that was not pre-registered (``Experiment.dimensions``) is served with
-``registered: false`` (exploratory) and without chance-to-beat. One aggregate query per breakdown
-(``readouts.queries.READOUT_DIMENSION_SQL``).
+``registered: false`` (exploratory) and without chance-to-beat.
+
+A user's value is the one the readout computed: users exposed to more than one variant are left out, and a
+catalog metric's rules apply (its event, window, delay, filter, count and cap — a percentile cap over every
+exposed user, as in the readout). A ratio is compared as a ratio in each slice (Σm/Σd per slice, delta
+method); a funnel as the share of users who reached its last step. Rollup-shaped metrics take one aggregate
+query per breakdown (``readouts.queries.READOUT_DIMENSION_SQL``); other catalog metrics read their events
+(``queries.readout_metric_events``) and the users' slices, and apply the rules in Python
+(``readouts.metric_values``). Experiments on a warehouse source have no exposure props in Signal Dash: their
+breakdown has no slices and says so (``unavailable``).
 """
 
 from __future__ import annotations
@@ -17,7 +25,8 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from experiments.models import Experiment
-from readouts import queries, stats
+from readouts import catalog_metrics, queries, stats
+from readouts.metric_values import funnel_values, metric_values
 from readouts.selectors import Readout
 
 DIMENSION_KEY_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -25,6 +34,10 @@ BAD_DIMENSION = "dimension must be an exposure props key: 1-64 of A-Z a-z 0-9 _ 
 TOP_SLICES = 20
 OTHER = "(other)"
 NONE = "(none)"
+WAREHOUSE_UNAVAILABLE = (
+    "Dimension breakdowns read the exposures' props stored in Signal Dash; this experiment's exposures are in its "
+    "warehouse source, so it has none to break down by."
+)
 
 
 @dataclass(frozen=True)
@@ -61,12 +74,14 @@ class DimensionBreakdown:
     metric: str
     registered: bool
     slices: list[Slice]
-    query: queries.BoundQuery
+    query: queries.BoundQuery | None
+    unavailable: str = ""  # why there are no slices at all (a warehouse source), else ""
 
     def as_json(self) -> dict:
         return {
             "key": self.key,
             "registered": self.registered,
+            **({"unavailable": self.unavailable} if self.unavailable else {}),
             "slices": [
                 {
                     "value": s.value,
@@ -92,16 +107,65 @@ def dimension_key_is_valid(key: str) -> bool:
     return bool(DIMENSION_KEY_RE.fullmatch(key))
 
 
-def _slice_order(rows: list[queries.SliceRow]) -> dict[str | None, str]:
+def _slice_order(users: dict[str | None, int]) -> dict[str | None, str]:
     """Raw slice value → shown slice: the TOP_SLICES largest by exposed users (ties by value), then OTHER."""
-    users: dict[str, int] = {}
-    for r in rows:
-        if r.slice is not None:
-            users[r.slice] = users.get(r.slice, 0) + r.users
-    ranked = sorted(users, key=lambda v: (-users[v], v))
+    ranked = sorted((v for v in users if v is not None), key=lambda v: (-users[v], v))
     mapping: dict[str | None, str] = {v: (v if i < TOP_SLICES else OTHER) for i, v in enumerate(ranked)}
     mapping[None] = NONE
     return mapping
+
+
+def _sql_sums(experiment: Experiment, event: str, key: str, kind: str):
+    """(query, {(shown slice, variant id): sums}) of a rollup-shaped metric: one aggregate query."""
+    query = queries.readout_dimension_query(experiment_id=experiment.pk, metric=event, prop=key)
+    rows = queries.readout_dimension(query)
+    users: dict[str | None, int] = {}
+    for r in rows:
+        users[r.slice] = users.get(r.slice, 0) + r.users
+    mapping = _slice_order(users)
+    acc: dict[tuple[str, int], list] = {}
+    for r in rows:
+        a = acc.setdefault((mapping[r.slice], r.variant_id), [0, 0, 0.0, 0.0])
+        a[0], a[1], a[2], a[3] = a[0] + r.users, a[1] + r.converted, a[2] + r.total, a[3] + r.total_sq
+    return query, mapping, {k: _sums(*a, kind=kind) for k, a in acc.items()}
+
+
+def _rule_sums(experiment: Experiment, d, key: str):
+    """The same from a catalog metric's per-user values (its rules applied in Python, as in the readout)."""
+    query, slice_of = queries.readout_exposure_slices(experiment_id=experiment.pk, prop=key)
+    exposures, conversions = queries.readout_metric_events(experiment_id=experiment.pk, events=list(d.events()))
+    exposures = {u: x for u, x in exposures.items() if u in slice_of}
+    users: dict[str | None, int] = {}
+    for u in exposures:
+        users[slice_of[u]] = users.get(slice_of[u], 0) + 1
+    mapping = _slice_order(users)
+    acc: dict[tuple[str, int], list] = {}
+    if d.kind == "ratio":
+        num = metric_values(d.numerator, exposures, conversions).users
+        den = metric_values(d.denominator, exposures, conversions).users
+        for u, x in exposures.items():
+            m, dv = num[u].value, den[u].value
+            a = acc.setdefault((mapping[slice_of[u]], x.variant_id), [0, 0.0, 0.0, 0.0, 0.0, 0.0])
+            for i, add in enumerate((1, m, m * m, dv, dv * dv, m * dv)):
+                a[i] += add
+        kinds = {"numerator_kind": d.numerator.kind, "denominator_kind": d.denominator.kind}
+        return query, mapping, {k: stats.RatioSums(*a, **kinds) for k, a in acc.items()}
+    if d.kind == "funnel":
+        reached = funnel_values(d, exposures, conversions)
+        values = {u: (1.0 if len(reached[u]) == len(d.steps) else 0.0) for u in exposures}
+        kind = stats.BINARY
+    else:
+        users_values = metric_values(d, exposures, conversions).users
+        if d.kind == stats.BINARY:
+            values = {u: 1.0 if v.converted else 0.0 for u, v in users_values.items()}
+        else:
+            values = {u: v.value for u, v in users_values.items()}
+        kind = d.kind
+    for u, x in exposures.items():
+        v = values[u]
+        a = acc.setdefault((mapping[slice_of[u]], x.variant_id), [0, 0, 0.0, 0.0])
+        a[0], a[1], a[2], a[3] = a[0] + 1, a[1] + (1 if v > 0 else 0), a[2] + v, a[3] + v * v
+    return query, mapping, {k: _sums(*a, kind=kind) for k, a in acc.items()}
 
 
 def _sums(n: int, converted: int, total: float, total_sq: float, kind: str) -> stats.SampleSums:
@@ -110,8 +174,16 @@ def _sums(n: int, converted: int, total: float, total_sq: float, kind: str) -> s
     return stats.SampleSums(n=n, sum=total, sum_squares=total_sq)
 
 
-def _p_value(control: stats.SampleSums, treatment: stats.SampleSums, kind: str, alpha: float) -> float | None:
-    """The readout's own test: binary pooled z-test, mean Welch t-test."""
+def _mean(s) -> float | None:
+    if isinstance(s, stats.RatioSums):
+        return stats.ratio_summary(s).mean
+    return (s.sum / s.n) if s.n else None
+
+
+def _p_value(control, treatment, kind: str, alpha: float) -> float | None:
+    """The readout's own test: binary pooled z-test, mean Welch t-test, ratio delta-method t-test."""
+    if kind == stats.RATIO:
+        return stats.ratio_diff(control=control, treatment=treatment, alpha=alpha).p_value
     if kind == stats.BINARY:
         c = stats.compare(
             control=stats.Arm("control", control.n, int(control.sum)),
@@ -122,24 +194,27 @@ def _p_value(control: stats.SampleSums, treatment: stats.SampleSums, kind: str, 
 
 
 def dimension_breakdown_get(*, experiment: Experiment, readout: Readout, key: str) -> DimensionBreakdown:
-    """The selected metric of ``readout`` split by exposure prop ``key`` (validated by the caller). One query."""
+    """The selected metric of ``readout`` split by exposure prop ``key`` (validated by the caller)."""
     if not dimension_key_is_valid(key):
         raise ValueError(BAD_DIMENSION)
     selected = readout.selected
-    query = queries.readout_dimension_query(experiment_id=experiment.pk, metric=selected.key, prop=key)
-    rows = queries.readout_dimension(query)
-    mapping = _slice_order(rows)
-    acc: dict[tuple[str, int], list] = {}
-    for r in rows:
-        a = acc.setdefault((mapping[r.slice], r.variant_id), [0, 0, 0.0, 0.0])
-        a[0], a[1], a[2], a[3] = a[0] + r.users, a[1] + r.converted, a[2] + r.total, a[3] + r.total_sq
-    shown = list(dict.fromkeys(v for v in mapping.values() if v not in (OTHER, NONE)))
-    shown += [v for v in (OTHER, NONE) if any(s == v for s, _ in acc)]
     registered = key in (experiment.dimensions or [])
-    kind, alpha = selected.kind, readout.alpha
+    if experiment.data_source_id is not None:
+        return DimensionBreakdown(key, selected.key, registered, [], None, unavailable=WAREHOUSE_UNAVAILABLE)
+    d = selected.definition
+    if d is None or catalog_metrics.rollup_shaped(d):
+        kind = selected.kind
+        query, mapping, sums_of = _sql_sums(experiment, d.event if d is not None else selected.key, key, kind)
+    else:
+        kind = {"ratio": stats.RATIO, "funnel": stats.BINARY}.get(d.kind, d.kind)
+        query, mapping, sums_of = _rule_sums(experiment, d, key)
+    empty = stats.RatioSums(0, 0.0, 0.0, 0.0, 0.0, 0.0) if kind == stats.RATIO else _sums(0, 0, 0.0, 0.0, kind=kind)
+    shown = list(dict.fromkeys(v for v in mapping.values() if v not in (OTHER, NONE)))
+    shown += [v for v in (OTHER, NONE) if any(s == v for s, _ in sums_of)]
+    alpha = readout.alpha
     slices: list[Slice] = []
     for value in shown:
-        sums = {v.key: _sums(*(acc.get((value, v.id)) or [0, 0, 0.0, 0.0]), kind=kind) for v in selected.variants}
+        sums = {v.key: sums_of.get((value, v.id), empty) for v in selected.variants}
         control = next((v.key for v in selected.variants if v.is_control), None)
         comparisons = []
         if control is not None:
@@ -164,7 +239,7 @@ def dimension_breakdown_get(*, experiment: Experiment, readout: Readout, key: st
                         v.key, rel.rel_lift, rel.rel_lift_ci, _p_value(a, b, kind, alpha), chance_to_beat=ctb
                     )
                 )
-        variants = [SliceVariant(k, s.n, (s.sum / s.n) if s.n else None) for k, s in sums.items()]
+        variants = [SliceVariant(k, s.n, _mean(s)) for k, s in sums.items()]
         slices.append(Slice(value, variants, comparisons))
     adjusted = iter(stats.holm_adjust([c.p_value for s in slices for c in s.comparisons]))
     slices = [

@@ -153,6 +153,18 @@ FROM (
 GROUP BY p.variant_id, p.slice
 """
 
+# Every exposed user's slice (as READOUT_DIMENSION_SQL: the prop on their exposure row, users exposed to more than
+# one variant left out), for the breakdown of a catalog metric whose per-user rules run in Python.
+READOUT_EXPOSURE_SLICES_SQL = """
+SELECT x.user_key, x.variant_id, {slice_x} AS slice
+FROM {event} x
+WHERE x.experiment_id = %(experiment_id)s AND x.event_type = %(exposure)s AND x.metric = ''
+  AND NOT EXISTS (
+      SELECT 1 FROM {conflict} k
+      WHERE k.{experiment_column} = %(experiment_id)s AND k.user_key = x.user_key AND k.event_type = %(exposure)s
+  )
+"""
+
 # The slice: a prop of the exposure as text, per vendor. SQLite's json_extract gives 1/0 for true/false,
 # so json_type spells them like PostgreSQL's ->> does ('true'/'false'); JSON null is NULL in both.
 SLICE_EXPRESSION = {
@@ -285,18 +297,31 @@ class SliceRow:
     total_sq: float  # Σ per-user value²
 
 
-def readout_dimension_query(*, experiment_id: int, metric: str, prop: str) -> BoundQuery:
-    """``prop`` must already be validated (``readouts.dimensions.DIMENSION_KEY_RE``); it is only a parameter."""
+def _dimension_query(template: str, *, experiment_id: int, prop: str, **params) -> BoundQuery:
     qn = connection.ops.quote_name
-    sql = READOUT_DIMENSION_SQL.format(
+    sql = template.format(
         slice_x=SLICE_EXPRESSION[connection.vendor],
         conflict=qn(VariantConflict._meta.db_table),
         experiment_column=qn(VariantConflict._meta.get_field("experiment").column),
         **_tables(),
     )
-    params = {"experiment_id": experiment_id, "exposure": "exposure", "conversion": "conversion", "metric": metric}
+    params = {"experiment_id": experiment_id, "exposure": "exposure", **params}
     params.update({"prop_path": f'$."{prop}"'} if connection.vendor == "sqlite" else {"prop": prop})
     return BoundQuery(sql=sql.strip(), params=params)
+
+
+def readout_dimension_query(*, experiment_id: int, metric: str, prop: str) -> BoundQuery:
+    """``prop`` must already be validated (``readouts.dimensions.DIMENSION_KEY_RE``); it is only a parameter.
+    ``metric``: the conversion event name the metric reads."""
+    return _dimension_query(
+        READOUT_DIMENSION_SQL, experiment_id=experiment_id, prop=prop, conversion="conversion", metric=metric
+    )
+
+
+def readout_exposure_slices(*, experiment_id: int, prop: str) -> tuple[BoundQuery, dict[str, str | None]]:
+    """(the query, user → slice) for every exposed user kept by the readout; ``prop`` validated by the caller."""
+    query = _dimension_query(READOUT_EXPOSURE_SLICES_SQL, experiment_id=experiment_id, prop=prop)
+    return query, {r["user_key"]: None if r["slice"] is None else str(r["slice"]) for r in _fetch(query)}
 
 
 def readout_dimension(query: BoundQuery) -> list[SliceRow]:

@@ -200,6 +200,9 @@ class SliceSerializer(serializers.Serializer):
 class DimensionSerializer(serializers.Serializer):
     key = serializers.CharField()
     registered = serializers.BooleanField(help_text="False: not pre-registered, exploratory.")
+    unavailable = serializers.CharField(
+        required=False, help_text="Why there are no slices (an experiment on a warehouse source); absent otherwise."
+    )
     slices = SliceSerializer(many=True)
 
 

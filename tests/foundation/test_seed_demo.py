@@ -277,3 +277,18 @@ def test_seed_demo__postgresql__event_tables_analyzed_for_the_planner(seeded):
         estimates = dict(cursor.fetchall())
     assert estimates[Event._meta.db_table] >= Event.objects.count() * 0.5
     assert estimates[Assignment._meta.db_table] > 0
+
+
+def test_seed_demo__warehouse_experiment__dimension_breakdown_says_unavailable_not_empty_slices(seeded, client):
+    # Given the warehouse-native demo experiment (its exposures live in the Parquet lake, not in Signal Dash)
+    client.force_login(get_user_model().objects.get(username="reviewer"))
+    # When a breakdown is asked for, on the API and on the page
+    response = client.get("/api/experiments/warehouse-checkout/readout", {"dimension": "country"})
+    page = client.get("/experiments/warehouse-checkout/readout", {"dimension": "country"})
+    # Then neither shows slices of nobody: both say why there are none
+    assert response.status_code == 200
+    dimension = response.json()["dimension"]
+    assert dimension["slices"] == [] and "warehouse source" in dimension["unavailable"]
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "data-dimension-unavailable" in html and 'data-slice="' not in html

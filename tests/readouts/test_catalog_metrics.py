@@ -279,3 +279,96 @@ def test_seed_demo__catalog_showcase__every_kind_on_its_readout(client):
     assert all(s["variants"][0]["reached"] > 0 for s in bodies["shop-funnel"]["steps"])
     page = client.get("/experiments/catalog-showcase/readout?metric=shop-funnel")
     assert page.status_code == 200
+
+
+# --- dimension breakdowns of catalog metrics: the readout's per-user values, split by an exposure prop -------
+TIERS = ["gold", "silver", "bronze", None]  # None: the exposure has no `tier` prop
+
+
+def _tier_exposures(exp, seed: int) -> dict[str, str | None]:
+    """Give each exposure a random `tier` prop (or none); the user → slice map the breakdown should find."""
+    rng = random.Random(seed * 31)
+    slice_of = {}
+    for x in Event.objects.filter(experiment=exp, event_type="exposure"):
+        tier = rng.choice(TIERS)
+        x.props = {} if tier is None else {"tier": tier}
+        x.save(update_fields=["props"])
+        slice_of[x.user_key] = tier
+    return slice_of
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_dimension__catalog_metrics__slices_equal_independent_per_user_values(plan, seed):
+    from scipy import stats as sps
+    from statsmodels.stats.proportion import proportions_ztest
+
+    from readouts.dimensions import dimension_breakdown_get
+
+    # Given randomized events and exposures spread over three tiers and users without one
+    _add_events(plan, seed)
+    slice_of = _tier_exposures(plan, seed)
+    exposures, convs = _stored(plan)
+    variant_of = {u: x.variant.key for u, x in exposures.items()}
+    shown = lambda t: "(none)" if t is None else t  # noqa: E731
+    for key in ("conv", "rev_p", "orders", "carts", "rpo", "funnel"):
+        m = Metric.objects.get(key=key)
+        # The independent per-user value (binary: converted, mean: capped value, funnel: reached every step,
+        # ratio: (numerator, denominator)); caps over every exposed user, as in the readout
+        if m.kind == "ratio":
+            num, _ = _values(m.numerator, exposures, convs)
+            den, _ = _values(m.denominator, exposures, convs)
+            value = {u: (num[u][0], den[u][0]) for u in exposures}
+        elif m.kind == "funnel":
+            reached = _funnel_steps(m, exposures, convs)
+            value = {u: float(reached[u] == len(m.steps)) for u in exposures}
+        else:
+            values, _ = _values(m, exposures, convs)
+            value = {u: (float(conv) if m.kind == "binary" else v) for u, (v, conv) in values.items()}
+        # When the selected metric is broken down by `tier`
+        breakdown = dimension_breakdown_get(
+            experiment=plan, readout=readout_get(experiment=plan, metric=key), key="tier"
+        ).as_json()
+        # Then every slice has the independent users, mean and (binary, mean) test
+        sizes = {shown(t): sum(1 for u in exposures if slice_of[u] == t) for t in TIERS}
+        want_order = sorted((t for t in sizes if t != "(none)" and sizes[t]), key=lambda t: (-sizes[t], t))
+        assert [s["value"] for s in breakdown["slices"]] == [*want_order, "(none)"], key
+        for s in breakdown["slices"]:
+            arms = {v: [u for u in exposures if shown(slice_of[u]) == s["value"] and variant_of[u] == v]
+                    for v in ("control", "treatment")}  # fmt: skip
+            for v in s["variants"]:
+                users = arms[v["key"]]
+                assert v["n"] == len(users), key
+                if m.kind == "ratio":
+                    d = sum(value[u][1] for u in users)
+                    want = sum(value[u][0] for u in users) / d if d else None
+                else:
+                    want = sum(value[u] for u in users) / len(users) if users else None
+                assert v["mean"] == (pytest.approx(want, rel=1e-9, abs=1e-12) if want is not None else None), key
+            (c,) = s["comparisons"]
+            t, k = [value[u] for u in arms["treatment"]], [value[u] for u in arms["control"]]
+            if m.kind in ("binary", "funnel") and 0 < sum(t) + sum(k) < len(t) + len(k):
+                want_p = float(proportions_ztest([sum(t), sum(k)], [len(t), len(k)])[1])
+                assert c["p_value"] == pytest.approx(want_p, rel=1e-6), key
+            elif m.kind == "mean" and len(t) > 1 and len(k) > 1 and (np.var(t) > 0 or np.var(k) > 0):
+                want_p = float(sps.ttest_ind(t, k, equal_var=False).pvalue)
+                assert c["p_value"] == pytest.approx(want_p, rel=1e-6), key
+
+
+@pytest.mark.parametrize("key", ["conv", "rev_p", "rpo", "funnel"])
+def test_dimension__one_slice_for_everyone__equals_the_readout(plan, key, client, owner):
+    from django.contrib.auth.models import Permission
+
+    # Given users none of whom has the prop (one slice, `(none)`, holds every exposed user)
+    _add_events(plan, 5)
+    owner.user_permissions.add(*Permission.objects.filter(codename="view_experiment"))
+    client.force_login(owner)
+    # When the readout is read with ?dimension= over real HTTP (a ratio once answered 500)
+    response = client.get(f"/api/experiments/{plan.slug}/readout", {"metric": key, "dimension": "nobody_has_it"})
+    assert response.status_code == 200, response.content[:300]
+    body = response.json()
+    # Then the slice's means and p-values are the readout's own
+    (only,) = body["dimension"]["slices"]
+    assert only["value"] == "(none)"
+    means = {v["key"]: v["mean"] for v in body["variants"]}
+    assert {v["key"]: v["mean"] for v in only["variants"]} == pytest.approx(means, rel=1e-9)
+    assert only["comparisons"][0]["p_value"] == pytest.approx(body["comparisons"][0]["p_value"], rel=1e-9)
