@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import ipaddress
 import json
 import logging
 import socket
 import time
-import urllib.error
-import urllib.request
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -117,13 +116,18 @@ def webhook_signature(body: bytes, secret: str) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def webhook_target_check(url: str) -> None:
-    """Refuse loopback/private/link-local targets (after DNS resolution) unless allowed by settings."""
+def webhook_target_check(url: str) -> str | None:
+    """Refuse loopback/private/link-local targets (after DNS resolution) unless allowed by settings.
+
+    Returns the checked address the attempt must connect to (None when private targets are allowed: then the
+    host is resolved as usual). Connecting to the checked address, not to a second lookup of the name, is what
+    stops DNS rebinding (a name that answers a public address to the check and a private one to the request).
+    """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UnsafeTarget(f"not an http(s) URL: {parts.scheme}://{parts.hostname}")
     if settings.SIGNALDASH_WEBHOOK_ALLOW_PRIVATE:
-        return
+        return None
     try:
         infos = socket.getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
     except socket.gaierror as e:
@@ -132,41 +136,57 @@ def webhook_target_check(url: str) -> None:
         ip = ipaddress.ip_address(info[4][0].split("%")[0])
         if not ip.is_global or ip.is_multicast:
             raise UnsafeTarget(f"{parts.hostname} resolves to a non-public address ({ip})")
+    return infos[0][4][0]
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Redirects are not followed (a 3xx is final): a redirect could point past the SSRF check."""
+class _PinnedHTTP(http.client.HTTPConnection):
+    """An HTTP connection to a given address (``address`` None: the host, resolved as usual); the Host header
+    stays the URL's."""
 
-    def redirect_request(self, *args, **kwargs):  # noqa: ARG002
-        return None
+    def __init__(self, host, port=None, *, address: str | None, **kwargs):
+        super().__init__(host, port, **kwargs)
+        self._address = address
+
+    def connect(self):
+        self.sock = socket.create_connection((self._address or self.host, self.port), self.timeout)
 
 
-_opener = urllib.request.build_opener(_NoRedirect)
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    """The same over TLS: the certificate is checked against the URL's host name (SNI too)."""
+
+    def __init__(self, host, port=None, *, address: str | None, **kwargs):
+        super().__init__(host, port, **kwargs)
+        self._address = address
+
+    def connect(self):
+        sock = socket.create_connection((self._address or self.host, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
 
 
-def _attempt(delivery: WebhookDelivery, body: bytes) -> tuple[int | None, str]:
-    request = urllib.request.Request(
-        delivery.webhook.url,
-        data=body,
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "User-Agent": "SignalDash-Webhook/1",
-            "X-SignalDash-Event": delivery.event,
-            "X-SignalDash-Delivery": str(delivery.pk),
-            "X-SignalDash-Signature": webhook_signature(body, delivery.webhook.secret),
-        },
+def _attempt(delivery: WebhookDelivery, body: bytes, *, address: str | None = None) -> tuple[int | None, str]:
+    """One POST; redirects are not followed (a 3xx is final: a redirect could point past the SSRF check)."""
+    parts = urlsplit(delivery.webhook.url)
+    connection_class = _PinnedHTTPS if parts.scheme == "https" else _PinnedHTTP
+    connection = connection_class(
+        parts.hostname, parts.port, address=address, timeout=settings.SIGNALDASH_WEBHOOK_TIMEOUT_S
     )
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "SignalDash-Webhook/1",
+        "X-SignalDash-Event": delivery.event,
+        "X-SignalDash-Delivery": str(delivery.pk),
+        "X-SignalDash-Signature": webhook_signature(body, delivery.webhook.secret),
+    }
     try:
-        with _opener.open(request, timeout=settings.SIGNALDASH_WEBHOOK_TIMEOUT_S) as response:  # noqa: S310 - scheme checked
-            return response.status, ""
-    except urllib.error.HTTPError as e:
-        return e.code, f"HTTP {e.code}"
+        connection.request("POST", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""), body, headers)
+        status = connection.getresponse().status
     except TimeoutError:
         return None, "timeout"
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        return None, "timeout" if isinstance(reason, TimeoutError) else f"connection error: {reason}"
+    except (OSError, http.client.HTTPException) as e:
+        return None, f"connection error: {e}"
+    finally:
+        connection.close()
+    return status, "" if 200 <= status < 300 else f"HTTP {status}"
 
 
 def webhook_backoff_s(attempts_made: int) -> float:
@@ -195,14 +215,14 @@ def webhook_delivery_send(*, delivery_id: int, attempt: int | None = None) -> We
     if delivery is None:
         return WebhookDelivery.objects.get(pk=delivery_id)
     try:
-        webhook_target_check(delivery.webhook.url)
+        address = webhook_target_check(delivery.webhook.url)
     except UnsafeTarget as e:
         delivery.status, delivery.last_error = WebhookDelivery.Status.FAILED, str(e)
         delivery.save(update_fields=["status", "last_error"])
         logger.warning("webhook %s refused: %s", delivery.webhook_id, e)
         return delivery
     started = time.monotonic()
-    code, error = _attempt(delivery, webhook_body(delivery))
+    code, error = _attempt(delivery, webhook_body(delivery), address=address)
     number = delivery.attempts + 1
     with transaction.atomic():
         claimed = WebhookDelivery.objects.filter(

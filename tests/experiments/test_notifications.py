@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -327,3 +328,33 @@ def test_webhook_delivery__redirect__not_followed_and_not_retried(make_experimen
     delivery = webhook_delivery_send(delivery_id=_delivery(exp, r.url).pk)
     assert len(r.requests) == 1
     assert delivery.status == "failed" and delivery.attempts == 1 and delivery.last_status == 302
+
+
+def test_webhook_target_check__public_name__returns_the_checked_address(settings, monkeypatch):
+    # Given a name that resolves to a public address (the lookup answered here: no traffic leaves the machine)
+    settings.SIGNALDASH_WEBHOOK_ALLOW_PRIVATE = False
+    answer = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", 443))]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: answer)
+    # Then the check returns that address for the attempt to connect to
+    assert webhook_target_check("https://hooks.example.com/x") == "93.184.216.34"
+
+
+def test_webhook_delivery__name_rebinds_after_the_check__request_goes_to_the_checked_address(
+    make_experiment, receiver, settings, monkeypatch
+):
+    # Given a webhook whose host name does not resolve at all, and a check that vouched for 127.0.0.1
+    # (a DNS-rebinding name would answer the check and the request differently)
+    import experiments.notifications as notifications
+
+    exp = make_experiment("rebind", status=Experiment.Status.RUNNING)
+    r = receiver(200)
+    url = f"http://rebind.invalid:{r.server.server_port}/hook?x=1"
+    pk = _delivery(exp, url).pk
+    settings.SIGNALDASH_WEBHOOK_ALLOW_PRIVATE = False
+    monkeypatch.setattr(notifications, "webhook_target_check", lambda u: "127.0.0.1")
+    # When the delivery is sent
+    delivery = webhook_delivery_send(delivery_id=pk)
+    # Then it connected to the checked address (no second lookup), with the URL's Host header
+    assert delivery.status == "delivered", delivery.last_error
+    [(_, headers, _)] = r.requests
+    assert headers["Host"] == f"rebind.invalid:{r.server.server_port}"
