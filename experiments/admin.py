@@ -600,8 +600,17 @@ class WebhookDeliveryAdmin(_SuperuserOnlyMixin, admin.ModelAdmin):
     list_filter = ["status", "event"]
     list_select_related = ["webhook"]
     readonly_fields = [
-        "webhook", "event", "occasion", "payload", "status", "attempts", "last_status", "last_error",
-        "created_at", "delivered_at", "next_attempt_at",
+        "webhook",
+        "event",
+        "occasion",
+        "payload",
+        "status",
+        "attempts",
+        "last_status",
+        "last_error",
+        "created_at",
+        "delivered_at",
+        "next_attempt_at",
     ]
     inlines = [WebhookAttemptInline]
 

@@ -119,9 +119,7 @@ def metrics_used_by(*, metrics: list[Metric]) -> dict[int, list[Experiment]]:
 
 
 def metric_owners() -> list[str]:
-    return sorted(
-        {u for u in Metric.objects.filter(owner__isnull=False).values_list("owner__username", flat=True)}
-    )
+    return sorted({u for u in Metric.objects.filter(owner__isnull=False).values_list("owner__username", flat=True)})
 
 
 def metric_used_by(*, metric: Metric) -> list[str]:

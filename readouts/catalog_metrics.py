@@ -127,9 +127,7 @@ def compute(
     return out
 
 
-def metric_rows(
-    d: MetricDefinition, rows: list[queries.SumsRow], computed: Computed | None
-) -> list[queries.SumsRow]:
+def metric_rows(d: MetricDefinition, rows: list[queries.SumsRow], computed: Computed | None) -> list[queries.SumsRow]:
     """One metric's rows keyed by its plan key: exposures, then its own conversion rows (rollups or computed)."""
     out = [r for r in rows if r.kind == "exposure"]
     events = set(d.events())

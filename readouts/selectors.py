@@ -142,6 +142,7 @@ class Readout:
 
     def rows_for(self, key: str) -> list[queries.SumsRow]:
         return self.metric_rows.get(key, self.rows)
+
     snapshot: Any = None  # warehouse experiments: readouts.sources.refresh.SnapshotState
     # Exposure health counts: multiple_exposures (users left out of every metric), and for a warehouse snapshot
     # unknown_variants (rows). Empty: not counted (the experiment list's readouts).
@@ -674,9 +675,7 @@ def readout_get(*, experiment: Experiment, metric: str | None = None, by_day: bo
     else:
         rules = [definitions[s.key] for s in specs]
         computed = _rule_metrics(experiment_id=experiment.pk, definitions=rules, rows=rows, exclude=excluded)
-        metric_rows = {
-            s.key: catalog_metrics.metric_rows(definitions[s.key], rows, computed.get(s.key)) for s in specs
-        }
+        metric_rows = {s.key: catalog_metrics.metric_rows(definitions[s.key], rows, computed.get(s.key)) for s in specs}
     results = [
         _catalog_metric_readout(
             spec, definitions[spec.key], variants, metric_rows[spec.key], computed.get(spec.key), experiment.alpha

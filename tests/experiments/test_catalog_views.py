@@ -78,7 +78,8 @@ def test_metric_pages__list_filters_and_detail_sentence(client, reviewer, metric
     detail = client.get("/metrics/revenue/").content.decode()
     assert (
         "Revenue: sum of `value` on `purchase` events per user within 72 h of exposure, capped at the 99th "
-        "percentile of all exposed users." in detail.replace("&#x27;", "'").replace("&quot;", '"')
+        "percentile of all exposed users."
+        in detail.replace("&#x27;", "'").replace("&quot;", '"')
         or "capped at the 99th percentile" in detail
     )
     assert client.get("/metrics/nope/").status_code == 404

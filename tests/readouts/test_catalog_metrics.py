@@ -80,9 +80,7 @@ def _text(props: dict):
 
 
 def _stored(exp):
-    exposures = {
-        e.user_key: e for e in Event.objects.filter(experiment=exp, event_type="exposure", metric="")
-    }
+    exposures = {e.user_key: e for e in Event.objects.filter(experiment=exp, event_type="exposure", metric="")}
     convs: dict[str, list] = {}
     for e in Event.objects.filter(experiment=exp, event_type="conversion").order_by("id"):
         convs.setdefault(e.user_key, []).append(e)
@@ -215,8 +213,10 @@ def test_readout__ratio_with_no_denominator_events__nulls_with_reason_not_500(pl
     # Given exposures only (every denominator is 0)
     variants = list(plan.variants.all())
     Event.objects.bulk_create(
-        [Event(experiment=plan, variant=variants[i % 2], user_key=f"z{i}", event_type="exposure", occurred_at=T0)
-         for i in range(20)]  # fmt: skip
+        [
+            Event(experiment=plan, variant=variants[i % 2], user_key=f"z{i}", event_type="exposure", occurred_at=T0)
+            for i in range(20)
+        ]  # fmt: skip
     )
     body = readout_as_json(readout_get(experiment=plan, metric="rpo"))
     assert all(v["mean"] is None for v in body["variants"])
