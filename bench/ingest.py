@@ -18,7 +18,8 @@ One command: `.venv/bin/python bench/ingest.py` (or `make bench`). It
    exposure and a conversion per user against a raw insert of the events only (less work than the app);
 6. prints every figure next to its ceiling, stops gunicorn by PID and removes the cluster.
 
-Not part of pytest (not a timed test). About 4 minutes with the defaults.
+Not part of pytest (not a timed test). About 4 minutes with the defaults; `--only single` (the one-event and
+one-assignment figures with their ceilings) about a minute.
 """
 
 from __future__ import annotations
@@ -333,6 +334,8 @@ def _app_runs(args: argparse.Namespace) -> list[tuple[str, int, int, float]]:
         ("app:single", procs, threads, args.seconds),
         ("app:assign", procs, threads, args.seconds),
     ]
+    if args.only == "single":
+        return runs
     runs += [(f"app:{w}:{n}", BATCH_CLIENTS, 1, args.seconds) for w in ("exposures", "mixed") for n in BATCH_SIZES]
     runs += [(f"app_legacy:pairs:{n}", 2, 2, args.seconds) for n in LEGACY_BATCH_SIZES]
     return runs
@@ -341,6 +344,8 @@ def _app_runs(args: argparse.Namespace) -> list[tuple[str, int, int, float]]:
 def _raw_runs(args: argparse.Namespace) -> list[tuple[str, int, int, float]]:
     procs, threads = SINGLE_CLIENTS
     runs = [("raw:single", procs, threads, args.seconds)]
+    if args.only == "single":
+        return runs
     runs += [(f"raw:{w}:{n}", BATCH_CLIENTS, 1, args.seconds) for w in ("exposures", "mixed") for n in BATCH_SIZES]
     runs += [(f"raw_legacy:pairs:{n}", 2, 2, args.seconds) for n in LEGACY_BATCH_SIZES]
     return runs
@@ -380,7 +385,8 @@ def run_measurements(args: argparse.Namespace) -> list[dict]:
             _wait_healthy(port, gunicorn)
             http_args = (port, ids["key"])
             print(f"gunicorn pid {gunicorn.pid} (gunicorn.conf.py defaults) on 127.0.0.1:{port}")
-            for kind in ("app:nodb", "app:single", "app:assign", "app:exposures:500"):  # warm up every worker
+            warm_up = ("app:nodb", "app:single", "app:assign") + (("app:exposures:500",) if args.only == "all" else ())
+            for kind in warm_up:  # warm up every worker
                 measure(kind, procs=2, threads=4, seconds=1, args=http_args)
             for kind, procs, threads, seconds in _app_runs(args):
                 _reset(cluster_url)
@@ -415,6 +421,8 @@ def table_rows(results: list[dict]) -> list[tuple]:
                  "composite single ceiling", composite, "≥ 0.50"))  # fmt: skip
     rows.append(("  no-DB DRF view", by["app:nodb"]["events_per_s"], "req/s", "", None, ""))
     rows.append(("  raw same-work 1-event stmt", by["raw:single"]["events_per_s"], "ev/s", "", None, ""))
+    if "app:exposures:500" not in by:  # --only single
+        return rows
     targets = {("exposures", 500): "≥ 0.50", ("exposures", 100): "≥ 0.40", ("mixed", 500): "≥ 0.50"}
     for workload in ("exposures", "mixed"):
         for n in BATCH_SIZES:
@@ -457,6 +465,10 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="duration of each measured run")
+    parser.add_argument(
+        "--only", choices=("all", "single"), default="all",
+        help="single: only the one-event and one-assignment figures and their ceilings (about a minute)",
+    )  # fmt: skip
     return run(parser.parse_args(argv))
 
 

@@ -56,6 +56,9 @@ MIDDLEWARE = [
     # 503 + Retry-After when the database is unavailable; 411/415 for unreadable bodies (before any read).
     "signaldash.middleware.DatabaseUnavailableMiddleware",
     "signaldash.middleware.RequestBodyGuardMiddleware",
+    # Cookie-less requests to the service API (API keys) skip the browser middleware below (sessions, CSRF,
+    # messages, login redirect), with the same answers and headers (signaldash/middleware.py).
+    "signaldash.middleware.ServiceAPIMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

@@ -14,6 +14,7 @@ from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
 from django.core.validators import RegexValidator, validate_slug
+from django.http import HttpResponse
 from django.utils import timezone
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import (
@@ -96,7 +97,7 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     return response
 
 
-def _outcome(response: Response, view_outcome: str | None) -> str:
+def _outcome(response: HttpResponse, view_outcome: str | None) -> str:
     if view_outcome:
         return view_outcome
     data = getattr(response, "data", None)
@@ -112,6 +113,20 @@ class AsciiJSONRenderer(JSONRenderer):
     """Escapes non-ASCII, so error messages that echo client input (even a lone surrogate) always render."""
 
     ensure_ascii = True
+
+
+_RENDERER = AsciiJSONRenderer()
+
+
+def rendered(request, body: Any, code: int) -> HttpResponse:
+    """`Response(body, status=code)` as DRF and Django render it for a service view — the one renderer, the
+    media type it was accepted with (an `indent` parameter included) — built directly, without the template
+    response's rendering machinery. The hot endpoints' answers (tests/tracking/test_service_middleware.py)."""
+    response = HttpResponse(
+        _RENDERER.render(body, request.accepted_media_type), status=code, content_type=_RENDERER.media_type
+    )
+    response.data = body  # what the request log's outcome reads (`_outcome`), as on a DRF Response
+    return response
 
 
 # The rules the serializers enforce across fields, stated in the schema: exposures name no metric,
@@ -410,7 +425,7 @@ class TrackApi(ServiceAPIView):
             event = plain_event(data, now) or event_validate(data)
         result = event_ingest(event=event)
         self.log_outcome = result.outcome.value
-        return self._response(result)
+        return self._response(request, result)
 
     # What OutputSerializer renders for the two stored outcomes (pinned by the tracking tests).
     _STORED = {
@@ -418,15 +433,15 @@ class TrackApi(ServiceAPIView):
         Outcome.DUPLICATE: ({"status": "duplicate", "duplicate": True}, status.HTTP_200_OK),
     }
 
-    def _response(self, result: EventResult) -> Response:
+    def _response(self, request, result: EventResult) -> HttpResponse:
         if result.outcome.stored:
             body, code = self._STORED[result.outcome]
-            return Response(dict(body), status=code)
+            return rendered(request, body, code)
         if result.outcome in _INPUT_OUTCOMES:
             body = {"errors": {_ERROR_FIELD[result.outcome]: [result.detail]}, "error": result.outcome.value}
-            return Response(body, status=status.HTTP_400_BAD_REQUEST)
+            return rendered(request, body, status.HTTP_400_BAD_REQUEST)
         code = status.HTTP_404_NOT_FOUND if result.outcome == Outcome.EXPERIMENT_NOT_FOUND else status.HTTP_409_CONFLICT
-        return Response({"error": result.outcome.value, "detail": result.detail}, status=code)
+        return rendered(request, {"error": result.outcome.value, "detail": result.detail}, code)
 
 
 @extend_schema_field(EventInputSerializer)
@@ -669,13 +684,13 @@ class AssignApi(ServiceAPIView):
                 experiment_slug=data["experiment"], user_key=data["user_key"], attributes=data.get("attributes") or {}
             )
         except ExperimentNotFound:
-            return Response({"error": "experiment_not_found"}, status=status.HTTP_404_NOT_FOUND)
+            return rendered(request, {"error": "experiment_not_found"}, status.HTTP_404_NOT_FOUND)
         except ExperimentNotRunning:
-            return Response({"error": "experiment_not_running"}, status=status.HTTP_409_CONFLICT)
+            return rendered(request, {"error": "experiment_not_running"}, status.HTTP_409_CONFLICT)
         except ExperimentHasNoVariants:
-            return Response({"error": "experiment_has_no_variants"}, status=status.HTTP_409_CONFLICT)
+            return rendered(request, {"error": "experiment_has_no_variants"}, status.HTTP_409_CONFLICT)
         self.log_outcome = ("assigned" if result.new else "existing") if result.in_experiment else result.reason
-        return Response(assign_body(result), status=status.HTTP_200_OK)
+        return rendered(request, assign_body(result), status.HTTP_200_OK)
 
 
 class AssignAllApi(ServiceAPIView):

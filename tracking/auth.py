@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from django.conf import settings
-from rest_framework.authentication import BaseAuthentication, get_authorization_header
+from rest_framework import HTTP_HEADER_ENCODING
+from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
 from signaldash.ttl_cache import TTLCache
@@ -45,6 +46,13 @@ def _verified_key(key: str) -> ServiceAPIKey | None:
     if ttl > 0:
         _cache.put(digest, api_key, now + ttl)
     return api_key
+
+
+def _authorization_header(request) -> bytes:
+    """DRF's `get_authorization_header`, read from META (the same value) rather than through `request.headers`,
+    which builds a dict of every header first."""
+    auth = request._request.META.get("HTTP_AUTHORIZATION", b"")
+    return auth.encode(HTTP_HEADER_ENCODING) if isinstance(auth, str) else auth
 
 
 def api_key_cache_clear() -> None:
@@ -85,7 +93,7 @@ class APIKeyAuthentication(BaseAuthentication):
     """
 
     def authenticate(self, request):
-        parts = get_authorization_header(request).split()
+        parts = _authorization_header(request).split()
         if not parts or parts[0].lower() != KEYWORD.lower().encode():
             return None
         if len(parts) != 2:

@@ -102,7 +102,11 @@ def plain_json_body(request, limit: int | None) -> bytes | None:
     declared = meta.get("CONTENT_LENGTH") or ""
     if not declared.isdigit() or int(declared) > (limit or settings.DATA_UPLOAD_MAX_MEMORY_SIZE):
         return None
-    media_type, params = parse_header_parameters(meta.get("CONTENT_TYPE") or "")
+    content_type = meta.get("CONTENT_TYPE") or ""
+    # The common header needs no parsing (parse_header_parameters gives exactly this for it).
+    media_type, params = (
+        (content_type, {}) if content_type == "application/json" else parse_header_parameters(content_type)
+    )
     if media_type != "application/json" or set(params) - {"charset"}:
         return None
     if text_charset(params.get("charset") or settings.DEFAULT_CHARSET) != "utf-8":

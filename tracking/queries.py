@@ -516,7 +516,8 @@ def assignments_of_user(user_key: str, experiment_ids: Sequence[int]) -> list[tu
     else:
         sql = f"{head} AND experiment_id IN ({', '.join(['%s'] * len(experiment_ids))})"
         params = [user_key, *sorted(experiment_ids)]
-    with connection.cursor() as cursor:
+    # PostgreSQL: server-side binding, prepared once per connection (the parameters are not quoted into the text).
+    with _prepared_cursor() if connection.vendor == "postgresql" else connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
     if connection.vendor == "sqlite":
@@ -621,7 +622,7 @@ def assignments_record(
         "count_ns": [c[2] for c in counts],
         "count_new": [c[3] for c in counts],
     }
-    with connection.cursor() as cursor:
+    with _prepared_cursor() as cursor:  # server-side binding, prepared once per connection
         cursor.execute(_record_sql(), params)
         rows = cursor.fetchall()
     new_ids = {e for e, _ in new}
