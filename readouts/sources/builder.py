@@ -125,21 +125,25 @@ evd AS (
 EVD_PLAIN = "evd AS (SELECT * FROM ev)"
 
 # Per value part j (a binary or mean definition: a planned metric, or one part of a ratio). ``{matches}`` and
-# ``{counted}`` are conditions over e (event) built below; ``{value}`` is what one counted event adds.
+# ``{counted}`` are conditions over e (event) built below; ``{value}`` is what one counted event adds. ``c{j}`` is the
+# part's counted events themselves (no per-user-day GROUP BY: nearly every counted event is its user's only one that
+# day, so grouping kept ~90% of the rows and cost as much as the window after it).
 PART_CTES = """,
 c{j} AS (
-  SELECT e.variant_key, e.user_key, CAST(e.ts AS DATE) AS day, SUM({value}) AS day_total, COUNT(*) AS day_events
+  SELECT e.variant_key, e.user_key, e.ts, CAST(e.ts AS DATE) AS day, {value} AS day_total, 1 AS day_events
   FROM ue e
   WHERE {matches} AND {counted}
-  GROUP BY e.variant_key, e.user_key, CAST(e.ts AS DATE)
 ),
 k{j} AS ({cap})
 """
-# The per-day increments of the (capped) cumulative value: ``cc`` after the day, ``pc`` before it.
+# The increments of the (capped) cumulative value per counted event: ``cc`` after the event, ``pc`` before it (a
+# running sum in ROWS frame, so events at the same instant add one after another). Within a user's day they
+# telescope, so their sums per variant and day are the per-day increments the SumsRows hold; rn = 1 is the user's
+# first counted event, on the first counted day.
 ROWS_CTES = """,
 r{j} AS (
-  SELECT c.*, SUM(c.day_total) OVER (PARTITION BY c.user_key ORDER BY c.day) AS cum,
-         ROW_NUMBER() OVER (PARTITION BY c.user_key ORDER BY c.day) AS rn
+  SELECT c.*, SUM(c.day_total) OVER (PARTITION BY c.user_key ORDER BY c.ts ROWS UNBOUNDED PRECEDING) AS cum,
+         ROW_NUMBER() OVER (PARTITION BY c.user_key ORDER BY c.ts) AS rn
   FROM c{j} c
 ),
 s{j} AS (
@@ -152,17 +156,19 @@ PC_SUM = "CASE WHEN k.cap IS NULL THEN r.cum - r.day_total ELSE LEAST(r.cum - r.
 # A binary rule metric (catalog_metrics: value 1 from the first counted day on).
 CC_FIRST = "CAST(1 AS DOUBLE)"
 PC_FIRST = "CASE WHEN r.rn = 1 THEN CAST(0 AS DOUBLE) ELSE CAST(1 AS DOUBLE) END"
-COVARIATE_CTE = """,
-v{j} AS (
-  SELECT u.user_key, u.variant_key, u.x_day, CAST(COALESCE(p.x, 0) AS DOUBLE) AS x
+# Every CUPED covariate (the same metric's per-user value in the lookback before exposure) in ONE pass over ``ue``:
+# the rows any covariate reads, grouped per user, one conditional aggregate per metric; x = 0 without such events.
+COVARIATES_CTE = """,
+v_all AS (
+  SELECT u.user_key, u.variant_key, u.x_day {cov_cols}
   FROM units u LEFT JOIN (
-    SELECT e.user_key, {cov_agg} AS x
-    FROM ue e
-    WHERE {matches} AND e.ts < e.x_ts AND e.ts >= e.x_ts - :lookback
+    SELECT e.user_key {cov_aggs} FROM ue e WHERE e.ts < e.x_ts AND e.ts >= e.x_ts - :lookback AND ({any_cov})
     GROUP BY e.user_key
   ) p ON p.user_key = u.user_key
 )
 """
+COV_AGG = ", {fn}(CASE WHEN {matches} THEN {value} END) AS x{j}"
+COV_COL = ", CAST(COALESCE(p.x{j}, 0) AS DOUBLE) AS x{j}"
 # Every exposed user's final (capped) value of a part (ratio parts).
 FINAL_CTE = """,
 f{j} AS (
@@ -181,13 +187,14 @@ SELECT 'conversion' AS kind, s.variant_key, :key_{i} AS metric, s.day, SUM(CASE 
 FROM s{j} s {covariate_join}
 GROUP BY s.variant_key, s.day
 """
-PRODUCTS = "SUM((s.cc - s.pc) * COALESCE(v.x, {zero_f}))"
-PRODUCTS_BIN = "SUM(CASE WHEN s.rn = 1 THEN COALESCE(v.x, {zero_f}) ELSE {zero_f} END)"
-COVARIATE_JOIN = "LEFT JOIN v{j} v ON v.user_key = s.user_key"
+PRODUCTS = "SUM((s.cc - s.pc) * COALESCE(v.x{j}, {zero_f}))"
+PRODUCTS_BIN = "SUM(CASE WHEN s.rn = 1 THEN COALESCE(v.x{j}, {zero_f}) ELSE {zero_f} END)"
+COVARIATE_JOIN = "LEFT JOIN v_all v ON v.user_key = s.user_key"
 COVARIATE_SELECT = """
 UNION ALL
-SELECT 'covariate' AS kind, variant_key, :key_{i}, x_day, COUNT(*), SUM(x), SUM(x * x), {zero_f}, {zero_f}, 0, 0, 0
-FROM v{j} GROUP BY variant_key, x_day
+SELECT 'covariate' AS kind, variant_key, :key_{i}, x_day, COUNT(*), SUM(x{j}), SUM(x{j} * x{j}), {zero_f}, {zero_f},
+       0, 0, 0
+FROM v_all GROUP BY variant_key, x_day
 """
 # Late conversions, as the internal rollups count them: an event the metric reads, since the start, before the
 # user's exposure (whatever the metric's delay or filter).
@@ -349,6 +356,9 @@ class _Query:
     values: dict = field(default_factory=dict)
     rules: list[MetricDefinition] = field(default_factory=list)  # every definition with time bounds (parts, funnels)
     needed: set[str] = field(default_factory=set)  # extra event columns a filter reads
+    cov_aggs: list[str] = field(default_factory=list)  # v_all: one conditional aggregate per covariate
+    cov_cols: list[str] = field(default_factory=list)
+    cov_matches: list[str] = field(default_factory=list)
 
     def rule(self, d: MetricDefinition, *, event: str | None = None) -> tuple[int, str, str]:
         """Number the rule set ``d`` (delay, window, filter, event): (j, matches, counted)."""
@@ -394,15 +404,24 @@ class _Query:
         products, products_bin, join = TYPED["zero_f"], TYPED["zero_f"], ""
         if covariates:
             _, matches, _ = self.rule(d)  # the covariate reads the same events (its own numbered placeholders)
-            cov_agg = "MAX(1)" if d.kind == "binary" else "SUM(e.value)"
-            self.ctes.append(COVARIATE_CTE.format(j=j, cov_agg=cov_agg, matches=matches))
-            products, products_bin = PRODUCTS.format(**TYPED), PRODUCTS_BIN.format(**TYPED)
+            fn, value = ("MAX", "1") if d.kind == "binary" else ("SUM", "e.value")
+            self.cov_aggs.append(COV_AGG.format(j=j, fn=fn, value=value, matches=matches))
+            self.cov_cols.append(COV_COL.format(j=j))
+            self.cov_matches.append(f"({matches})")
+            products, products_bin = PRODUCTS.format(j=j, **TYPED), PRODUCTS_BIN.format(j=j, **TYPED)
             join = COVARIATE_JOIN.format(j=j)
             self.selects.append(COVARIATE_SELECT.format(i=i, j=j, **TYPED))
         self.selects.append(
             CONVERSION_SELECT.format(
                 i=i, j=j, products=products, products_bin=products_bin, covariate_join=join, **TYPED
             )
+        )
+
+    def covariates(self) -> str:
+        if not self.cov_aggs:
+            return ""
+        return COVARIATES_CTE.format(
+            cov_cols="".join(self.cov_cols), cov_aggs="".join(self.cov_aggs), any_cov=" OR ".join(self.cov_matches)
         )
 
     def final(self, d: MetricDefinition, j: int) -> None:
@@ -526,7 +545,11 @@ def build_query(*, plan: QueryPlan, source: SourceSQL, engine: str) -> str:
     evd = EVD_DEDUP.format(extras="".join(f", {c}" for c in kept)) if dedup else EVD_PLAIN
     q.selects.append(EVENT_COUNTS_SELECT.format(**TYPED))
     text = BASE.format(
-        event_extras=event_extras, evd=evd, metric_ctes="".join(q.ctes), metric_selects="".join(q.selects), **TYPED
+        event_extras=event_extras,
+        evd=evd,
+        metric_ctes=q.covariates() + "".join(q.ctes),
+        metric_selects="".join(q.selects),
+        **TYPED,
     )
     tree = sqlglot.parse_one(text, read="duckdb")
     for cte in tree.find_all(exp.CTE):
