@@ -520,63 +520,10 @@ def _spark_fixes(tree: exp.Expression) -> exp.Expression:
             return exp.Anonymous(this="PERCENTILE", expressions=[order.copy(), node.this.this.copy()])
         return node
 
-    return tree.transform(fix)
-
-
-SPARK_CACHED_PREFIX = "signaldash_"
-
-
-def _ctes_read(body: exp.Expression, before: list[exp.CTE]) -> list[exp.CTE]:
-    """The CTEs of ``before`` that ``body`` reads, directly or through each other (in their order)."""
-    known = {c.alias: c for c in before}
-    want, stack = set(), [body]
-    while stack:
-        for t in stack.pop().find_all(exp.Table):
-            if t.name in known and t.name not in want and not t.args.get("db"):
-                want.add(t.name)
-                stack.append(known[t.name].this)
-    return [c for c in before if c.alias in want]
-
-
-def _spark_script(tree: exp.Query) -> list[exp.Expression]:
-    """Spark has no MATERIALIZED hint and inlines every CTE reference: the events' dedup and the users ⋈ events
-    join would run again for each of their many consumers (the 1M-event bench query planned 104 Parquet scans).
-    So each MATERIALIZED CTE becomes a ``CACHE TABLE signaldash_<name> AS …`` statement (computed once, on the
-    executors, session-scoped), run before the query, which then reads it by that name; the runner uncaches
-    them afterwards. The statements' own CTEs are the ones they need, in the query's order."""
-    with_ = tree.args.get("with_")
-    ctes = list(with_.expressions) if with_ is not None else []
-    cached = [c for c in ctes if c.args.get("materialized")]
-    if not cached:
-        return [tree]
-    names = {c.alias: SPARK_CACHED_PREFIX + c.alias for c in cached}
-
-    def rename(node: exp.Expression):
-        if isinstance(node, exp.Table) and not node.args.get("db") and node.name in names:
-            return exp.Table(this=exp.to_identifier(names[node.name]), alias=node.args.get("alias"))
-        return node
-
-    statements: list[exp.Expression] = []
-    plain: list[exp.CTE] = []
-    for cte in ctes:
-        if cte.alias in names:
-            body = cte.this.copy()
-            deps = [c.copy() for c in _ctes_read(body, plain)]
-            if deps:
-                body.set("with_", exp.With(expressions=deps))
-            body = body.transform(rename)
-            statements.append(exp.Cache(this=exp.Table(this=exp.to_identifier(names[cte.alias])), expression=body))
-        else:
-            plain.append(cte)
-    query = tree.copy()
-    query.set("with_", exp.With(expressions=[c.copy() for c in plain]) if plain else None)
-    statements.append(query.transform(rename))
-    return statements
-
-
-def spark_cached_tables(sql: str) -> list[str]:
-    """The tables a Spark script caches (what the runner uncaches after it)."""
-    return [s.this.name for s in sqlglot.parse(sql, read="spark") if isinstance(s, exp.Cache)]
+    tree = tree.transform(fix)
+    for cte in tree.find_all(exp.CTE):  # Spark has no MATERIALIZED hint (it caches shared CTEs itself)
+        cte.set("materialized", None)
+    return tree
 
 
 _DIALECT_FIXES = {"postgresql": _postgres_fixes, "spark": _spark_fixes}
@@ -614,8 +561,6 @@ def build_query(*, plan: QueryPlan, source: SourceSQL, engine: str) -> str:
     fix = _DIALECT_FIXES.get(engine)
     if fix:
         tree = fix(tree)
-    if engine == "spark":
-        return ";\n".join(s.sql(dialect="spark", pretty=True) for s in _spark_script(tree))
     return tree.sql(dialect=DIALECTS[engine], pretty=True)
 
 

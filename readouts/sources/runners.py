@@ -13,8 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from readouts.sources import builder
-
 
 class SourceError(Exception):
     """A refresh cannot complete; ``str(error)`` is safe to store and show (no URL, no secret)."""
@@ -153,15 +151,9 @@ def run_spark(*, url: str, sql: str, timeout_s: float) -> Result:
     except Exception as e:  # noqa: BLE001 - grpc/pyspark raise many types; report plainly
         raise SourceError(f"Could not reach the Spark Connect server: {_scrub(str(e), url)}") from None
 
-    import sqlglot  # noqa: PLC0415 - only Spark scripts have several statements
-
-    statements = [s.sql(dialect="spark") for s in sqlglot.parse(sql, read="spark") if s is not None]
-    cached = builder.spark_cached_tables(sql)
-
     def run() -> Result:
-        for statement in statements[:-1]:  # CACHE TABLE … (builder._spark_script): computed once, here
-            session.sql(statement).collect()
-        table = session.sql(statements[-1]).toArrow()
+        df = session.sql(sql)
+        table = df.toArrow()
         return Result(list(table.column_names), [tuple(r.values()) for r in table.to_pylist()])
 
     try:
@@ -172,8 +164,6 @@ def run_spark(*, url: str, sql: str, timeout_s: float) -> Result:
         raise SourceError(f"Spark refused the query: {_scrub(str(e), url)}") from None
     finally:
         try:
-            for name in cached:
-                session.sql(f"UNCACHE TABLE IF EXISTS {name}").collect()
             session.stop()
         except Exception:  # noqa: BLE001, S110 - the session may already be gone
             pass
