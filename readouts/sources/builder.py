@@ -18,6 +18,7 @@ dialect quirk is a transform in ``_DIALECT_FIXES``, never a second copy of the q
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -511,8 +512,12 @@ def _postgres_fixes(tree: exp.Expression) -> exp.Expression:
     return tree.transform(fix)
 
 
+SPARK_KEEP = exp.condition("RAND() >= 0")
+
+
 def _spark_fixes(tree: exp.Expression) -> exp.Expression:
-    """Spark renders PERCENTILE_CONT as the approximate PERCENTILE_APPROX; use the exact PERCENTILE."""
+    """Spark renders PERCENTILE_CONT as the approximate PERCENTILE_APPROX: use the exact PERCENTILE; and keep every
+    shared CTE a CTE (below)."""
 
     def fix(node: exp.Expression):
         if isinstance(node, exp.WithinGroup) and isinstance(node.this, exp.PercentileCont):
@@ -521,8 +526,17 @@ def _spark_fixes(tree: exp.Expression) -> exp.Expression:
         return node
 
     tree = tree.transform(fix)
-    for cte in tree.find_all(exp.CTE):  # Spark has no MATERIALIZED hint (it caches shared CTEs itself)
+    # Spark has no MATERIALIZED hint, and its optimizer (InlineCTE) copies every *deterministic* CTE into each place
+    # that reads it: the bench query scanned the events 104 times and 10M events did not finish in 30 minutes. A CTE
+    # read more than once gets an always-true non-deterministic filter (rand() is in [0, 1)), which Spark never
+    # inlines: it plans the CTE once and every reader shares its exchange.
+    names = {cte.alias for cte in tree.find_all(exp.CTE)}
+    reads = Counter(t.name for t in tree.find_all(exp.Table) if not t.db and t.name in names)
+    for cte in tree.find_all(exp.CTE):
         cte.set("materialized", None)
+        if reads[cte.alias] > 1:
+            query = cte.this if isinstance(cte.this, exp.Select) else exp.select("*").from_(cte.this.subquery("q"))
+            cte.set("this", query.where(SPARK_KEEP.copy(), copy=False))
     return tree
 
 
