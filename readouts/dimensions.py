@@ -13,8 +13,10 @@ exposed user, as in the readout). A ratio is compared as a ratio in each slice (
 method); a funnel as the share of users who reached its last step. Rollup-shaped metrics take one aggregate
 query per breakdown (``readouts.queries.READOUT_DIMENSION_SQL``); other catalog metrics read their events
 (``queries.readout_metric_events``) and the users' slices, and apply the rules in Python
-(``readouts.metric_values``). Experiments on a warehouse source have no exposure props in Signal Dash: their
-breakdown has no slices and says so (``unavailable``).
+(``readouts.metric_values``). Experiments on a warehouse source are broken down by the extra columns of its
+exposure SELECT: the warehouse query computes every metric's per-user values by every such column, with the same
+slices (``readouts.sources.builder``), and the breakdown reads them from the latest ``ok`` snapshot; a column the
+SELECT does not return, or no snapshot yet, is said so (``unavailable``).
 """
 
 from __future__ import annotations
@@ -28,15 +30,14 @@ from experiments.models import Experiment
 from readouts import catalog_metrics, queries, stats
 from readouts.metric_values import funnel_values, metric_values
 from readouts.selectors import Readout
+from readouts.sources.builder import NONE, OTHER, TOP_SLICES
 
 DIMENSION_KEY_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 BAD_DIMENSION = "dimension must be an exposure props key: 1-64 of A-Z a-z 0-9 _ . -"
-TOP_SLICES = 20
-OTHER = "(other)"
-NONE = "(none)"
-WAREHOUSE_UNAVAILABLE = (
-    "Dimension breakdowns read the exposures' props stored in Signal Dash; this experiment's exposures are in its "
-    "warehouse source, so it has none to break down by."
+NO_SNAPSHOT = "This experiment's results come from its warehouse source and none have been computed yet: refresh them."
+OLD_SNAPSHOT = (
+    "The latest results of this experiment were computed before breakdowns were read from the warehouse: refresh "
+    "them to break down by the exposure SELECT's extra columns."
 )
 
 
@@ -168,6 +169,45 @@ def _rule_sums(experiment: Experiment, d, key: str):
     return query, mapping, {k: _sums(*a, kind=kind) for k, a in acc.items()}
 
 
+def _warehouse_sums(experiment: Experiment, readout: Readout, d, key: str, kind: str) -> tuple[str, dict]:
+    """(why there is no breakdown, or "", {(shown slice, variant id): sums}) from the latest ok snapshot's slices."""
+    state = readout.snapshot
+    snapshot = state.snapshot if state is not None else None
+    if snapshot is None:
+        return NO_SNAPSHOT, {}
+    rows = snapshot.rows or {}
+    if "dimensions" not in rows:
+        return OLD_SNAPSHOT, {}
+    if key not in rows["dimensions"]:
+        available = ", ".join(rows["dimensions"]) or "none"
+        return (
+            f"The exposure SELECT of this experiment's warehouse source has no column {key}; its extra columns "
+            f"(the dimensions it can be broken down by): {available}.",
+            {},
+        )
+    ids = dict(experiment.variants.values_list("key", "pk"))
+    parts: dict[tuple[str, int], dict] = {}
+    for r in rows.get("slices", []):
+        if r["metric"] == readout.selected.key and r["dimension"] == key and ids.get(r["variant"]) is not None:
+            parts.setdefault((r["slice"], ids[r["variant"]]), {})[r["kind"]] = r
+    sums_of: dict[tuple[str, int], stats.SampleSums | stats.RatioSums] = {}
+    for slot, p in parts.items():
+        m = p.get("slice")
+        if m is None:
+            continue
+        if kind == stats.RATIO:
+            den = p.get("slice_den")
+            if den is None:
+                continue
+            kinds = {"numerator_kind": d.numerator.kind, "denominator_kind": d.denominator.kind}
+            sums_of[slot] = stats.RatioSums(
+                m["users"], m["total"], m["total_sq"], den["total"], den["total_sq"], m["products"], **kinds
+            )
+        else:
+            sums_of[slot] = _sums(m["users"], round(m["total"]), m["total"], m["total_sq"], kind=kind)
+    return "", sums_of
+
+
 def _sums(n: int, converted: int, total: float, total_sq: float, kind: str) -> stats.SampleSums:
     if kind == stats.BINARY:
         return stats.SampleSums(n=n, sum=float(converted), sum_squares=float(converted))
@@ -193,54 +233,60 @@ def _p_value(control, treatment, kind: str, alpha: float) -> float | None:
     return stats.welch_diff(control=control, treatment=treatment, alpha=alpha).p_value
 
 
+def _slice(selected, value: str, sums_of: dict, *, kind: str, registered: bool, alpha: float) -> Slice:
+    """One slice: each variant's n and mean, each treatment against the control (p-values not yet adjusted)."""
+    empty = stats.RatioSums(0, 0.0, 0.0, 0.0, 0.0, 0.0) if kind == stats.RATIO else _sums(0, 0, 0.0, 0.0, kind=kind)
+    sums = {v.key: sums_of.get((value, v.id), empty) for v in selected.variants}
+    control = next((v.key for v in selected.variants if v.is_control), None)
+    comparisons = []
+    for v in selected.variants if control is not None else []:
+        if v.is_control:
+            continue
+        a, b = sums[control], sums[v.key]
+        rel = stats.relative_lift(control=a, treatment=b, kind=kind, alpha=alpha)
+        ctb = None
+        if registered:
+            bayes = stats.bayes_lift(
+                control=a,
+                treatment=b,
+                kind=kind,
+                direction=selected.direction,
+                alpha=alpha,
+                prior_sd=settings.SIGNALDASH_BAYES_PRIOR_SD,
+            )
+            ctb = bayes.chance_to_beat
+        p_value = _p_value(a, b, kind, alpha)
+        comparisons.append(SliceComparison(v.key, rel.rel_lift, rel.rel_lift_ci, p_value, chance_to_beat=ctb))
+    return Slice(value, [SliceVariant(k, s.n, _mean(s)) for k, s in sums.items()], comparisons)
+
+
 def dimension_breakdown_get(*, experiment: Experiment, readout: Readout, key: str) -> DimensionBreakdown:
     """The selected metric of ``readout`` split by exposure prop ``key`` (validated by the caller)."""
     if not dimension_key_is_valid(key):
         raise ValueError(BAD_DIMENSION)
     selected = readout.selected
     registered = key in (experiment.dimensions or [])
-    if experiment.data_source_id is not None:
-        return DimensionBreakdown(key, selected.key, registered, [], None, unavailable=WAREHOUSE_UNAVAILABLE)
     d = selected.definition
-    if d is None or catalog_metrics.rollup_shaped(d):
-        kind = selected.kind
-        query, mapping, sums_of = _sql_sums(experiment, d.event if d is not None else selected.key, key, kind)
+    rollup = d is None or catalog_metrics.rollup_shaped(d)
+    kind = selected.kind if rollup else {"ratio": stats.RATIO, "funnel": stats.BINARY}.get(d.kind, d.kind)
+    if experiment.data_source_id is not None:
+        unavailable, sums_of = _warehouse_sums(experiment, readout, d, key, kind)
+        if unavailable:
+            return DimensionBreakdown(key, selected.key, registered, [], None, unavailable=unavailable)
+        users: dict[str, int] = {}
+        for (value, _), s in sums_of.items():
+            users[value] = users.get(value, 0) + s.n
+        shown = sorted((v for v in users if v not in (OTHER, NONE)), key=lambda v: (-users[v], v))
+        query = None
     else:
-        kind = {"ratio": stats.RATIO, "funnel": stats.BINARY}.get(d.kind, d.kind)
-        query, mapping, sums_of = _rule_sums(experiment, d, key)
-    empty = stats.RatioSums(0, 0.0, 0.0, 0.0, 0.0, 0.0) if kind == stats.RATIO else _sums(0, 0, 0.0, 0.0, kind=kind)
-    shown = list(dict.fromkeys(v for v in mapping.values() if v not in (OTHER, NONE)))
+        if rollup:
+            query, mapping, sums_of = _sql_sums(experiment, d.event if d is not None else selected.key, key, kind)
+        else:
+            query, mapping, sums_of = _rule_sums(experiment, d, key)
+        shown = list(dict.fromkeys(v for v in mapping.values() if v not in (OTHER, NONE)))
     shown += [v for v in (OTHER, NONE) if any(s == v for s, _ in sums_of)]
     alpha = readout.alpha
-    slices: list[Slice] = []
-    for value in shown:
-        sums = {v.key: sums_of.get((value, v.id), empty) for v in selected.variants}
-        control = next((v.key for v in selected.variants if v.is_control), None)
-        comparisons = []
-        if control is not None:
-            for v in selected.variants:
-                if v.is_control:
-                    continue
-                a, b = sums[control], sums[v.key]
-                rel = stats.relative_lift(control=a, treatment=b, kind=kind, alpha=alpha)
-                ctb = None
-                if registered:
-                    bayes = stats.bayes_lift(
-                        control=a,
-                        treatment=b,
-                        kind=kind,
-                        direction=selected.direction,
-                        alpha=alpha,
-                        prior_sd=settings.SIGNALDASH_BAYES_PRIOR_SD,
-                    )
-                    ctb = bayes.chance_to_beat
-                comparisons.append(
-                    SliceComparison(
-                        v.key, rel.rel_lift, rel.rel_lift_ci, _p_value(a, b, kind, alpha), chance_to_beat=ctb
-                    )
-                )
-        variants = [SliceVariant(k, s.n, _mean(s)) for k, s in sums.items()]
-        slices.append(Slice(value, variants, comparisons))
+    slices = [_slice(selected, v, sums_of, kind=kind, registered=registered, alpha=alpha) for v in shown]
     adjusted = iter(stats.holm_adjust([c.p_value for s in slices for c in s.comparisons]))
     slices = [
         Slice(

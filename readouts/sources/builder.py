@@ -32,6 +32,8 @@ DIALECTS = {"duckdb": "duckdb", "postgresql": "postgres", "spark": "spark"}
 EXPOSURE_COLUMNS = ("experiment_key", "variant_key", "user_key", "timestamp")
 EVENT_COLUMNS = ("user_key", "timestamp", "event", "value")
 HEALTH_KINDS = ("unknown_variants", "multiple_exposures")
+# Dimension breakdowns: the slices shown (by exposed users), every other value merged, no value (readouts.dimensions).
+TOP_SLICES, OTHER, NONE = 20, "(other)", "(none)"
 OUTPUT_COLUMNS = (
     "kind",
     "variant_key",
@@ -64,6 +66,7 @@ BASE = """
 WITH src_x AS (SELECT 1), src_e AS (SELECT 1),
 x_raw AS (
   SELECT CAST(s.variant_key AS TEXT) AS variant_key, CAST(s.user_key AS TEXT) AS user_key, s."timestamp" AS ts
+         {dim_cols}
   FROM src_x s
   WHERE s.experiment_key = :experiment_key AND s."timestamp" >= :start_ts AND s."timestamp" <= :end_ts
 ),
@@ -197,6 +200,54 @@ SELECT 'covariate' AS kind, variant_key, :key_{i}, x_day, COUNT(*), SUM(x{j}), S
        0, 0, 0
 FROM v_all GROUP BY variant_key, x_day
 """
+# Dimension breakdowns (``readouts.dimensions``): every extra exposure column n is a dimension; a user's slice is the
+# column's text on their first exposure row (as the internal side reads the props of the one stored exposure). The
+# TOP_SLICES values with the most exposed users (ties by value) are shown, every other value is OTHER, NULL is NONE.
+# Per planned metric, each kept user's final value (``f{j}``: the capped per-user value; a funnel: reached its last
+# step) is summed per variant, dimension and slice: 'slice' rows (users n, total Σm, total_sq Σm², products Σm·d of
+# a ratio) and, for a ratio, 'slice_den' rows (Σd, Σd²). Every row of the query then carries ``dimension`` and
+# ``slice`` (NULL outside these rows).
+DIM_COL = ", CAST(s.{column} AS TEXT) AS dim_{n}"
+DIM_CTES = """,
+x_first AS (
+  SELECT f.user_key {dims} FROM (
+    SELECT r.*, ROW_NUMBER() OVER (PARTITION BY r.user_key ORDER BY r.ts {dim_order}) AS rn
+    FROM x_raw r WHERE r.variant_key IN (:variant_keys)
+  ) f WHERE f.rn = 1
+),
+dim_users AS ({dim_users}),
+dim_rank AS (
+  SELECT d.dimension, d.raw, ROW_NUMBER() OVER (PARTITION BY d.dimension ORDER BY COUNT(*) DESC, d.raw) AS r
+  FROM dim_users d WHERE d.raw IS NOT NULL GROUP BY d.dimension, d.raw
+),
+dim_slices AS (
+  SELECT d.user_key, d.variant_key, d.dimension,
+         CASE WHEN d.raw IS NULL THEN :slice_none WHEN k.r <= :top_slices THEN d.raw ELSE :slice_other END AS slice
+  FROM dim_users d LEFT JOIN dim_rank k ON k.dimension = d.dimension AND k.raw = d.raw
+)
+"""
+DIM_USERS = (
+    "SELECT u.user_key, u.variant_key, :dim_{n} AS dimension, f.dim_{n} AS raw "
+    "FROM units u JOIN x_first f ON f.user_key = u.user_key"
+)
+SLICE_SELECT = """
+UNION ALL
+SELECT 'slice' AS kind, s.variant_key, :key_{i}, {null_d}, COUNT(*), SUM(g.m), SUM(g.m * g.m), {products}, {zero_f},
+       0, 0, 0, s.dimension, s.slice
+FROM dim_slices s {join} GROUP BY s.variant_key, s.dimension, s.slice
+"""
+SLICE_JOIN = "JOIN f{j} g ON g.user_key = s.user_key"
+SLICE_JOIN_FUNNEL = (
+    "JOIN (SELECT u.user_key, CASE WHEN f.user_key IS NULL THEN {zero_f} ELSE CAST(1 AS DOUBLE) END AS m FROM units u "
+    "LEFT JOIN fs{i}_{k} f ON f.user_key = u.user_key) g ON g.user_key = s.user_key"
+)
+SLICE_DEN_SELECT = """
+UNION ALL
+SELECT 'slice_den' AS kind, s.variant_key, :key_{i}, {null_d}, COUNT(*), SUM(d.m), SUM(d.m * d.m), {zero_f}, {zero_f},
+       0, 0, 0, s.dimension, s.slice
+FROM dim_slices s JOIN f{den} d ON d.user_key = s.user_key GROUP BY s.variant_key, s.dimension, s.slice
+"""
+DIMENSION_COLUMNS = ("dimension", "slice")
 # Late conversions, as the internal rollups count them: an event the metric reads, since the start, before the
 # user's exposure (whatever the metric's delay or filter).
 UNCOUNTED_SELECT = """
@@ -360,6 +411,8 @@ class _Query:
     cov_aggs: list[str] = field(default_factory=list)  # v_all: one conditional aggregate per covariate
     cov_cols: list[str] = field(default_factory=list)
     cov_matches: list[str] = field(default_factory=list)
+    dimensions: tuple[str, ...] = ()
+    finals: set[int] = field(default_factory=set)  # parts whose f{j} (every user's final value) exists
 
     def rule(self, d: MetricDefinition, *, event: str | None = None) -> tuple[int, str, str]:
         """Number the rule set ``d`` (delay, window, filter, event): (j, matches, counted)."""
@@ -426,8 +479,38 @@ class _Query:
         )
 
     def final(self, d: MetricDefinition, j: int) -> None:
+        if j in self.finals:
+            return
+        self.finals.add(j)
         final = FINAL_BINARY if d.kind == "binary" else FINAL_SUM
         self.ctes.append(FINAL_CTE.format(j=j, final=final.format(**TYPED)))
+
+    def dimension_ctes(self) -> str:
+        if not self.dimensions:
+            return ""
+        users = " UNION ALL ".join(DIM_USERS.format(n=n) for n in range(len(self.dimensions)))
+        for n, name in enumerate(self.dimensions):
+            self.values[f"dim_{n}"] = exp.Literal.string(name)
+        return DIM_CTES.format(
+            dims="".join(f", f.dim_{n}" for n in range(len(self.dimensions))),
+            dim_order="".join(f", r.dim_{n} NULLS LAST" for n in range(len(self.dimensions))),
+            dim_users=users,
+        )
+
+    def slices(self, d: MetricDefinition, i: int, j: int | None = None, den: int | None = None) -> None:
+        """The 'slice' rows of metric i: part j's final values (and, for a ratio, denominator part ``den``)."""
+        if not self.dimensions:
+            return
+        if d.kind == "funnel":
+            join, products = SLICE_JOIN_FUNNEL.format(i=i, k=len(d.steps) - 1, **TYPED), TYPED["zero_f"]
+        else:
+            self.final(d.numerator if d.kind == "ratio" else d, j)
+            join, products = SLICE_JOIN.format(j=j), TYPED["zero_f"]
+        if den is not None:
+            join += f" JOIN f{den} d ON d.user_key = s.user_key"
+            products = "SUM(g.m * d.m)"
+            self.selects.append(SLICE_DEN_SELECT.format(i=i, den=den, **TYPED))
+        self.selects.append(SLICE_SELECT.format(i=i, join=join, products=products, **TYPED))
 
     def metric(self, d: MetricDefinition, i: int) -> None:
         _validate(d)
@@ -441,14 +524,17 @@ class _Query:
             self.final(d.denominator, den)
             self.selects.append(RATIO_SELECT.format(i=i, num=num, den=den, **TYPED))
             self.selects += [CAP_SELECT.format(i=i, j=j, **TYPED) for j in (num, den)]
+            self.slices(d, i, num, den)
         elif d.kind == "funnel":
             self._funnel(d, i)
+            self.slices(d, i)
         else:
             shape = "rollup" if rollup_shaped(d) else "rule"
             j = self.part(d, shape=shape)
             self.rows(d, i, j, shape=shape, covariates=shape == "rollup" and self.lookback_days > 0)
             if d.kind == "mean" and d.cap != "none":
                 self.selects.append(CAP_SELECT.format(i=i, j=j, **TYPED))
+            self.slices(d, i, j)
         self.selects.append(UNCOUNTED_SELECT.format(i=i, **TYPED))
 
     def _funnel(self, d: MetricDefinition, i: int) -> None:
@@ -476,6 +562,11 @@ def _values(plan: QueryPlan, q: _Query) -> dict[str, exp.Expression | list[exp.E
         **q.values,
     }
     values["lookback_ts"] = _ts(plan.start - timedelta(days=lookback, hours=-earliest_delay))
+    values |= {
+        "top_slices": exp.Literal.number(TOP_SLICES),
+        "slice_other": exp.Literal.string(OTHER),
+        "slice_none": exp.Literal.string(NONE),
+    }
     return values
 
 
@@ -498,8 +589,38 @@ def _replace(tree: exp.Expression, values: dict) -> exp.Expression:
     return tree
 
 
+def _union_leaves(node: exp.Expression):
+    if isinstance(node, exp.Union):
+        yield from _union_leaves(node.left)
+        yield from _union_leaves(node.right)
+    else:
+        yield node
+
+
+def _pad_dimension_columns(tree: exp.Expression) -> None:
+    """Every branch of the final UNION without the ``dimension``/``slice`` columns gets them as typed NULLs."""
+    width = len(OUTPUT_COLUMNS) + len(DIMENSION_COLUMNS)
+    for leaf in _union_leaves(tree):
+        if isinstance(leaf, exp.Select) and len(leaf.expressions) < width:
+            names = ("dimension", "slice") if leaf is _first_leaf(tree) else (None, None)
+            for name in names:
+                null = exp.cast(exp.null(), exp.DataType.build("TEXT"))
+                leaf.select(exp.alias_(null, name) if name else null, copy=False)
+
+
+def _first_leaf(tree: exp.Expression) -> exp.Expression:
+    return next(_union_leaves(tree))
+
+
 def _postgres_fixes(tree: exp.Expression) -> exp.Expression:
-    """PostgreSQL has no variadic HASH: hash the key's text (the dedup only needs equal keys to hash equal)."""
+    """PostgreSQL has no variadic HASH: hash the key's text (the dedup only needs equal keys to hash equal); and the
+    slices' tie-break orders by code point (COLLATE "C", as DuckDB, Spark and Python do), not the database's locale."""
+    for cte in tree.find_all(exp.CTE):
+        if cte.alias == "dim_rank":
+            for ordered in cte.find_all(exp.Ordered):
+                if isinstance(ordered.this, exp.Column) and ordered.this.name == "raw":
+                    collation = exp.Identifier(this="C", quoted=True)
+                    ordered.set("this", exp.Collate(this=ordered.this.copy(), expression=collation))
 
     def fix(node: exp.Expression):
         if isinstance(node, exp.Anonymous) and node.name.upper() == "HASH":
@@ -549,7 +670,15 @@ def build_query(*, plan: QueryPlan, source: SourceSQL, engine: str) -> str:
         raise BuildError(f"Unknown engine {engine!r}.")
     exposure = parse_select(source.exposure_sql, engine=engine, what="exposure")
     events = parse_select(source.events_sql, engine=engine, what="events")
-    q = _Query(columns=frozenset(source.events_columns), lookback_days=plan.cuped_lookback_days)
+    for name in plan.dimensions:
+        if not IDENTIFIER_RE.fullmatch(name) or name in EXPOSURE_COLUMNS:
+            raise BuildError(f"Dimension {name!r} is not a plain extra column name of the exposure SELECT.")
+    q = _Query(
+        columns=frozenset(source.events_columns),
+        lookback_days=plan.cuped_lookback_days,
+        dimensions=tuple(plan.dimensions),
+    )
+    dimension_ctes = q.dimension_ctes()
     for i, d in enumerate(plan.definitions):
         q.metric(d, i)
     # Only the columns a filter reads travel past the source's SELECT (no JSON carried when no filter needs it).
@@ -561,7 +690,8 @@ def build_query(*, plan: QueryPlan, source: SourceSQL, engine: str) -> str:
     text = BASE.format(
         event_extras=event_extras,
         evd=evd,
-        metric_ctes=q.covariates() + "".join(q.ctes),
+        dim_cols="".join(DIM_COL.format(column=c, n=n) for n, c in enumerate(plan.dimensions)),
+        metric_ctes=dimension_ctes + q.covariates() + "".join(q.ctes),
         metric_selects="".join(q.selects),
         **TYPED,
     )
@@ -572,6 +702,8 @@ def build_query(*, plan: QueryPlan, source: SourceSQL, engine: str) -> str:
         elif cte.alias == "src_e":
             cte.set("this", events)
     tree = _replace(tree, _values(plan, q))
+    if q.dimensions:
+        _pad_dimension_columns(tree)
     fix = _DIALECT_FIXES.get(engine)
     if fix:
         tree = fix(tree)

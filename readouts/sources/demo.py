@@ -27,18 +27,22 @@ USERS = 4000
 
 # Generated in DuckDB (setseed makes random() repeatable): exposures over five days, treatment converts
 # more often, revenue per purchase, some purchases in the two weeks before exposure (CUPED), a few rows
-# with an unknown variant and a few users exposed to both variants.
+# with an unknown variant and a few users exposed to both variants; each exposure carries the user's platform and
+# country (extra columns: the dimensions its readout breaks down by; "platform" is pre-registered).
 LAKE_SQL = """
 SELECT setseed(0.42);
 CREATE TABLE users AS
 SELECT 'w' || i AS user_key, CASE WHEN random() < 0.5 THEN 'control' ELSE 'treatment' END AS variant_key,
-       $start::TIMESTAMP + to_seconds(CAST(random() * 5 * 86400 AS BIGINT)) AS exposed_at
+       $start::TIMESTAMP + to_seconds(CAST(random() * 5 * 86400 AS BIGINT)) AS exposed_at,
+       CASE WHEN random() < 0.55 THEN 'web' WHEN random() < 0.6 THEN 'ios' ELSE 'android' END AS platform,
+       CASE WHEN random() < 0.03 THEN NULL
+            ELSE ['US', 'DE', 'GB', 'FR', 'BR', 'IN'][1 + CAST(floor(random() * 6) AS INT)] END AS country
 FROM range({users}) t(i);
 CREATE TABLE exposures AS
-SELECT '{slug}' AS experiment_key, variant_key, user_key, exposed_at AS "timestamp", 'web' AS platform FROM users
-UNION ALL SELECT '{slug}', 'legacy', user_key, exposed_at, 'app' FROM users WHERE random() < 0.01
+SELECT '{slug}' AS experiment_key, variant_key, user_key, exposed_at AS "timestamp", platform, country FROM users
+UNION ALL SELECT '{slug}', 'legacy', user_key, exposed_at, platform, country FROM users WHERE random() < 0.01
 UNION ALL SELECT '{slug}', CASE WHEN variant_key = 'control' THEN 'treatment' ELSE 'control' END, user_key,
-          exposed_at + INTERVAL 1 HOUR, 'web' FROM users WHERE random() < 0.01;
+          exposed_at + INTERVAL 1 HOUR, platform, country FROM users WHERE random() < 0.01;
 CREATE TABLE buys AS
 SELECT user_key, exposed_at + to_seconds(CAST(random() * 3 * 86400 AS BIGINT)) AS ts,
        round(10 + random() * 90, 2) AS value, user_key || '-p' || k AS id
@@ -112,6 +116,7 @@ def demo_lake_seed(*, users: dict) -> bool:
                 baseline_rate=0.12,
                 expected_daily_users=800,
                 data_source=source,
+                dimensions=["platform"],
             ),
             actor=ops,
         )

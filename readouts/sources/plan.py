@@ -23,6 +23,7 @@ class QueryPlan:
     end: datetime  # ... to here (ended_at, or the refresh time)
     definitions: tuple[MetricDefinition, ...]
     cuped_lookback_days: int = 14
+    dimensions: tuple[str, ...] = ()  # extra exposure columns the breakdowns slice by (validated identifiers)
 
 
 def definitions_for(experiment: Experiment) -> dict[str, MetricDefinition]:
@@ -36,7 +37,21 @@ def definitions_for(experiment: Experiment) -> dict[str, MetricDefinition]:
     return experiment_metric_definitions(experiment)
 
 
-def query_plan_for(*, experiment: Experiment, lookback_days: int, now: datetime | None = None) -> QueryPlan:
+# A snapshot slices every metric by at most this many extra exposure columns (the pre-registered ones first).
+MAX_DIMENSIONS = 10
+
+
+def dimensions_for(*, experiment: Experiment, columns: frozenset[str], standard: tuple[str, ...]) -> tuple[str, ...]:
+    """The extra exposure columns (``columns`` minus ``standard``) a snapshot breaks down by: plain lower-case
+    identifiers only, the experiment's pre-registered dimensions first, then the rest by name, ``MAX_DIMENSIONS``."""
+    extra = sorted(c for c in columns if c not in standard and c == c.lower() and IDENTIFIER_RE.fullmatch(c))
+    registered = [c for c in (experiment.dimensions or []) if c in extra]
+    return tuple(dict.fromkeys([*registered, *extra]))[:MAX_DIMENSIONS]
+
+
+def query_plan_for(
+    *, experiment: Experiment, lookback_days: int, now: datetime | None = None, dimensions: tuple[str, ...] = ()
+) -> QueryPlan:
     now = now or timezone.now()
     return QueryPlan(
         experiment_key=experiment.slug,
@@ -45,4 +60,5 @@ def query_plan_for(*, experiment: Experiment, lookback_days: int, now: datetime 
         end=experiment.ended_at or now,
         definitions=tuple(definitions_for(experiment).values()),
         cuped_lookback_days=lookback_days,
+        dimensions=dimensions,
     )

@@ -22,7 +22,7 @@ from experiments.models import Experiment
 from readouts import queries, stats
 from readouts.models import DataSource, ReadoutSnapshot
 from readouts.sources import builder, runners
-from readouts.sources.plan import query_plan_for
+from readouts.sources.plan import dimensions_for, query_plan_for
 
 logger = logging.getLogger(__name__)
 ACTIVE = (ReadoutSnapshot.Status.QUEUED, ReadoutSnapshot.Status.RUNNING)
@@ -81,7 +81,10 @@ def snapshot_run(*, snapshot: ReadoutSnapshot, now: datetime | None = None) -> R
         _check_columns(source, exposure_cols, builder.EXPOSURE_COLUMNS, "exposure")
         event_cols = _probe(source, source.events_sql, "events")
         _check_columns(source, event_cols, builder.EVENT_COLUMNS, "events")
-        plan = query_plan_for(experiment=experiment, lookback_days=source.cuped_lookback_days, now=now)
+        dimensions = dimensions_for(experiment=experiment, columns=exposure_cols, standard=builder.EXPOSURE_COLUMNS)
+        plan = query_plan_for(
+            experiment=experiment, lookback_days=source.cuped_lookback_days, now=now, dimensions=dimensions
+        )
         sql = builder.build_query(
             plan=plan,
             source=builder.SourceSQL(source.exposure_sql, source.events_sql, event_cols),
@@ -89,7 +92,7 @@ def snapshot_run(*, snapshot: ReadoutSnapshot, now: datetime | None = None) -> R
         )
         snapshot.sql = sql
         result = runners.run(engine=source.engine, url_env=source.url_env, sql=sql, timeout_s=source.timeout_s)
-        snapshot.rows = rows_to_json(result.dicts())
+        snapshot.rows = rows_to_json(result.dicts(), dimensions=plan.dimensions)
         snapshot.status, snapshot.error = ReadoutSnapshot.Status.OK, ""
     except (runners.SourceError, builder.BuildError) as e:
         snapshot.status, snapshot.error = ReadoutSnapshot.Status.FAILED, str(e)
@@ -114,6 +117,7 @@ def _num(value, cast=float):
 
 
 SUMS_KINDS = ("exposure", "covariate", "conversion", "uncounted")
+SLICE_KINDS = ("slice", "slice_den")
 
 
 def _row_json(r: dict) -> dict:
@@ -134,23 +138,34 @@ def _row_json(r: dict) -> dict:
     }
 
 
-def rows_to_json(rows: list[dict]) -> dict:
-    """The query's rows as the snapshot stores them: SumsRow fields (variant by key), health counts, and the
-    ``extras`` of rule metrics (caps used, ratio sums, funnel steps; see ``builder``)."""
-    sums, extras, health = [], [], {k: 0 for k in builder.HEALTH_KINDS}
+def rows_to_json(rows: list[dict], *, dimensions: tuple[str, ...] = ()) -> dict:
+    """The query's rows as the snapshot stores them: SumsRow fields (variant by key), health counts, the
+    ``extras`` of rule metrics (caps used, ratio sums, funnel steps; see ``builder``), the ``slices`` of every
+    metric by every dimension (``dimension``, ``slice``: users, Σm, Σm², Σm·d / Σd, Σd²) and the ``dimensions``
+    (extra exposure columns) they were sliced by."""
+    sums, extras, slices, health = [], [], [], {k: 0 for k in builder.HEALTH_KINDS}
     for r in rows:
         kind = r["kind"]
         if kind in builder.HEALTH_KINDS:
             health[kind] = int(r["users"] or 0)
         elif kind in SUMS_KINDS:
             sums.append(_row_json(r))
+        elif kind in SLICE_KINDS:
+            slices.append({**_row_json(r), "dimension": r["dimension"], "slice": r["slice"]})
         else:
             extra = _row_json(r)
             if kind == "cap":
                 extra["total"] = None if r["total"] is None else float(r["total"])
             extras.append(extra)
     order = lambda s: (s["kind"], s["variant"] or "", s["metric"], s["day"] or "")  # noqa: E731
-    return {"sums": sorted(sums, key=order), "health": health, "extras": sorted(extras, key=order)}
+    by_slice = lambda s: (s["metric"], s["dimension"], s["slice"], s["kind"], s["variant"] or "")  # noqa: E731
+    return {
+        "sums": sorted(sums, key=order),
+        "health": health,
+        "extras": sorted(extras, key=order),
+        "dimensions": list(dimensions),
+        "slices": sorted(slices, key=by_slice),
+    }
 
 
 # --- read ---------------------------------------------------------------------------------------------
@@ -170,6 +185,11 @@ class SnapshotState:
             if self.snapshot is None or latest.created_at >= self.snapshot.created_at:
                 return latest
         return None
+
+    @property
+    def dimensions(self) -> list[str]:
+        """The extra exposure columns the latest ok snapshot broke every metric down by."""
+        return list((self.snapshot.rows or {}).get("dimensions", [])) if self.snapshot is not None else []
 
     @property
     def active(self) -> bool:

@@ -279,16 +279,27 @@ def test_seed_demo__postgresql__event_tables_analyzed_for_the_planner(seeded):
     assert estimates[Assignment._meta.db_table] > 0
 
 
-def test_seed_demo__warehouse_experiment__dimension_breakdown_says_unavailable_not_empty_slices(seeded, client):
-    # Given the warehouse-native demo experiment (its exposures live in the Parquet lake, not in Signal Dash)
+def test_seed_demo__warehouse_experiment__broken_down_by_the_lakes_extra_columns(seeded, client):
+    # Given the warehouse-native demo experiment (its exposures, with platform and country, live in the Parquet lake)
     client.force_login(get_user_model().objects.get(username="reviewer"))
-    # When a breakdown is asked for, on the API and on the page
-    response = client.get("/api/experiments/warehouse-checkout/readout", {"dimension": "country"})
-    page = client.get("/experiments/warehouse-checkout/readout", {"dimension": "country"})
-    # Then neither shows slices of nobody: both say why there are none
-    assert response.status_code == 200
-    dimension = response.json()["dimension"]
-    assert dimension["slices"] == [] and "warehouse source" in dimension["unavailable"]
-    assert page.status_code == 200
+    # When it is broken down by platform (pre-registered) on the API and on the page
+    response = client.get("/api/experiments/warehouse-checkout/readout", {"dimension": "platform"})
+    page = client.get("/experiments/warehouse-checkout/readout", {"dimension": "platform"})
+    # Then both show the lake's slices, computed in the warehouse, with every exposed user in one of them
+    assert response.status_code == 200 and page.status_code == 200
+    body = response.json()
+    dimension = body["dimension"]
+    assert "unavailable" not in dimension and dimension["registered"] is True
+    assert {s["value"] for s in dimension["slices"]} == {"web", "ios", "android"}
+    exposed = {v["key"]: v["n"] for v in body["variants"]}
+    for key, n in exposed.items():
+        assert sum(v["n"] for s in dimension["slices"] for v in s["variants"] if v["key"] == key) == n
     html = page.content.decode()
-    assert "data-dimension-unavailable" in html and 'data-slice="' not in html
+    assert 'data-slice="web"' in html and "data-dimension-unavailable" not in html
+    assert "<code>platform</code>, <code>country</code>" in html  # what it can be broken down by
+    # and a column the lake does not have says so, naming the ones it has
+    missing = client.get("/api/experiments/warehouse-checkout/readout", {"dimension": "browser"}).json()["dimension"]
+    assert missing["slices"] == [] and "platform, country" in missing["unavailable"]
+    # and country (not pre-registered) has its users without a value as "(none)"
+    country = client.get("/api/experiments/warehouse-checkout/readout", {"dimension": "country"}).json()["dimension"]
+    assert country["registered"] is False and "(none)" in {s["value"] for s in country["slices"]}

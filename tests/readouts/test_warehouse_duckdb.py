@@ -27,13 +27,16 @@ def write_lake(tmp_path, ds, *, parquet: bool) -> str:
 
     path = tmp_path / "lake.duckdb"
     con = duckdb.connect(str(path))
-    con.execute("CREATE TABLE exposures (experiment_key TEXT, variant_key TEXT, user_key TEXT, timestamp TIMESTAMP)")
+    con.execute(
+        "CREATE TABLE exposures (experiment_key TEXT, variant_key TEXT, user_key TEXT, timestamp TIMESTAMP, "
+        "country TEXT)"
+    )
     con.execute(
         "CREATE TABLE events (user_key TEXT, timestamp TIMESTAMP, event TEXT, value DOUBLE, event_id TEXT, "
         "channel TEXT)"
     )
     con.executemany(
-        "INSERT INTO exposures VALUES (?, ?, ?, ?)", [[r[c] for c in EXPOSURE_COLUMNS] for r in naive(ds.exposures)]
+        "INSERT INTO exposures VALUES (?, ?, ?, ?, ?)", [[r[c] for c in EXPOSURE_COLUMNS] for r in naive(ds.exposures)]
     )
     con.executemany(
         "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", [[r[c] for c in EVENT_COLUMNS] for r in naive(ds.events)]

@@ -46,7 +46,8 @@ def warehouse_db():
     def load(ds) -> None:
         with psycopg.connect(url, autocommit=True) as con:
             con.execute(
-                'CREATE TABLE exposures (experiment_key text, variant_key text, user_key text, "timestamp" timestamptz)'
+                "CREATE TABLE exposures (experiment_key text, variant_key text, user_key text, "
+                '"timestamp" timestamptz, country text)'
             )
             con.execute(
                 'CREATE TABLE events (user_key text, "timestamp" timestamptz, event text, value double precision, '
@@ -55,7 +56,7 @@ def warehouse_db():
             con.execute("CREATE SEQUENCE touched")
             with con.cursor() as cur:
                 cur.executemany(
-                    "INSERT INTO exposures VALUES (%s, %s, %s, %s)",
+                    "INSERT INTO exposures VALUES (%s, %s, %s, %s, %s)",
                     [[r[c] for c in EXPOSURE_COLUMNS] for r in ds.exposures],
                 )
                 cur.executemany(

@@ -197,3 +197,22 @@ def test_builder__filter_prop_not_an_identifier__refused():
     plan = QueryPlan("e", ("a",), START, END, (d,), 0)
     with pytest.raises(builder.BuildError, match="not a plain column name"):
         builder.build_query(plan=plan, source=builder.SourceSQL("SELECT 1", "SELECT 1", frozenset()), engine="duckdb")
+
+
+@pytest.mark.parametrize("name", ["timestamp", "a b", "x; DROP TABLE t", ""])
+def test_builder__dimension_not_an_extra_column_name__refused(name):
+    d = M(key="m", kind="binary", event="x")
+    plan = QueryPlan("e", ("a",), START, END, (d,), 0, dimensions=(name,))
+    with pytest.raises(builder.BuildError, match="not a plain extra column name"):
+        builder.build_query(plan=plan, source=builder.SourceSQL("SELECT 1", "SELECT 1", frozenset()), engine="duckdb")
+
+
+def test_dimensions_for__registered_first_then_by_name__plain_lower_case_columns_only(db):
+    from experiments.models import Experiment
+    from readouts.sources.plan import MAX_DIMENSIONS, dimensions_for
+
+    exp = Experiment(slug="e", dimensions=["os", "missing"])
+    columns = frozenset({"experiment_key", "variant_key", "user_key", "timestamp", "os", "country", "Weird", "a-b"})
+    assert dimensions_for(experiment=exp, columns=columns, standard=builder.EXPOSURE_COLUMNS) == ("os", "country")
+    many = frozenset(f"c{k:02d}" for k in range(MAX_DIMENSIONS + 5))
+    assert dimensions_for(experiment=exp, columns=many, standard=()) == tuple(sorted(many))[:MAX_DIMENSIONS]

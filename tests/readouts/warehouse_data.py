@@ -38,12 +38,16 @@ CATALOG = {
                         "delay_hours": 0.5},
 }  # fmt: skip
 VARIANTS = ("control", "treatment")
+# An extra exposure column (a dimension): 26 values of uneven size, so the breakdown shows the 20 largest, merges
+# the rest into "(other)", and has users without a value ("(none)"); ties in size are broken by the value.
+COUNTRIES = tuple(f"c{k:02d}" for k in range(26))
+COUNTRY_WEIGHTS = tuple(30 - k for k in range(26))
 LOOKBACK_DAYS = 14
 
 
 @dataclass
 class Dataset:
-    exposures: list[dict] = field(default_factory=list)  # experiment_key, variant_key, user_key, timestamp
+    exposures: list[dict] = field(default_factory=list)  # experiment_key, variant_key, user_key, timestamp, country
     events: list[dict] = field(default_factory=list)  # user_key, timestamp, event, value, event_id, channel
     api: list[dict] = field(default_factory=list)  # /api/track/batch items for the internal experiment
     unknown_variant_rows: int = 0
@@ -80,17 +84,19 @@ def build(  # noqa: C901 - one generator, read top to bottom
         variant = rng.choice(VARIANTS)
         exposed_at = start + timedelta(days=rng.randrange(4), minutes=rng.randrange(1, 1400), seconds=rng.randrange(60))
         roll = rng.random()
+        country = None if rng.random() < 0.06 else rng.choices(COUNTRIES, COUNTRY_WEIGHTS)[0]
         if roll < 0.08:  # never exposed: their events are ignored by the warehouse, never sent to the API
             exposed = False
         else:
             exposed = True
-            ds.exposures.append({"variant_key": variant, "user_key": user, "timestamp": exposed_at})
-            if rng.random() < 0.15:  # repeat exposure, same variant, later
+            ds.exposures.append({"variant_key": variant, "user_key": user, "timestamp": exposed_at, "country": country})
+            if rng.random() < 0.15:  # repeat exposure, same variant, later (another country: the first one counts)
                 later = exposed_at + timedelta(hours=rng.randrange(1, 30))
-                ds.exposures.append({"variant_key": variant, "user_key": user, "timestamp": later})
+                ds.exposures.append({"variant_key": variant, "user_key": user, "timestamp": later, "country": "zz"})
             if roll > 0.95:  # also exposed to the other variant: excluded everywhere
                 other = VARIANTS[1 - VARIANTS.index(variant)]
-                ds.exposures.append({"variant_key": other, "user_key": user, "timestamp": exposed_at + timedelta(1)})
+                x = {"variant_key": other, "user_key": user, "timestamp": exposed_at + timedelta(1), "country": country}
+                ds.exposures.append(x)
                 ds.multiple_exposure_users += 1
             first[user] = (variant, exposed_at)
         for metric in EVENTS:
@@ -111,11 +117,16 @@ def build(  # noqa: C901 - one generator, read top to bottom
                 if event_id is not None and rng.random() < 0.2:  # delivered twice
                     ds.events.append(dict(e))
         if exposed and rng.random() < 0.05:  # an unknown variant key on a stray row
-            ds.exposures.append({"variant_key": "ghost", "user_key": user, "timestamp": exposed_at})
+            ds.exposures.append({"variant_key": "ghost", "user_key": user, "timestamp": exposed_at, "country": "zz"})
             ds.unknown_variant_rows += 1
     for j in range(20):  # another experiment's exposures, some before this one started
         ds.exposures.append(
-            {"variant_key": "control", "user_key": f"o{j}", "timestamp": start - timedelta(days=2, hours=j)}
+            {
+                "variant_key": "control",
+                "user_key": f"o{j}",
+                "timestamp": start - timedelta(days=2, hours=j),
+                "country": "zz",
+            }
         )
     for x in ds.exposures:
         x["experiment_key"] = warehouse_key if not x["user_key"].startswith("o") else "other-experiment"
@@ -138,6 +149,7 @@ def _api_items(ds: Dataset, first: dict, start: datetime, key: str) -> list[dict
             "event_type": "exposure",
             "occurred_at": _iso(x["timestamp"]),
         }
+        item |= {"props": {"country": x["country"]}} if x["country"] is not None else {}
         if x["variant_key"] not in VARIANTS:
             pass  # rejected: unknown variant
         elif x["variant_key"] != first[user][0]:

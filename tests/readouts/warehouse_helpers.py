@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 
 from tests.readouts import warehouse_data
 
-EXPOSURE_COLUMNS = ("experiment_key", "variant_key", "user_key", "timestamp")
+EXPOSURE_COLUMNS = ("experiment_key", "variant_key", "user_key", "timestamp", "country")
 EVENT_COLUMNS = ("user_key", "timestamp", "event", "value", "event_id", "channel")
 
 
@@ -46,6 +46,7 @@ def running_experiment(owner, slug: str, *, started, data_source=None, with_cata
         mde=0.1,
         baseline_rate=0.3,
         data_source=data_source,
+        dimensions=["country"],
     )
     for key in warehouse_data.VARIANTS:
         Variant.objects.create(experiment=exp, key=key, name=key.title(), is_control=key == "control")
@@ -192,3 +193,22 @@ def assert_same_readouts(internal, warehouse, ds) -> None:
         ja = readout_as_json(readout_get(experiment=internal, metric=metric))
         jb = readout_as_json(readout_get(experiment=warehouse, metric=metric))
         assert_json_equal(ja, jb)
+    assert_same_breakdowns(internal, warehouse)
+
+
+def assert_same_breakdowns(internal, warehouse) -> None:
+    """Every metric broken down by the exposures' ``country`` (a prop on the API side, an extra column of the
+    exposure SELECT on the warehouse side): the same slices, users, means, lifts, p-values and chances to beat."""
+    from readouts.dimensions import NONE, OTHER, TOP_SLICES, dimension_breakdown_get
+    from readouts.selectors import readout_get
+
+    for metric in [*warehouse_data.METRICS, *warehouse_data.CATALOG]:
+        a = readout_get(experiment=internal, metric=metric)
+        b = readout_get(experiment=warehouse, metric=metric)
+        ja = dimension_breakdown_get(experiment=internal, readout=a, key="country").as_json()
+        jb = dimension_breakdown_get(experiment=warehouse, readout=b, key="country").as_json()
+        values = [s["value"] for s in ja["slices"]]
+        assert len(values) == TOP_SLICES + 2 and values[-2:] == [OTHER, NONE], (metric, values)
+        assert "zz" not in values  # the first exposure's value counts, not a later row's
+        assert ja["registered"] and "unavailable" not in jb, jb
+        assert_json_equal(ja, jb, f"breakdown[{metric}]")
