@@ -59,6 +59,7 @@ class SourceSQL:
     exposure_sql: str
     events_sql: str
     events_columns: frozenset[str] = frozenset()  # what the events SELECT returns (event_id, props, extras)
+    props_type: str = ""  # the engine's type of the events' ``props`` column, lower case ('' = JSON or JSON text)
 
 
 # --- the canonical query ------------------------------------------------------------------------------
@@ -392,8 +393,8 @@ def _filter(d: MetricDefinition, j: int, columns: frozenset[str]) -> str:
         return ""
     if d.filter_prop in columns:  # an extra column of the events SELECT
         return f" AND CAST(e.{d.filter_prop} AS TEXT) IN (:filter_{j})"
-    if "props" in columns:  # engine JSON: props ->> '$.key'
-        return f" AND (e.props ->> :prop_path_{j}) IN (:filter_{j})"
+    if "props" in columns:  # engine JSON, JSON text or a map: PROPS_GET, rendered per engine (_props_get)
+        return f" AND CAST(PROPS_GET(e.props, :prop_key_{j}) AS TEXT) IN (:filter_{j})"
     raise BuildError(f"Metric {d.key}: the events SELECT has neither a {d.filter_prop} column nor props.")
 
 
@@ -427,7 +428,7 @@ class _Query:
             self.values[f"cap_{j}"] = exp.Literal.number(float(d.cap_value))
         if d.filter_prop:
             self.values[f"filter_{j}"] = _literals(d.filter_values or ("",))
-            self.values[f"prop_path_{j}"] = exp.Literal.string(f"$.{d.filter_prop}")
+            self.values[f"prop_key_{j}"] = exp.Literal.string(d.filter_prop)
             self.needed.add(d.filter_prop if d.filter_prop in self.columns else "props")
         matches = f"e.event = :event_{j}" + _filter(d, j, self.columns)
         counted = COUNTED + (COUNTED_WINDOW if d.window_hours is not None else "")
@@ -589,6 +590,40 @@ def _replace(tree: exp.Expression, values: dict) -> exp.Expression:
     return tree
 
 
+# One key of the events' ``props``, as text, per engine and type of the column (``__c`` stands for it; the key is a
+# validated identifier): a map is indexed, JSON (or JSON in a text column) is extracted.
+PROPS_GET = {
+    ("duckdb", "map"): "__c['{key}']",
+    ("duckdb", "json"): "__c ->> '$.{key}'",
+    ("postgresql", "json"): "__c ->> '{key}'",
+    ("postgresql", "text"): "CAST(__c AS JSONB) ->> '{key}'",
+    ("spark", "map"): "TRY_ELEMENT_AT(__c, '{key}')",
+    ("spark", "json"): "GET_JSON_OBJECT(CAST(__c AS STRING), '$.{key}')",
+}
+
+
+def _props_kind(engine: str, props_type: str) -> str:
+    if engine == "postgresql":
+        return "json" if props_type in ("json", "jsonb") else "text"
+    return "map" if props_type.startswith("map") else "json"
+
+
+def _props_get(tree: exp.Expression, *, engine: str, props_type: str) -> exp.Expression:
+    """Every ``PROPS_GET(column, 'key')`` of the canonical query becomes the engine's way to read that key."""
+    template = PROPS_GET[(engine, _props_kind(engine, props_type))]
+
+    def swap(node: exp.Expression):
+        if isinstance(node, exp.Anonymous) and node.name.upper() == "PROPS_GET":
+            column, key = node.expressions
+            if not IDENTIFIER_RE.fullmatch(key.name):
+                raise BuildError(f"Property {key.name!r} is not a plain name.")
+            read = sqlglot.parse_one(template.format(key=key.name), read=DIALECTS[engine])
+            return read.transform(lambda n: column.copy() if isinstance(n, exp.Column) and n.name == "__c" else n)
+        return node
+
+    return tree.transform(swap)
+
+
 def _union_leaves(node: exp.Expression):
     if isinstance(node, exp.Union):
         yield from _union_leaves(node.left)
@@ -664,15 +699,19 @@ def _spark_fixes(tree: exp.Expression) -> exp.Expression:
 _DIALECT_FIXES = {"postgresql": _postgres_fixes, "spark": _spark_fixes}
 
 
+def _validate_dimensions(names: tuple[str, ...]) -> None:
+    for name in names:
+        if not IDENTIFIER_RE.fullmatch(name) or name in EXPOSURE_COLUMNS:
+            raise BuildError(f"Dimension {name!r} is not a plain extra column name of the exposure SELECT.")
+
+
 def build_query(*, plan: QueryPlan, source: SourceSQL, engine: str) -> str:
     """The experiment's one query, as the engine's SQL text (what runs, and what the snapshot keeps)."""
     if engine not in DIALECTS:
         raise BuildError(f"Unknown engine {engine!r}.")
     exposure = parse_select(source.exposure_sql, engine=engine, what="exposure")
     events = parse_select(source.events_sql, engine=engine, what="events")
-    for name in plan.dimensions:
-        if not IDENTIFIER_RE.fullmatch(name) or name in EXPOSURE_COLUMNS:
-            raise BuildError(f"Dimension {name!r} is not a plain extra column name of the exposure SELECT.")
+    _validate_dimensions(plan.dimensions)
     q = _Query(
         columns=frozenset(source.events_columns),
         lookback_days=plan.cuped_lookback_days,
@@ -702,6 +741,8 @@ def build_query(*, plan: QueryPlan, source: SourceSQL, engine: str) -> str:
         elif cte.alias == "src_e":
             cte.set("this", events)
     tree = _replace(tree, _values(plan, q))
+    if "props" in q.needed:
+        tree = _props_get(tree, engine=engine, props_type=source.props_type)
     if q.dimensions:
         _pad_dimension_columns(tree)
     fix = _DIALECT_FIXES.get(engine)

@@ -77,9 +77,11 @@ def snapshot_run(*, snapshot: ReadoutSnapshot, now: datetime | None = None) -> R
     snapshot.status, snapshot.started_at = ReadoutSnapshot.Status.RUNNING, timezone.now()
     snapshot.save(update_fields=["status", "started_at"])
     try:
-        exposure_cols = _probe(source, source.exposure_sql, "exposure")
+        exposure_probe = _probe(source, source.exposure_sql, "exposure")
+        exposure_cols = frozenset(c.lower() for c in exposure_probe.columns)
         _check_columns(source, exposure_cols, builder.EXPOSURE_COLUMNS, "exposure")
-        event_cols = _probe(source, source.events_sql, "events")
+        events_probe = _probe(source, source.events_sql, "events")
+        event_cols = frozenset(c.lower() for c in events_probe.columns)
         _check_columns(source, event_cols, builder.EVENT_COLUMNS, "events")
         dimensions = dimensions_for(experiment=experiment, columns=exposure_cols, standard=builder.EXPOSURE_COLUMNS)
         plan = query_plan_for(
@@ -87,7 +89,9 @@ def snapshot_run(*, snapshot: ReadoutSnapshot, now: datetime | None = None) -> R
         )
         sql = builder.build_query(
             plan=plan,
-            source=builder.SourceSQL(source.exposure_sql, source.events_sql, event_cols),
+            source=builder.SourceSQL(
+                source.exposure_sql, source.events_sql, event_cols, props_type=events_probe.type_of("props")
+            ),
             engine=source.engine,
         )
         snapshot.sql = sql
@@ -106,10 +110,10 @@ def snapshot_run(*, snapshot: ReadoutSnapshot, now: datetime | None = None) -> R
     return snapshot
 
 
-def _probe(source: DataSource, sql: str, what: str) -> frozenset[str]:
+def _probe(source: DataSource, sql: str, what: str) -> runners.Result:
+    """The SELECT's columns and their types (no rows)."""
     probe = builder.probe_query(sql=sql, engine=source.engine, what=what, limit=0)
-    result = runners.run(engine=source.engine, url_env=source.url_env, sql=probe, timeout_s=source.timeout_s)
-    return frozenset(c.lower() for c in result.columns)
+    return runners.run(engine=source.engine, url_env=source.url_env, sql=probe, timeout_s=source.timeout_s)
 
 
 def _num(value, cast=float):

@@ -22,6 +22,11 @@ class SourceError(Exception):
 class Result:
     columns: list[str]
     rows: list[tuple]
+    types: tuple[str, ...] = ()  # each column's engine type, lower case ('json', 'map(varchar, varchar)', …)
+
+    def type_of(self, column: str) -> str:
+        by_name = dict(zip((c.lower() for c in self.columns), self.types, strict=False))
+        return by_name.get(column, "")
 
     def dicts(self) -> list[dict]:
         return [dict(zip(self.columns, r, strict=True)) for r in self.rows]
@@ -96,7 +101,9 @@ def run_duckdb(*, url: str, sql: str, timeout_s: float) -> Result:
 
     def run() -> Result:
         cur = con.execute(sql)
-        return Result([d[0] for d in cur.description], cur.fetchall())
+        return Result(
+            [d[0] for d in cur.description], cur.fetchall(), tuple(str(d[1]).lower() for d in cur.description)
+        )
 
     try:
         return _with_timeout(run, cancel=con.interrupt, timeout_s=timeout_s, what="DuckDB")
@@ -107,6 +114,9 @@ def run_duckdb(*, url: str, sql: str, timeout_s: float) -> Result:
 
 
 # --- PostgreSQL ---------------------------------------------------------------------------------------
+PG_TYPES = {25: "text", 1043: "varchar", 114: "json", 3802: "jsonb"}  # the type OIDs the builder tells apart
+
+
 def run_postgresql(*, url: str, sql: str, timeout_s: float) -> Result:
     import psycopg
 
@@ -122,7 +132,8 @@ def run_postgresql(*, url: str, sql: str, timeout_s: float) -> Result:
             cur.execute("SELECT set_config('statement_timeout', %s, true)", (f"{int(timeout_s * 1000)}",))
             cur.execute("SELECT set_config('TimeZone', 'UTC', true)")
             cur.execute(sql)
-            result = Result([d.name for d in cur.description], cur.fetchall())
+            types = tuple(PG_TYPES.get(d.type_code, str(d.type_code)) for d in cur.description)
+            result = Result([d.name for d in cur.description], cur.fetchall(), types)
         con.rollback()
         return result
     except psycopg.errors.QueryCanceled:
@@ -154,7 +165,8 @@ def run_spark(*, url: str, sql: str, timeout_s: float) -> Result:
     def run() -> Result:
         df = session.sql(sql)
         table = df.toArrow()
-        return Result(list(table.column_names), [tuple(r.values()) for r in table.to_pylist()])
+        types = tuple(str(f.type).lower() for f in table.schema)
+        return Result(list(table.column_names), [tuple(r.values()) for r in table.to_pylist()], types)
 
     try:
         return _with_timeout(run, cancel=session.interruptAll, timeout_s=timeout_s, what="Spark")

@@ -7,13 +7,16 @@ previous numbers, and never show the URL.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.db import connection
 
 from readouts.models import DataSource, ReadoutSnapshot
-from readouts.sources import runners
+from readouts.sources import builder, runners
 from readouts.sources.refresh import snapshot_request, snapshot_run
 from tests.readouts import warehouse_data
+from tests.readouts.test_warehouse_rules import _dataset, assert_rules, rules_query
 from tests.readouts.warehouse_helpers import (
     EVENT_COLUMNS,
     EXPOSURE_COLUMNS,
@@ -123,3 +126,38 @@ def test_postgres_runner__query_past_timeout__cancelled_by_statement_timeout(war
     monkeypatch.setenv("SD_TEST_PG_URL", url)
     with pytest.raises(runners.SourceError, match="timeout of 1 s"):
         runners.run(engine="postgresql", url_env="SD_TEST_PG_URL", sql="SELECT pg_sleep(5)", timeout_s=1)
+
+
+@pytest.mark.parametrize("props_type", ["jsonb", "json", "text"])
+def test_postgres_rules__filter_on_props__jsonb_json_or_json_text__values_equal_reference(
+    warehouse_db, monkeypatch, props_type
+):
+    # Given the rules dataset in the warehouse database, the filters' channel in props as jsonb, json or JSON text
+    import psycopg
+
+    url, _ = warehouse_db
+    exposures, events = _dataset(3)
+    with psycopg.connect(url, autocommit=True) as con:
+        con.execute('CREATE TABLE r_x (experiment_key text, variant_key text, user_key text, "timestamp" timestamptz)')
+        con.execute(
+            'CREATE TABLE r_e (user_key text, "timestamp" timestamptz, event text, value double precision, '
+            f"event_id text, props {props_type})"
+        )
+        with con.cursor() as cur:
+            cur.executemany("INSERT INTO r_x VALUES (%s, %s, %s, %s)", exposures)
+            rows = [(u, at, ev, v, eid, json.dumps({"channel": ch})) for u, at, ev, v, eid, ch in events]
+            cur.executemany("INSERT INTO r_e VALUES (%s, %s, %s, %s, %s, %s)", rows)
+    monkeypatch.setenv("SD_TEST_PG_URL", url)
+    x, e = "SELECT * FROM r_x", "SELECT * FROM r_e"
+    # When the probe finds the column's type and the query runs
+    probe = runners.run(
+        engine="postgresql",
+        url_env="SD_TEST_PG_URL",
+        sql=builder.probe_query(sql=e, engine="postgresql", what="e"),
+        timeout_s=30,
+    )
+    assert probe.type_of("props") == props_type
+    sql = rules_query(engine="postgresql", columns=probe.columns, props_type=probe.type_of("props"), x=x, e=e)
+    result = runners.run(engine="postgresql", url_env="SD_TEST_PG_URL", sql=sql, timeout_s=60)
+    # Then per definition and variant the values equal the independent reference
+    assert_rules(result.dicts(), exposures, events)

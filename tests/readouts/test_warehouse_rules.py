@@ -7,7 +7,6 @@ and Σ value² of the per-user values must equal the sums of the query's SumsRow
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections import defaultdict
@@ -108,40 +107,47 @@ def _reference(d: M, exposures, events) -> dict:  # noqa: C901 - the rules, spel
     return dict(out)
 
 
-def _load(exposures, events, *, props: bool) -> str:
+# How the events carry ``channel`` (what the filters read): an extra column, or ``props`` as the engine's JSON, JSON
+# text, or a map (DuckDB SQL building the ``props`` column from ``channel``).
+PROPS_FORMS = {
+    "column": "channel",
+    "json": "CAST(json_object('channel', channel) AS JSON) AS props",
+    "text": "CAST(json_object('channel', channel) AS VARCHAR) AS props",
+    "map": "MAP(['channel'], [channel]) AS props",
+}
+
+
+def _load(exposures, events, *, props: str = "column"):
+    """The dataset in an in-memory DuckDB: tables exposures and events (``channel`` as ``PROPS_FORMS[props]``)."""
     import duckdb
 
     con = duckdb.connect(":memory:")
     con.execute("SET TimeZone = 'UTC'")
     con.execute("CREATE TABLE exposures (experiment_key TEXT, variant_key TEXT, user_key TEXT, timestamp TIMESTAMP)")
-    extra = "props JSON" if props else "channel TEXT"
     con.execute(
-        f"CREATE TABLE events (user_key TEXT, timestamp TIMESTAMP, event TEXT, value DOUBLE, event_id TEXT, {extra})"
+        "CREATE TABLE raw_events (user_key TEXT, timestamp TIMESTAMP, event TEXT, value DOUBLE, event_id TEXT, "
+        "channel TEXT)"
     )
     naive = lambda t: t.astimezone(UTC).replace(tzinfo=None)  # noqa: E731
     con.executemany("INSERT INTO exposures VALUES (?, ?, ?, ?)", [[e, v, u, naive(x)] for e, v, u, x in exposures])
-    rows = [
-        [u, naive(at), ev, val, eid, json.dumps({"channel": ch}) if props else ch] for u, at, ev, val, eid, ch in events
-    ]
-    con.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", rows)
+    rows = [[u, naive(at), ev, val, eid, ch] for u, at, ev, val, eid, ch in events]
+    con.executemany("INSERT INTO raw_events VALUES (?, ?, ?, ?, ?, ?)", rows)
+    con.execute(
+        f"CREATE TABLE events AS SELECT user_key, timestamp, event, value, event_id, {PROPS_FORMS[props]} "
+        "FROM raw_events"
+    )
     return con
 
 
-@pytest.mark.parametrize("props", [False, True], ids=["filter-column", "filter-props-json"])
-@pytest.mark.parametrize("seed", [1, 2])
-def test_warehouse_rules__random_events__per_user_values_equal_independent_reference(seed, props):
-    # Given random events and hand-made definitions
-    exposures, events = _dataset(seed)
-    con = _load(exposures, events, props=props)
-    columns = frozenset({"user_key", "timestamp", "event", "value", "event_id", "props" if props else "channel"})
+def rules_query(*, engine: str, columns, props_type: str = "", x="SELECT * FROM exposures", e="SELECT * FROM events"):
+    """The query of DEFS over the two SELECTs (``columns``: the events SELECT's, ``props_type`` as probed)."""
     plan = QueryPlan("exp", ("a", "b"), START, END, DEFS, cuped_lookback_days=0)
-    sql = builder.build_query(
-        plan=plan, source=builder.SourceSQL("SELECT * FROM exposures", "SELECT * FROM events", columns), engine="duckdb"
-    )
-    # When the query runs
-    cur = con.execute(sql)
-    rows = runners.Result([c[0] for c in cur.description], cur.fetchall()).dicts()
-    # Then per definition and variant the summed increments equal the reference
+    source = builder.SourceSQL(x, e, frozenset(c.lower() for c in columns), props_type=props_type)
+    return builder.build_query(plan=plan, source=source, engine=engine)
+
+
+def assert_rules(rows: list[dict], exposures, events) -> None:
+    """Per definition and variant, the query's summed increments equal the reference."""
     n = defaultdict(int)
     for r in rows:
         if r["kind"] == "exposure":
@@ -162,6 +168,21 @@ def test_warehouse_rules__random_events__per_user_values_equal_independent_refer
             if d.kind == "mean":
                 assert math.isclose(g[1], total, rel_tol=1e-9, abs_tol=1e-9), (d.key, variant, g[1], total)
                 assert math.isclose(g[2], total_sq, rel_tol=1e-9, abs_tol=1e-9), (d.key, variant, g[2], total_sq)
+
+
+@pytest.mark.parametrize("props", list(PROPS_FORMS), ids=[f"filter-{p}" for p in PROPS_FORMS])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_warehouse_rules__random_events__per_user_values_equal_independent_reference(seed, props):
+    # Given random events (the filters' channel as a column, or in props as JSON, JSON text or a map)
+    exposures, events = _dataset(seed)
+    con = _load(exposures, events, props=props)
+    probe = con.execute("SELECT * FROM events LIMIT 0")
+    columns = [c[0] for c in probe.description]
+    props_type = next((str(c[1]).lower() for c in probe.description if c[0] == "props"), "")
+    # When the query of hand-made definitions runs
+    cur = con.execute(rules_query(engine="duckdb", columns=columns, props_type=props_type))
+    # Then per definition and variant the summed increments equal the reference
+    assert_rules(runners.Result([c[0] for c in cur.description], cur.fetchall()).dicts(), exposures, events)
 
 
 def test_builder__values_only_as_literals__quotes_cannot_escape():

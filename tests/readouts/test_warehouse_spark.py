@@ -67,3 +67,31 @@ def test_spark_snapshot__parquet_on_two_executors__every_sumsrow_and_statistic_e
     assert_same_readouts(internal, warehouse, ds)
     # and the tasks ran on the executors (not only the driver)
     assert sum(e["totalTasks"] for e in sparkcluster.executors(ui_port)) > 0
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("props", ["map", "text"])
+def test_spark_rules__filter_on_props__map_or_json_text__values_equal_reference(
+    spark_connect, tmp_path, monkeypatch, props
+):
+    # Given the rules dataset as Parquet, the filters' channel in props as a map<string,string> or as JSON text
+    from readouts.sources import builder, runners
+    from tests.readouts.test_warehouse_rules import _dataset, _load, assert_rules, rules_query
+
+    url, _ = spark_connect
+    exposures, events = _dataset(4)
+    con = _load(exposures, events, props=props)
+    for table in ("exposures", "events"):
+        con.execute(f"COPY {table} TO '{tmp_path / table}.parquet' (FORMAT parquet)")
+    con.close()
+    monkeypatch.setenv("SD_TEST_SPARK_URL", url)
+    x = f"SELECT * FROM parquet.`{tmp_path / 'exposures.parquet'}`"
+    e = f"SELECT * FROM parquet.`{tmp_path / 'events.parquet'}`"
+    # When the probe finds the column's type and the query runs on Spark
+    probe_sql = builder.probe_query(sql=e, engine="spark", what="events")
+    probe = runners.run(engine="spark", url_env="SD_TEST_SPARK_URL", sql=probe_sql, timeout_s=300)
+    assert probe.type_of("props").startswith("map") == (props == "map"), probe.type_of("props")
+    sql = rules_query(engine="spark", columns=probe.columns, props_type=probe.type_of("props"), x=x, e=e)
+    result = runners.run(engine="spark", url_env="SD_TEST_SPARK_URL", sql=sql, timeout_s=600)
+    # Then per definition and variant the values equal the independent reference
+    assert_rules(result.dicts(), exposures, events)
