@@ -7,7 +7,8 @@ readout page p50 from a snapshot.
 2. on DuckDB (in-memory, `read_parquet`): the experiment's full warehouse query (two metrics, CUPED,
    multiple-exposure and unknown-variant counts) against the bare per-variant `GROUP BY` (exposures
    joined to events, count and sum per variant) over the same files — median of --repeat runs;
-3. with --spark: the same on a Spark Connect server (tests/sparkcluster.py, local-cluster[2,1,1024]);
+3. with --spark: the same on a Spark Connect server (tests/sparkcluster.py: two executors of one core,
+   --spark-executor-gb each, default 4; one shuffle partition per 500k events);
    (wall-clock, and for DuckDB the CPU seconds too: on a shared machine they are the steadier ratio);
 4. a throwaway SQLite Signal Dash database with one experiment on the DuckDB source, one snapshot,
    and the readout page (real Django stack, test client) p50 over --repeat requests.
@@ -146,7 +147,7 @@ def page_p50(x_sql: str, e_sql: str, repeat: int) -> dict:
     return {"page_p50_ms": statistics.median(times[1:]) * 1000}
 
 
-def run_measurements(events: int, repeat: int, spark: bool) -> list[dict]:
+def run_measurements(events: int, repeat: int, spark: bool, spark_gb: int = 4) -> list[dict]:
     folder = Path(tempfile.mkdtemp(prefix="sd-bench-lake-"))
     t = time.perf_counter()
     xp, ep = write_lake(folder, events)
@@ -158,7 +159,15 @@ def run_measurements(events: int, repeat: int, spark: bool) -> list[dict]:
     if spark:
         from tests import sparkcluster
 
-        with sparkcluster.spark_connect_server(folder) as (url, ui_port):
+        # Sized for the lake, not the tests' defaults (512 MB executors, 2 shuffle partitions: at 10M events a
+        # stage spilled for 15+ minutes): two executors of one core and --spark-executor-gb each.
+        gb = spark_gb
+        with sparkcluster.spark_connect_server(
+            folder,
+            worker_memory_mb=gb * 1024 + 512,
+            executor_memory=f"{gb}g",
+            shuffle_partitions=max(2, events // 500_000),
+        ) as (url, ui_port):
             sparkcluster.wait_executors(ui_port, 2)
             sx, se = f"SELECT * FROM parquet.`{xp}`", f"SELECT * FROM parquet.`{ep}`"
             out.append({"events": events, **measure_engine("spark", url, sx, se, max(1, repeat // 2))})
@@ -173,6 +182,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--spark", action="store_true")
+    parser.add_argument("--spark-executor-gb", type=int, default=4, help="memory of each of the two executors")
     args = parser.parse_args(argv)
     db = Path(tempfile.mkdtemp()) / "bench.sqlite3"
     os.environ.update({"DATABASE_URL": f"sqlite:///{db}", "DJANGO_SETTINGS_MODULE": "signaldash.settings"})
@@ -180,7 +190,7 @@ def main(argv: list[str]) -> int:
     import django
 
     django.setup()
-    run_measurements(args.events, args.repeat, args.spark)
+    run_measurements(args.events, args.repeat, args.spark, args.spark_executor_gb)
     return 0
 
 

@@ -88,8 +88,13 @@ def executors(ui_port: int) -> list[dict]:
 
 
 @contextmanager
-def spark_connect_server(workdir: Path):
-    """Yield (sc:// URL, UI port) of a running server; stop it (by its process group) afterwards."""
+def spark_connect_server(
+    workdir: Path, *, worker_memory_mb: int = 1024, executor_memory: str = "512m", shuffle_partitions: int = 2
+):
+    """Yield (sc:// URL, UI port) of a running server; stop it (by its process group) afterwards.
+
+    Two executors of one core each; the defaults fit the tests' small datasets (bench/warehouse.py sizes them
+    for millions of events)."""
     home = spark_home()
     port, ui_port = _free_port(), _free_port()
     log = workdir / "spark-connect.log"
@@ -105,7 +110,7 @@ def spark_connect_server(workdir: Path):
         "--class",
         "org.apache.spark.sql.connect.service.SparkConnectServer",
         "--master",
-        "local-cluster[2,1,1024]",
+        f"local-cluster[2,1,{worker_memory_mb}]",
         "--conf",
         "spark.connect.grpc.binding.address=127.0.0.1",
         "--conf",
@@ -119,9 +124,9 @@ def spark_connect_server(workdir: Path):
         "--conf",
         "spark.sql.session.timeZone=UTC",
         "--conf",
-        "spark.executor.memory=512m",
+        f"spark.executor.memory={executor_memory}",
         "--conf",
-        "spark.sql.shuffle.partitions=2",
+        f"spark.sql.shuffle.partitions={shuffle_partitions}",
         "--conf",
         f"spark.local.dir={workdir}",
         "spark-internal",
