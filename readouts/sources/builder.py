@@ -119,14 +119,16 @@ evh AS MATERIALIZED (
 ),
 dup_h AS (SELECT h FROM evh WHERE h IS NOT NULL GROUP BY h HAVING COUNT(*) > 1),
 evd AS (
-  SELECT user_key, ts, event, value {extras} FROM evh WHERE h IS NULL OR h NOT IN (SELECT h FROM dup_h)
+  SELECT e.user_key, e.ts, e.event, e.value {extras_e} FROM evh e LEFT JOIN dup_h k ON k.h = e.h WHERE k.h IS NULL
   UNION ALL
   SELECT user_key, ts, event, value {extras} FROM (
     SELECT e.*, ROW_NUMBER() OVER (PARTITION BY e.user_key, e.event, e.event_id ORDER BY e.ts) AS dup
-    FROM evh e WHERE e.h IN (SELECT h FROM dup_h)
+    FROM evh e JOIN dup_h k ON k.h = e.h
   ) d WHERE d.dup = 1
 )
 """
+# (Joins, not ``h NOT IN (SELECT h FROM dup_h)``: with the ``h IS NULL OR`` Spark ran that as a nested loop over
+# every event × every repeated hash. dup_h's hashes are unique, so neither join repeats a row.)
 EVD_PLAIN = "evd AS (SELECT * FROM ev)"
 
 # Per value part j (a binary or mean definition: a planned metric, or one part of a ratio). ``{matches}`` and
@@ -672,13 +674,17 @@ SPARK_KEEP = exp.condition("RAND() >= 0")
 
 
 def _spark_fixes(tree: exp.Expression) -> exp.Expression:
-    """Spark renders PERCENTILE_CONT as the approximate PERCENTILE_APPROX: use the exact PERCENTILE; and keep every
-    shared CTE a CTE (below)."""
+    """Spark renders PERCENTILE_CONT as the approximate PERCENTILE_APPROX: use the exact PERCENTILE; hash the dedup key
+    in 64 bits; and keep every shared CTE a CTE (below)."""
 
     def fix(node: exp.Expression):
         if isinstance(node, exp.WithinGroup) and isinstance(node.this, exp.PercentileCont):
             order = node.expression.expressions[0].this
             return exp.Anonymous(this="PERCENTILE", expressions=[order.copy(), node.this.this.copy()])
+        if isinstance(node, exp.Anonymous) and node.name.upper() == "HASH":
+            # Spark's HASH is 32-bit Murmur3: 10M keys share ~11,600 hashes by chance (each a trip through the exact
+            # path); XXHASH64 has 64 bits, as DuckDB's HASH and PostgreSQL's HASHTEXTEXTENDED.
+            return exp.Anonymous(this="XXHASH64", expressions=[a.copy() for a in node.expressions])
         return node
 
     tree = tree.transform(fix)
@@ -724,7 +730,8 @@ def build_query(*, plan: QueryPlan, source: SourceSQL, engine: str) -> str:
     kept = sorted(c for c in q.needed if IDENTIFIER_RE.fullmatch(c))
     dedup = "event_id" in q.columns
     event_extras = "".join(f", s.{c}" for c in [*kept, *(["event_id"] if dedup else [])])
-    evd = EVD_DEDUP.format(extras="".join(f", {c}" for c in kept)) if dedup else EVD_PLAIN
+    extras = {"extras": "".join(f", {c}" for c in kept), "extras_e": "".join(f", e.{c}" for c in kept)}
+    evd = EVD_DEDUP.format(**extras) if dedup else EVD_PLAIN
     q.selects.append(EVENT_COUNTS_SELECT.format(**TYPED))
     text = BASE.format(
         event_extras=event_extras,
