@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _print(row: dict) -> None:
     app = f"{row['app_cpu_ms']:.3f}" if row.get("app_cpu_ms") is not None else "-"
-    print(f"round {row['round']} {row['config']:<4}{row['kind']:<12}{row['events_per_s']:>8,.0f} /s  failed "
+    print(f"round {row['round']} {row['config']:<6}{row['kind']:<12}{row['events_per_s']:>8,.0f} /s  failed "
           f"{row['failed']}  p50 {row['p50_ms'] or 0:.1f} ms  app CPU {app} ms/req  db CPU {row['db_cpu_ms']:.3f} "
           f"ms/req  load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
 
