@@ -268,3 +268,25 @@ def test_request__server_stopped_after_answering__not_skipped_and_reconnect_refu
     finally:
         request_finished.send(sender=WSGIHandler)
         cluster.start()
+
+
+def test_socket_readiness__descriptor_above_select_limit__answered_not_raised():
+    # Given a socket whose descriptor is above select()'s FD_SETSIZE (a gunicorn worker with many connections)
+    import resource
+    import socket
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft <= 1100:
+        pytest.skip(f"needs more than 1,100 open files (RLIMIT_NOFILE {soft})")
+    left, right = socket.socketpair()
+    high = os.dup2(left.fileno(), 1100)
+    try:
+        # When the checks ask whether it is readable: Then they answer (select() would raise ValueError)
+        assert pg_base._ready(high, write=False, timeout=0) is False
+        right.send(b"x")
+        assert pg_base._ready(high, write=False, timeout=5) is True
+        assert pg_base._ready(high, write=True, timeout=0) is True
+    finally:
+        os.close(high)
+        left.close()
+        right.close()

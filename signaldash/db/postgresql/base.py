@@ -45,14 +45,20 @@ DEFAULT_UNCHECKED_STATEMENT_TIMEOUT_S = 5.0
 WAIT_INTERVAL_S = 0.1  # psycopg.connection._WAIT_INTERVAL: how often a wait wakes up (Ctrl-C, a closed socket)
 
 
+def _ready(fileno: int, *, write: bool, timeout: float) -> bool:
+    """Whether the socket is readable (or writable) within `timeout` s (0: now). poll(), not select(): a worker
+    with many open connections has descriptors above select()'s FD_SETSIZE (1024), where select() raises."""
+    poller = select.poll()
+    poller.register(fileno, select.POLLOUT if write else select.POLLIN)
+    return bool(poller.poll(timeout * 1000))
+
+
 def _wait(fileno: int, *, write: bool, deadline: float) -> bool:
     """Whether the socket became readable (or writable) before `deadline`."""
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         return False
-    readers, writers = ([], [fileno]) if write else ([fileno], [])
-    ready = select.select(readers, writers, [], remaining)
-    return bool(ready[0] or ready[1])
+    return _ready(fileno, write=write, timeout=remaining)
 
 
 def answers_within(pgconn: pq.abc.PGconn, timeout: float) -> bool:
@@ -83,10 +89,9 @@ def quiet_and_idle(connection: psycopg.Connection) -> bool:
         pgconn = connection.pgconn
         if connection.closed or pgconn.transaction_status != pq.TransactionStatus.IDLE:
             return False
-        readable, _, _ = select.select([pgconn.socket], [], [], 0)
+        return not _ready(pgconn.socket, write=False, timeout=0)  # EOF, an error or a notice: not quiet
     except (psycopg.Error, OSError, ValueError):
         return False
-    return not readable
 
 
 def _resumed(first: Any, gen: Generator) -> Generator:
