@@ -109,7 +109,8 @@ DB_STATEMENT_TIMEOUT_S = env_float("SIGNALDASH_DB_STATEMENT_TIMEOUT_S", 30.0)
 # a connection whose server answered less than SIGNALDASH_DB_HEALTH_CHECK_SKIP_S ago (0: always check) the check
 # (a round trip) is skipped, and the request's first statement must then be answered within
 # SIGNALDASH_DB_UNCHECKED_STATEMENT_TIMEOUT_S or it ends in a 503 (a cut statement may still commit: the retry is
-# a duplicate, docs/deployment.md). Keep that bound above the slowest legitimate first statement of a request.
+# a duplicate, docs/deployment.md). Keep that bound above the slowest legitimate first statement of a request;
+# 0 for either turns the skip off.
 DB_CONN_MAX_AGE = env_int("DB_CONN_MAX_AGE", 60)
 SIGNALDASH_DB_HEALTH_CHECK_TIMEOUT_S = env_float("SIGNALDASH_DB_HEALTH_CHECK_TIMEOUT_S", 1.0)
 SIGNALDASH_DB_HEALTH_CHECK_SKIP_S = env_float("SIGNALDASH_DB_HEALTH_CHECK_SKIP_S", 1.0)

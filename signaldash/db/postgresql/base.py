@@ -165,10 +165,11 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def close_if_health_check_failed(self) -> None:
         if self.connection is not None and self.health_check_enabled and not self.health_check_done:
-            if self.in_request and self._answered_recently() and quiet_and_idle(self.connection):
-                self.connection.next_wait_timeout = getattr(
-                    settings, "SIGNALDASH_DB_UNCHECKED_STATEMENT_TIMEOUT_S", DEFAULT_UNCHECKED_STATEMENT_TIMEOUT_S
-                )
+            bound = getattr(
+                settings, "SIGNALDASH_DB_UNCHECKED_STATEMENT_TIMEOUT_S", DEFAULT_UNCHECKED_STATEMENT_TIMEOUT_S
+            )
+            if bound > 0 and self.in_request and self._answered_recently() and quiet_and_idle(self.connection):
+                self.connection.next_wait_timeout = bound
                 self.health_check_done = True
                 return
         super().close_if_health_check_failed()
