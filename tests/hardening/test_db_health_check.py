@@ -186,11 +186,17 @@ def test_request__server_answered_moments_ago__check_skipped_and_statement_answe
     assert in_requests.in_request is False
 
 
-def test_request__connection_quiet_longer_than_the_skip_window__checked(in_requests, checks, settings):
-    # Given a connection whose server answered longer ago than the skip window
-    settings.SIGNALDASH_DB_HEALTH_CHECK_SKIP_S = 0.5
+@pytest.mark.parametrize("switch", ["answered_before_the_window", "skip_window_0", "bound_0"])
+def test_request__connection_quiet_longer_than_the_skip_window_or_skip_off__checked(
+    in_requests, checks, settings, switch
+):
+    # Given a connection whose server answered longer ago than the skip window, or the skip turned off
+    settings.SIGNALDASH_DB_HEALTH_CHECK_SKIP_S = 0.0 if switch == "skip_window_0" else 0.5
+    if switch == "bound_0":
+        settings.SIGNALDASH_DB_UNCHECKED_STATEMENT_TIMEOUT_S = 0.0
     _backend_pid(in_requests)
-    in_requests.connection.answered_at -= 60
+    if switch == "answered_before_the_window":
+        in_requests.connection.answered_at -= 60
     # When a request uses it
     answer = _request(in_requests, "SELECT 1")
     # Then the full check ran first, once
