@@ -316,6 +316,52 @@ def _reset(url: str) -> None:
         conn.execute("VACUUM ANALYZE")
 
 
+def _tree_cpu_s(root: int) -> float:
+    """CPU seconds (user + system) of process `root`, its reaped children and its live descendants (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents, times = {}, {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            continue
+        pid = int(stat.parent.name)
+        parents[pid] = int(fields[1])
+        times[pid] = (int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14]))  # own, reaped children
+    total, todo = times.get(root, (0, 0))[0] + times.get(root, (0, 0))[1], [root]
+    while todo:  # the children's own times; what exited and was reaped is in its parent's second figure
+        parent = todo.pop()
+        for pid, ppid in parents.items():
+            if ppid == parent:
+                total += times[pid][0]
+                todo.append(pid)
+    return total / tick
+
+
+def _postmaster_pid(url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        data = conn.execute("SHOW data_directory").fetchone()[0]
+    return int((Path(data) / "postmaster.pid").read_text().split()[0])
+
+
+def measure_cpu(kind: str, *, procs: int, threads: int, seconds: float, args: tuple, app: int | None, db: int) -> dict:
+    """`measure`, plus the CPU time per request of the app's processes (gunicorn) and of the PostgreSQL server.
+
+    CPU per request hardly depends on what else the machine runs, where requests per second do: on shared cores
+    it is the steadier before/after figure (the load generators are not counted).
+    """
+    app_before = _tree_cpu_s(app) if app else 0.0
+    db_before = _tree_cpu_s(db)
+    result = measure(kind, procs=procs, threads=threads, seconds=seconds, args=args)
+    requests = result["requests"] or 1
+    time.sleep(0.5)  # the clients' closed connections: their server processes exit and are reaped (counted)
+    result["app_cpu_ms"] = ((_tree_cpu_s(app) - app_before) * 1000 / requests) if app else None
+    result["db_cpu_ms"] = (_tree_cpu_s(db) - db_before) * 1000 / requests
+    return result
+
+
 def _fsync(url: str) -> str:
     import psycopg
 
@@ -373,6 +419,7 @@ def run_measurements(args: argparse.Namespace) -> list[dict]:
         )  # fmt: skip
         ids = json.loads(setup.stdout.strip().splitlines()[-1])
         print(f"PostgreSQL fsync={_fsync(cluster_url)}")
+        postmaster = _postmaster_pid(cluster_url)
         port = _free_port()
         log = tempfile.NamedTemporaryFile(prefix="signaldash-bench-gunicorn-", suffix=".log", delete=False)  # noqa: SIM115
         gunicorn = subprocess.Popen(
@@ -390,14 +437,19 @@ def run_measurements(args: argparse.Namespace) -> list[dict]:
                 measure(kind, procs=2, threads=4, seconds=1, args=http_args)
             for kind, procs, threads, seconds in _app_runs(args):
                 _reset(cluster_url)
-                results.append(measure(kind, procs=procs, threads=threads, seconds=seconds, args=http_args))
+                results.append(
+                    measure_cpu(kind, procs=procs, threads=threads, seconds=seconds, args=http_args,
+                                app=gunicorn.pid, db=postmaster)
+                )  # fmt: skip
                 print(f"  {kind:<24}{results[-1]['events_per_s']:>10,.0f} /s", flush=True)
         finally:
             _stop(gunicorn)
         raw_args = (cluster_url, ids)
         for kind, procs, threads, seconds in _raw_runs(args):
             _reset(cluster_url)
-            results.append(measure(kind, procs=procs, threads=threads, seconds=seconds, args=raw_args))
+            results.append(
+                measure_cpu(kind, procs=procs, threads=threads, seconds=seconds, args=raw_args, app=None, db=postmaster)
+            )
             print(f"  {kind:<24}{results[-1]['events_per_s']:>10,.0f} /s", flush=True)
         print(f"gunicorn log: {log.name}")
     return results
@@ -447,12 +499,15 @@ def print_rows(rows: list[tuple]) -> None:
 
 def _report(results: list[dict], args: argparse.Namespace) -> None:
     print(f"\nIngest benchmark ({os.cpu_count()} CPUs; {args.seconds:.0f} s per run; fsync on)")
-    print(f"{'run':<24}{'events/s':>10}{'requests':>10}{'failed':>8}{'clients':>8}{'p50 ms':>9}{'p99 ms':>9}")
+    print(f"{'run':<24}{'events/s':>10}{'requests':>10}{'failed':>8}{'clients':>8}{'p50 ms':>9}{'p99 ms':>9}"
+          f"{'app CPU ms/req':>16}{'db CPU ms/req':>15}")  # fmt: skip
     for r in results:
         p50 = f"{r['p50_ms']:.1f}" if r["p50_ms"] is not None else "-"
         p99 = f"{r['p99_ms']:.1f}" if r["p99_ms"] is not None else "-"
+        app_cpu = f"{r['app_cpu_ms']:.3f}" if r.get("app_cpu_ms") is not None else "-"
+        db_cpu = f"{r['db_cpu_ms']:.3f}" if r.get("db_cpu_ms") is not None else "-"
         print(f"{r['kind']:<24}{r['events_per_s']:>10,.0f}{r['requests']:>10,}{r['failed']:>8}{r['clients']:>8}"
-              f"{p50:>9}{p99:>9}")  # fmt: skip
+              f"{p50:>9}{p99:>9}{app_cpu:>16}{db_cpu:>15}")  # fmt: skip
     print_rows(table_rows(results))
 
 

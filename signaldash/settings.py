@@ -105,9 +105,16 @@ DB_CONNECT_TIMEOUT_S = env_int("SIGNALDASH_DB_CONNECT_TIMEOUT_S", 3)
 DB_STATEMENT_TIMEOUT_S = env_float("SIGNALDASH_DB_STATEMENT_TIMEOUT_S", 30.0)
 # Connections are reused between requests (a new PostgreSQL connection costs more than a tracked event) and
 # checked once per request before use; the check gives up after SIGNALDASH_DB_HEALTH_CHECK_TIMEOUT_S, so a
-# frozen server still means 503s within the connect timeout (signaldash/db/postgresql/base.py).
+# frozen server still means 503s within the connect timeout (signaldash/db/postgresql/base.py). In a request on
+# a connection whose server answered less than SIGNALDASH_DB_HEALTH_CHECK_SKIP_S ago (0: always check) the check
+# (a round trip) is skipped, and the request's first statement must then be answered within
+# SIGNALDASH_DB_UNCHECKED_STATEMENT_TIMEOUT_S or it ends in a 503 (a cut statement may still commit: the retry is
+# a duplicate, docs/deployment.md). Keep that bound above the slowest legitimate first statement of a request;
+# 0 for either turns the skip off.
 DB_CONN_MAX_AGE = env_int("DB_CONN_MAX_AGE", 60)
 SIGNALDASH_DB_HEALTH_CHECK_TIMEOUT_S = env_float("SIGNALDASH_DB_HEALTH_CHECK_TIMEOUT_S", 1.0)
+SIGNALDASH_DB_HEALTH_CHECK_SKIP_S = env_float("SIGNALDASH_DB_HEALTH_CHECK_SKIP_S", 1.0)
+SIGNALDASH_DB_UNCHECKED_STATEMENT_TIMEOUT_S = env_float("SIGNALDASH_DB_UNCHECKED_STATEMENT_TIMEOUT_S", 5.0)
 POSTGRESQL_ENGINE = "signaldash.db.postgresql"
 if _db["ENGINE"] == "django.db.backends.postgresql":
     _db.update(ENGINE=POSTGRESQL_ENGINE, CONN_MAX_AGE=DB_CONN_MAX_AGE, CONN_HEALTH_CHECKS=True)
