@@ -31,6 +31,7 @@ from readouts import catalog_metrics, queries, stats
 from readouts.metric_values import funnel_values, metric_values
 from readouts.selectors import Readout
 from readouts.sources.builder import NONE, OTHER, TOP_SLICES
+from readouts.sources.refresh import ratio_sums_of
 
 DIMENSION_KEY_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 BAD_DIMENSION = "dimension must be an exposure props key: 1-64 of A-Z a-z 0-9 _ . -"
@@ -199,10 +200,7 @@ def _warehouse_sums(experiment: Experiment, readout: Readout, d, key: str, kind:
             den = p.get("slice_den")
             if den is None:
                 continue
-            kinds = {"numerator_kind": d.numerator.kind, "denominator_kind": d.denominator.kind}
-            sums_of[slot] = stats.RatioSums(
-                m["users"], m["total"], m["total_sq"], den["total"], den["total_sq"], m["products"], **kinds
-            )
+            sums_of[slot] = ratio_sums_of(m, den, d)
         else:
             sums_of[slot] = _sums(m["users"], round(m["total"]), m["total"], m["total_sq"], kind=kind)
     return "", sums_of

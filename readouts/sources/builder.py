@@ -233,23 +233,18 @@ DIM_USERS = (
     "SELECT u.user_key, u.variant_key, :dim_{n} AS dimension, f.dim_{n} AS raw "
     "FROM units u JOIN x_first f ON f.user_key = u.user_key"
 )
+# One select per kind: 'slice' sums part ``g`` (and Σm·d of a ratio in ``products``), 'slice_den' a ratio's ``d``.
 SLICE_SELECT = """
 UNION ALL
-SELECT 'slice' AS kind, s.variant_key, :key_{i}, {null_d}, COUNT(*), SUM(g.m), SUM(g.m * g.m), {products}, {zero_f},
-       0, 0, 0, s.dimension, s.slice
+SELECT '{kind}' AS kind, s.variant_key, :key_{i}, {null_d}, COUNT(*), SUM({v}.m), SUM({v}.m * {v}.m), {products},
+       {zero_f}, 0, 0, 0, s.dimension, s.slice
 FROM dim_slices s {join} GROUP BY s.variant_key, s.dimension, s.slice
 """
-SLICE_JOIN = "JOIN f{j} g ON g.user_key = s.user_key"
+SLICE_JOIN = "JOIN f{j} {v} ON {v}.user_key = s.user_key"
 SLICE_JOIN_FUNNEL = (
     "JOIN (SELECT u.user_key, CASE WHEN f.user_key IS NULL THEN {zero_f} ELSE CAST(1 AS DOUBLE) END AS m FROM units u "
     "LEFT JOIN fs{i}_{k} f ON f.user_key = u.user_key) g ON g.user_key = s.user_key"
 )
-SLICE_DEN_SELECT = """
-UNION ALL
-SELECT 'slice_den' AS kind, s.variant_key, :key_{i}, {null_d}, COUNT(*), SUM(d.m), SUM(d.m * d.m), {zero_f}, {zero_f},
-       0, 0, 0, s.dimension, s.slice
-FROM dim_slices s JOIN f{den} d ON d.user_key = s.user_key GROUP BY s.variant_key, s.dimension, s.slice
-"""
 DIMENSION_COLUMNS = ("dimension", "slice")
 # Late conversions, as the internal rollups count them: an event the metric reads, since the start, before the
 # user's exposure (whatever the metric's delay or filter).
@@ -504,16 +499,19 @@ class _Query:
         """The 'slice' rows of metric i: part j's final values (and, for a ratio, denominator part ``den``)."""
         if not self.dimensions:
             return
+        products = TYPED["zero_f"]
         if d.kind == "funnel":
-            join, products = SLICE_JOIN_FUNNEL.format(i=i, k=len(d.steps) - 1, **TYPED), TYPED["zero_f"]
+            join = SLICE_JOIN_FUNNEL.format(i=i, k=len(d.steps) - 1, **TYPED)
         else:
             self.final(d.numerator if d.kind == "ratio" else d, j)
-            join, products = SLICE_JOIN.format(j=j), TYPED["zero_f"]
+            join = SLICE_JOIN.format(j=j, v="g")
         if den is not None:
-            join += f" JOIN f{den} d ON d.user_key = s.user_key"
-            products = "SUM(g.m * d.m)"
-            self.selects.append(SLICE_DEN_SELECT.format(i=i, den=den, **TYPED))
-        self.selects.append(SLICE_SELECT.format(i=i, join=join, products=products, **TYPED))
+            den_join = SLICE_JOIN.format(j=den, v="d")
+            self.selects.append(
+                SLICE_SELECT.format(kind="slice_den", i=i, v="d", join=den_join, products=products, **TYPED)
+            )
+            join, products = f"{join} {den_join}", "SUM(g.m * d.m)"
+        self.selects.append(SLICE_SELECT.format(kind="slice", i=i, v="g", join=join, products=products, **TYPED))
 
     def metric(self, d: MetricDefinition, i: int) -> None:
         _validate(d)
@@ -637,16 +635,11 @@ def _union_leaves(node: exp.Expression):
 def _pad_dimension_columns(tree: exp.Expression) -> None:
     """Every branch of the final UNION without the ``dimension``/``slice`` columns gets them as typed NULLs."""
     width = len(OUTPUT_COLUMNS) + len(DIMENSION_COLUMNS)
-    for leaf in _union_leaves(tree):
+    for n, leaf in enumerate(_union_leaves(tree)):
         if isinstance(leaf, exp.Select) and len(leaf.expressions) < width:
-            names = ("dimension", "slice") if leaf is _first_leaf(tree) else (None, None)
-            for name in names:
+            for name in DIMENSION_COLUMNS:  # the first branch names the UNION's columns
                 null = exp.cast(exp.null(), exp.DataType.build("TEXT"))
-                leaf.select(exp.alias_(null, name) if name else null, copy=False)
-
-
-def _first_leaf(tree: exp.Expression) -> exp.Expression:
-    return next(_union_leaves(tree))
+                leaf.select(exp.alias_(null, name) if n == 0 else null, copy=False)
 
 
 def _postgres_fixes(tree: exp.Expression) -> exp.Expression:

@@ -257,11 +257,17 @@ def _ratio_sums(d, extras: list[dict], ids: dict) -> dict:
         num, den = p.get("ratio"), p.get("ratio_den")
         if num is None or den is None:
             continue
-        out[variant_id] = stats.RatioSums(
-            num["users"], num["total"], num["total_sq"], den["total"], den["total_sq"], num["products"],
-            numerator_kind=d.numerator.kind, denominator_kind=d.denominator.kind,
-        )  # fmt: skip
+        out[variant_id] = ratio_sums_of(num, den, d)
     return out
+
+
+def ratio_sums_of(num: dict, den: dict, d) -> stats.RatioSums:
+    """A ratio's sums from its two stored rows ('ratio'/'ratio_den', or a slice's 'slice'/'slice_den'): the
+    numerator row holds n, Σm, Σm², Σm·d, the denominator row Σd, Σd²."""
+    return stats.RatioSums(
+        num["users"], num["total"], num["total_sq"], den["total"], den["total_sq"], num["products"],
+        numerator_kind=d.numerator.kind, denominator_kind=d.denominator.kind,
+    )  # fmt: skip
 
 
 def snapshot_event_rows(*, snapshot: ReadoutSnapshot | None) -> list[queries.SumsRow] | None:
