@@ -308,12 +308,15 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def _reset(url: str) -> None:
-    """Every run starts from empty tables (same index depth for the app and its ceiling)."""
+    """Every run starts from empty tables (same index depth for the app and its ceiling), in the state of a fresh
+    install: the other tables vacuumed and analyzed, the tracking tables truncated afterwards, so that their
+    statistics say "never analyzed" (as after `migrate`) rather than "analyzed and empty" — a plan cached on a
+    table believed empty (a sequential scan) would otherwise stay in use while the run fills it."""
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("TRUNCATE tracking_event, tracking_assignment, tracking_covariate, tracking_variantconflict")
         conn.execute("VACUUM ANALYZE")
+        conn.execute("TRUNCATE tracking_event, tracking_assignment, tracking_covariate, tracking_variantconflict")
 
 
 def _tree_cpu_s(root: int) -> float:

@@ -471,16 +471,16 @@ def event_insert_single(
 
 def _prepared_cursor():
     """PostgreSQL: a Django cursor (query log, error wrapping, the per-request health check) over a psycopg cursor
-    with server-side binding, so psycopg prepares a statement run often on this connection (after
-    `prepare_threshold` runs, 5): the server parses and plans it once per connection instead of per request, and
+    with server-side binding whose statements are prepared on their first run on this connection
+    (`PreparingCursor`; Django alone prepares nothing): the server parses and plans them once per connection, and
     the driver sends typed parameters instead of quoting them into the text. For statements whose result columns
     never change type (a prepared statement survives schema changes otherwise)."""
-    import psycopg
+    from signaldash.db.postgresql.base import PreparingCursor
 
     connection.close_if_health_check_failed()
     connection.ensure_connection()
     with connection.wrap_database_errors:
-        return connection._prepare_cursor(psycopg.Cursor(connection.connection))
+        return connection._prepare_cursor(PreparingCursor(connection.connection))
 
 
 def assignment_counts_add(rows: Sequence[tuple[int, str, int]]) -> None:

@@ -176,3 +176,20 @@ def test_single__warm_plain_event__one_query_no_parser_no_serializer(api, experi
     assert len(seen) == 1
     assert _single_statements(seen) == [seen[0]["sql"]]
     assert Event.objects.get(user_key="u7").props == {"plan": "pro"}
+
+
+def test_single__statement_prepared_once_per_connection__orm_statements_not(api, experiment):
+    # Given two tracked events on this connection (Django alone connects with automatic preparing off)
+    assert post(api, event(user_key="p1")).status_code == 201
+    assert post(api, event(user_key="p2")).status_code == 201
+    # Then the server holds the single-event statement prepared (parsed and planned once), and nothing else:
+    # the ORM's statements are never prepared
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [row[0] for row in cursor.fetchall()]
+    assert len([s for s in prepared if "assigned_before AS" in s]) == 1
+    assert all("assigned_before AS" in s or "FROM unnest" in s for s in prepared), prepared
+    # And the query log still shows the prepared statement's SQL
+    with CaptureQueriesContext(connection) as seen:
+        assert post(api, event(user_key="p3")).status_code == 201
+    assert len(_single_statements(seen)) == 1

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import select
+import sys
 import time
 from collections.abc import Generator
 from typing import Any
@@ -105,16 +106,32 @@ def _resumed(first: Any, gen: Generator) -> Generator:
         ready = yield state
 
 
+# A `prepare_threshold` no statement reaches: psycopg prepares only what is executed with `prepare=True`.
+EXPLICIT_PREPARE_ONLY = sys.maxsize
+
+
 class Connection(psycopg.Connection):
     """psycopg's connection, noting when its server last answered and able to bound its next wait.
 
     Every statement, commit and rollback of psycopg goes through `wait()`. `answered_at` is the monotonic time
     of the last wait that completed; `next_wait_timeout`, when set, bounds the next wait that has to wait for
     the server (one that completes at once, like switching autocommit outside a transaction, leaves it set).
+
+    Prepared statements: Django connects with `prepare_threshold=None` unless `OPTIONS` sets one, and psycopg
+    then prepares nothing, not even a statement executed with `prepare=True`. Here None means "only when asked":
+    the ORM's statements are still never prepared, and the few hot statements that ask (`PreparingCursor`) are
+    parsed and planned once per connection.
     """
 
     answered_at: float = -math.inf
     next_wait_timeout: float | None = None
+
+    @classmethod
+    def connect(cls, conninfo: str = "", **kwargs: Any) -> Connection:
+        conn = super().connect(conninfo, **kwargs)
+        if conn.prepare_threshold is None:
+            conn.prepare_threshold = EXPLICIT_PREPARE_ONLY
+        return conn
 
     def wait(self, gen, interval: float = WAIT_INTERVAL_S, timeout: float | None = None):
         if self.next_wait_timeout is None:
@@ -142,6 +159,19 @@ class Connection(psycopg.Connection):
                 f"no answer from the database within {bound:g} s on a connection not health-checked "
                 "(SIGNALDASH_DB_UNCHECKED_STATEMENT_TIMEOUT_S); connection closed"
             ) from None
+
+
+class PreparingCursor(psycopg.Cursor):
+    """A cursor whose statements are prepared on their first run on a connection (`execute(prepare=True)`)."""
+
+    def execute(self, query: Any, params: Any = None, *, prepare: bool | None = True, binary: bool | None = None):
+        return super().execute(query, params, prepare=prepare, binary=binary)
+
+    def _send_query_prepared(self, name: bytes, pgq: Any, *, binary: bool | None = None) -> None:
+        # psycopg 3.3 keeps the statement (what Django's query log reads, `last_executed_query`) only when it is
+        # sent unprepared; keep it for prepared runs too, so captured and logged queries show their SQL.
+        self._query = pgq
+        super()._send_query_prepared(name, pgq, binary=binary)
 
 
 class _Psycopg:
