@@ -14,7 +14,7 @@ One command: `.venv/bin/python bench/ingest.py` (or `make bench`). It
    - single: one statement per event doing the same work (the assignment and the event), autocommitted, from
      as many connections as the app has clients; the composite single-event ceiling adds the no-database DRF
      view's CPU time per request: 1 / (1/nodb_rate + 1/raw_single_rate), both spent on the same cores;
-     measured in --single-rounds rounds (default 3) of no-database view, events, assignments and raw statement
+     measured in --single-rounds rounds (default 5) of no-database view, events, assignments and raw statement
      one right after the other, each round's ratio to its own ceiling, the median round reported;
 5. keeps the figures the bench reported before, labelled with what they measure (`legacy`): pairs of an
    exposure and a conversion per user against a raw insert of the events only (less work than the app);
@@ -53,7 +53,7 @@ EVENTS_PER_USER = {"exposures": 1, "mixed": 4, "pairs": 2}
 BATCH_CLIENTS = 4  # client processes posting batches (one connection each)
 SINGLE_CLIENTS = (4, 2)  # processes x threads posting single events: 8 concurrent clients
 SERIAL_SECONDS = 3.0
-SINGLE_ROUNDS = 3  # rounds of the single-event figures (bench/ingest.py --single-rounds)
+SINGLE_ROUNDS = 5  # rounds of the single-event figures (bench/ingest.py --single-rounds)
 EVENT_COLUMNS = (
     "experiment_id, variant_id, user_key, event_type, metric, value, occurred_at, received_at, props, event_id"
 )
