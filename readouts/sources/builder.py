@@ -84,10 +84,7 @@ ev AS (
   FROM src_e s
   WHERE s.event IN (:events) AND s."timestamp" >= :lookback_ts AND s."timestamp" <= :end_ts
 ),
-{evd},
-ue AS MATERIALIZED (
-  SELECT u.variant_key, u.x_ts, e.* FROM units u JOIN evd e ON e.user_key = u.user_key
-),
+{ue},
 evc AS (
   SELECT e.event, CAST(e.ts AS DATE) AS day, SUM(CASE WHEN e.ts >= e.x_ts THEN 1 ELSE 0 END) AS counted,
          SUM(CASE WHEN e.ts < e.x_ts THEN 1 ELSE 0 END) AS late
@@ -113,23 +110,28 @@ FROM x_users WHERE variant_key <> last_variant
 # two passes: a hash of the key is counted first (one integer per row), and only the rows whose hash is seen more
 # than once go through the exact dedup. Rows with the same key share a hash, so a hash seen once is a unique
 # delivery whatever the hash function (a collision only sends a few unique rows through the exact path).
-EVD_DEDUP = """
+UE_DEDUP = """
+eu AS (SELECT u.variant_key, u.x_ts, e.* FROM units u JOIN ev e ON e.user_key = u.user_key),
 evh AS MATERIALIZED (
-  SELECT e.*, CASE WHEN e.event_id IS NULL THEN NULL ELSE HASH(e.user_key, e.event, e.event_id) END AS h FROM ev e
+  SELECT e.*, CASE WHEN e.event_id IS NULL THEN NULL ELSE HASH(e.user_key, e.event, e.event_id) END AS h FROM eu e
 ),
 dup_h AS (SELECT h FROM evh WHERE h IS NOT NULL GROUP BY h HAVING COUNT(*) > 1),
-evd AS (
-  SELECT e.user_key, e.ts, e.event, e.value {extras_e} FROM evh e LEFT JOIN dup_h k ON k.h = e.h WHERE k.h IS NULL
+ue AS MATERIALIZED (
+  SELECT e.variant_key, e.x_ts, e.user_key, e.ts, e.event, e.value {extras_e}
+  FROM evh e LEFT JOIN dup_h k ON k.h = e.h WHERE k.h IS NULL
   UNION ALL
-  SELECT user_key, ts, event, value {extras} FROM (
+  SELECT variant_key, x_ts, user_key, ts, event, value {extras} FROM (
     SELECT e.*, ROW_NUMBER() OVER (PARTITION BY e.user_key, e.event, e.event_id ORDER BY e.ts) AS dup
     FROM evh e JOIN dup_h k ON k.h = e.h
   ) d WHERE d.dup = 1
 )
 """
-# (Joins, not ``h NOT IN (SELECT h FROM dup_h)``: with the ``h IS NULL OR`` Spark ran that as a nested loop over
-# every event × every repeated hash. dup_h's hashes are unique, so neither join repeats a row.)
-EVD_PLAIN = "evd AS (SELECT * FROM ev)"
+# The units' events are joined first and deduplicated after: only the experiment's users' events are hashed and
+# grouped (in a warehouse most events belong to users outside the experiment; they never count anywhere), with
+# no join more than before. (Joins, not ``h NOT IN (SELECT h FROM dup_h)``: with the ``h IS NULL OR`` Spark ran
+# that as a nested loop over every event × every repeated hash. dup_h's hashes are unique, so neither join
+# repeats a row.)
+UE_PLAIN = "ue AS MATERIALIZED (SELECT u.variant_key, u.x_ts, e.* FROM units u JOIN ev e ON e.user_key = u.user_key)"
 
 # Per value part j (a binary or mean definition: a planned metric, or one part of a ratio). ``{matches}`` and
 # ``{counted}`` are conditions over e (event) built below; ``{value}`` is what one counted event adds. ``c{j}`` is the
@@ -724,11 +726,11 @@ def build_query(*, plan: QueryPlan, source: SourceSQL, engine: str) -> str:
     dedup = "event_id" in q.columns
     event_extras = "".join(f", s.{c}" for c in [*kept, *(["event_id"] if dedup else [])])
     extras = {"extras": "".join(f", {c}" for c in kept), "extras_e": "".join(f", e.{c}" for c in kept)}
-    evd = EVD_DEDUP.format(**extras) if dedup else EVD_PLAIN
+    ue = UE_DEDUP.format(**extras) if dedup else UE_PLAIN
     q.selects.append(EVENT_COUNTS_SELECT.format(**TYPED))
     text = BASE.format(
         event_extras=event_extras,
-        evd=evd,
+        ue=ue,
         dim_cols="".join(DIM_COL.format(column=c, n=n) for n, c in enumerate(plan.dimensions)),
         metric_ctes=dimension_ctes + q.covariates() + "".join(q.ctes),
         metric_selects="".join(q.selects),
