@@ -463,10 +463,33 @@ def event_insert_single(
         "props": connection.ops.adapt_json_value(props, None),
         "event_id": event_id,
     }
-    with _prepared_cursor() as cursor:
-        cursor.execute(_single_event_sql(), params)
-        running, verdict, stored = cursor.fetchone()
+    ((running, verdict, stored),) = _run_prepared(_single_event_sql(), params)
     return bool(running), verdict, bool(stored)
+
+
+def _run_prepared(sql: str, params: Any) -> list[tuple]:
+    """PostgreSQL: run a hot statement prepared on this connection and return its rows.
+
+    Through `_prepared_cursor` (Django's cursor wrapper: the query log, `execute_wrapper`s) whenever something
+    observes the connection's queries; otherwise the same steps without the wrapper's layers, on one psycopg cursor
+    kept per connection (Django's per-request health check, the broken-transaction check, Django's error
+    wrapping): about 40 µs less of CPU per statement than a new wrapped cursor each time."""
+    if connection.queries_logged or connection.execute_wrappers:
+        with _prepared_cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+    from signaldash.db.postgresql.base import PreparingCursor
+
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    connection.validate_no_broken_transaction()
+    with connection.wrap_database_errors:
+        raw = connection.connection
+        cursor = getattr(raw, "signaldash_cursor", None)
+        if cursor is None or cursor.closed:
+            cursor = raw.signaldash_cursor = PreparingCursor(raw)
+        cursor.execute(sql, params)
+        return cursor.fetchall()
 
 
 def _prepared_cursor():
@@ -516,8 +539,9 @@ def assignments_of_user(user_key: str, experiment_ids: Sequence[int]) -> list[tu
     else:
         sql = f"{head} AND experiment_id IN ({', '.join(['%s'] * len(experiment_ids))})"
         params = [user_key, *sorted(experiment_ids)]
-    # PostgreSQL: server-side binding, prepared once per connection (the parameters are not quoted into the text).
-    with _prepared_cursor() if connection.vendor == "postgresql" else connection.cursor() as cursor:
+    if connection.vendor == "postgresql":  # server-side binding, prepared once per connection
+        return _run_prepared(sql, params)
+    with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
     if connection.vendor == "sqlite":
@@ -622,9 +646,7 @@ def assignments_record(
         "count_ns": [c[2] for c in counts],
         "count_new": [c[3] for c in counts],
     }
-    with _prepared_cursor() as cursor:  # server-side binding, prepared once per connection
-        cursor.execute(_record_sql(), params)
-        rows = cursor.fetchall()
+    rows = _run_prepared(_record_sql(), params)  # server-side binding, prepared once per connection
     new_ids = {e for e, _ in new}
     locked = {e for part, e, _, _ in rows if part == "l"}
     listed = {e for part, e, _, _ in rows if part == "r" and e not in new_ids}
