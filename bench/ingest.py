@@ -381,16 +381,18 @@ def _options(args: argparse.Namespace) -> tuple[str, int]:
     return getattr(args, "only", "all"), max(1, getattr(args, "single_rounds", SINGLE_ROUNDS))
 
 
+SERIAL_RUNS = (
+    ("app:serial_healthz", 1, 1, SERIAL_SECONDS),
+    ("app:serial_track", 1, 1, SERIAL_SECONDS),
+    ("app:serial_assign", 1, 1, SERIAL_SECONDS),
+)  # one request at a time: the p50 figures
+
+
 def _app_runs(args: argparse.Namespace) -> list[tuple[str, int, int, float]]:
-    """(kind, processes, threads, seconds) of every run against the app, in order (the single-event rounds apart)."""
-    runs = [
-        ("app:serial_healthz", 1, 1, SERIAL_SECONDS),
-        ("app:serial_track", 1, 1, SERIAL_SECONDS),
-        ("app:serial_assign", 1, 1, SERIAL_SECONDS),
-    ]
+    """(kind, processes, threads, seconds) of the batch runs against the app, in order."""
     if _options(args)[0] == "single":
-        return runs
-    runs += [(f"app:{w}:{n}", BATCH_CLIENTS, 1, args.seconds) for w in ("exposures", "mixed") for n in BATCH_SIZES]
+        return []
+    runs = [(f"app:{w}:{n}", BATCH_CLIENTS, 1, args.seconds) for w in ("exposures", "mixed") for n in BATCH_SIZES]
     runs += [(f"app_legacy:pairs:{n}", 2, 2, args.seconds) for n in LEGACY_BATCH_SIZES]
     return runs
 
@@ -440,6 +442,7 @@ def run_measurements(args: argparse.Namespace) -> list[dict]:
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         results = []
+        raw_args = (cluster_url, ids)
         try:
             _wait_healthy(port, gunicorn)
             http_args = (port, ids["key"])
@@ -448,15 +451,15 @@ def run_measurements(args: argparse.Namespace) -> list[dict]:
             warm_up = ("app:nodb", "app:single", "app:assign") + (("app:exposures:500",) if only == "all" else ())
             for kind in warm_up:  # warm up every worker
                 measure(kind, procs=2, threads=4, seconds=1, args=http_args)
-            runs = [(run, None) for run in _app_runs(args)[:3]]
+            runs = [(run, None) for run in SERIAL_RUNS]
             runs += [(run, r) for r in range(rounds) for run in _single_round(args)]
-            runs += [(run, None) for run in _app_runs(args)[3:]]
+            runs += [(run, None) for run in _app_runs(args)]
             for (kind, procs, threads, seconds), round_ in runs:
                 _reset(cluster_url)
                 raw = kind.startswith("raw")  # the ceiling's raw part: psycopg, gunicorn idle meanwhile
                 results.append(
                     measure_cpu(kind, procs=procs, threads=threads, seconds=seconds,
-                                args=(cluster_url, ids) if raw else http_args,
+                                args=raw_args if raw else http_args,
                                 app=None if raw else gunicorn.pid, db=postmaster)
                 )  # fmt: skip
                 results[-1]["round"] = round_
@@ -464,7 +467,6 @@ def run_measurements(args: argparse.Namespace) -> list[dict]:
                 print(f"  {kind:<24}{results[-1]['events_per_s']:>10,.0f} /s{tag}", flush=True)
         finally:
             _stop(gunicorn)
-        raw_args = (cluster_url, ids)
         for kind, procs, threads, seconds in _raw_runs(args):
             _reset(cluster_url)
             results.append(
